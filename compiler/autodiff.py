@@ -1,0 +1,158 @@
+"""Reverse mode as a pass: `grad(graph, wrt)` returns a new Graph that computes the original
+outputs and, for each input x in `wrt`, `dx` = ∂(output)/∂x.
+
+The walk is iterative, over the forward nodes in reverse topological order (the node list
+order, reversed).  Each node that lies on a path from a `wrt` input to the differentiated output
+receives the sum of its upstream gradients (fan-out is summed with `add`: the lecture's copy
+gate), then its op's gate rule builds the downstream gradient of each input as ordinary IR.
+Binary ops' gate rules answer in the broadcast output shape; `unbroadcast` (the one place where
+broadcasting is undone) sums over the broadcast axes.  Integer and bool inputs get no gradient.
+"""
+from __future__ import annotations
+
+import inspect
+
+from . import builder as B
+from .builder import Builder, Var
+from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
+from .ops import GATE_RULES
+
+
+def unbroadcast(g: Var, shape: tuple) -> Var:
+    """Sum G (of a broadcast shape) over the axes that broadcasting added or stretched, so the
+    result has `shape`: ∂L/∂x of y = broadcast(x) is Σ over the copies."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(shape)
+                                      if d == 1 and g.shape[lead + k] != 1)
+    if lead == 0:
+        return B.sum(g, axes, keepdims=True)
+    return B.reshape(B.sum(g, axes), shape)
+
+
+def _call_rule(fn, g, out, inputs, attrs):
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return fn(g, out, *inputs, **attrs)
+    return fn(g, out, *inputs, **{k: v for k, v in attrs.items() if k in params})
+
+
+def _copy_forward(graph: Graph, name: str):
+    """A new graph with the same inputs and nodes (fresh Value objects, same names)."""
+    new = Graph(name)
+    env: dict = {}
+    for v in graph.inputs:
+        env[v.name] = Value(v.name, v.type)
+        new.inputs.append(env[v.name])
+    for n in graph.nodes:
+        out = Value(n.out.name, n.out.type)
+        env[out.name] = out
+        new.nodes.append(Node(n.op, tuple(env[v.name] for v in n.inputs), dict(n.attrs), out,
+                              n.loc, n.rule, n.of))
+    return new, env
+
+
+def _wrt_list(graph: Graph, wrt) -> list:
+    if wrt is None:
+        return [v.name for v in graph.inputs if v.type.is_float]
+    wrt = [wrt] if isinstance(wrt, str) else list(wrt)
+    for name in wrt:
+        v = graph.input(name)
+        if not v.type.is_float:
+            raise UnsupportedError(f"grad: input {name!r} is {v.type}; only float inputs have "
+                                   "gradients (integer labels get none)")
+    return wrt
+
+
+def _pick_output(graph: Graph, of):
+    if of is None:
+        if len(graph.outputs) != 1:
+            raise GradcError(f"grad: graph {graph.name!r} has outputs {list(graph.outputs)}; "
+                             "say which to differentiate with of='name'")
+        of = next(iter(graph.outputs))
+    if of not in graph.outputs:
+        raise GradcError(f"grad: no output {of!r}; outputs are {list(graph.outputs)}")
+    out = graph.outputs[of]
+    if out.shape != () or not out.type.is_float:
+        raise GradcError(f"grad: output {of!r} is {out.type}; reverse mode needs a float scalar "
+                         "(reduce it, e.g. dsl.sum(y) or dsl.mean(y))")
+    return of, out
+
+
+def grad(graph: Graph, wrt=None, of=None) -> Graph:
+    """∂(output `of`)/∂(each input in `wrt`) as a new graph.  `wrt` defaults to every float
+    input; `of` defaults to the only output.  Outputs: the original ones, then `d<input>`."""
+    wrt = _wrt_list(graph, wrt)
+    of, target = _pick_output(graph, of)
+    new, env = _copy_forward(graph, graph.name)
+    namer = Namer(env)
+    for k in list(graph.outputs):
+        new.outputs[k] = env[graph.outputs[k].name]
+    b = Builder(new, namer)
+    first_new = len(new.nodes)
+
+    # which values depend on a wrt input (forward), and which reach the target (backward)
+    live = set(wrt)
+    for n in graph.nodes:
+        if any(v.name in live for v in n.inputs) and n.out.type.is_float:
+            live.add(n.out.name)
+    useful = {target.name}
+    for n in reversed(graph.nodes):
+        if n.out.name in useful:
+            useful.update(v.name for v in n.inputs)
+
+    pending: dict = {}   # value name -> list of upstream gradient Vars
+    b.loc, b.rule, b.of = None, "seed: ∂out/∂out = 1", target.name
+    pending[target.name] = [b.const(1.0, target.dtype)]
+    grads: dict = {}
+
+    for n in reversed(graph.nodes):
+        name = n.out.name
+        if name not in pending or name not in live:
+            continue
+        g = _accumulate(b, name, pending.pop(name), first_new)
+        rules = GATE_RULES[n.op]
+        ins = [Var(b, env[v.name]) for v in n.inputs]
+        out = Var(b, env[name])
+        for k, v in enumerate(n.inputs):
+            if v.name not in live or v.name not in useful or not v.type.is_float:
+                continue
+            if rules[k] is None:
+                continue
+            text, fn = rules[k]
+            b.loc, b.rule, b.of = n.loc, f"{n.op} gate: {text}", name
+            try:
+                dv = _call_rule(fn, g, out, ins, n.attrs)
+                dv = unbroadcast(dv, v.shape)
+            except GradcError as e:
+                raise type(e)(f"while building the {n.op} gate rule of {name}: {e}") from None
+            pending.setdefault(v.name, []).append(dv)
+    for x in wrt:
+        contributions = pending.pop(x, None)
+        if contributions is None:
+            b.loc, b.rule, b.of = None, "no path from this input to the output: gradient 0", x
+            grads[x] = b.const(0, env[x].dtype, env[x].shape)
+        else:
+            grads[x] = _accumulate(b, x, contributions, first_new)
+    for x in wrt:
+        key = "d" + x
+        if key in new.outputs:
+            raise GradcError(f"grad: output name {key!r} is taken; rename the input {x!r} or the "
+                             "output")
+        new.outputs[key] = grads[x].value
+    return new
+
+
+def _accumulate(b: Builder, name: str, parts: list, first_new: int) -> Var:
+    """Sum the upstream gradients of one value (fan-out: the copy gate), and name the result
+    `d<name>` when this pass created it as a temporary."""
+    total = parts[0]
+    if len(parts) > 1:
+        b.rule, b.of = "fan-out: the gradients of every use are summed", name
+        for p in parts[1:]:
+            total = total + p
+    v = total.value
+    if v.temp and any(n.out is v for n in b.graph.nodes[first_new:]):
+        b.rename(total, "d" + name)
+    return total

@@ -1,0 +1,34 @@
+"""The reference interpreter: evaluates a graph node by node with each op's NumPy reference
+rule.  It is the spec that both backends and the SymPy renderer are tested against, and the
+fallback executor.  Every result is checked against the node's declared type."""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import NUMPY_DTYPE, GradcError, Graph
+from .ops import EVAL_RULES
+
+
+def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = False,
+              **kw) -> dict:
+    """Run `graph` on `inputs` (a dict, or keyword arrays).  Returns the outputs by name, or
+    with `all_values=True` every value by name (inputs included), in definition order."""
+    from runtime.checks import check_arguments
+    args = check_arguments(graph, dict(inputs or {}, **kw))
+    env = {v.name: a for v, a in zip(graph.inputs, args)}
+    with np.errstate(all="ignore"):
+        for n in graph.nodes:
+            try:
+                r = np.asarray(EVAL_RULES[n.op](*(env[v.name] for v in n.inputs), **n.attrs))
+            except Exception as e:  # a reference rule failing is a bug or a bad input value
+                where = f" ({n.loc})" if n.loc else ""
+                raise GradcError(f"evaluating {n.out.name} = {n.op}(...){where} failed: "
+                                 f"{type(e).__name__}: {e}") from e
+            want = NUMPY_DTYPE[n.out.dtype]
+            if r.shape != n.out.shape or r.dtype != np.dtype(want):
+                raise GradcError(f"internal: {n.op} gave {r.dtype}{list(r.shape)} for "
+                                 f"{n.out.name}, declared {n.out.type}")
+            env[n.out.name] = r
+    if all_values:
+        return env
+    return {k: env[v.name] for k, v in graph.outputs.items()}

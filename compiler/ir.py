@@ -1,0 +1,231 @@
+"""The gradc IR: an SSA graph of typed values.
+
+A `Graph` has typed inputs, a list of `Node`s in topological order (each node defines exactly one
+new `Value`), and named outputs that refer to values.  Every value has a `TensorType`: a dtype
+(`f32`, `f64`, `i64`, `bool`) and a shape (a tuple of ints; `()` is a scalar).
+
+Nodes carry provenance: `loc` is the model's source location (`lecture.py:12`); nodes built by the
+autodiff pass also carry `rule` (the gate rule that produced them) and `of` (the forward value
+whose gate it was).  Provenance is part of the text form and survives a round trip.
+
+Invariants (checked by `verify`): names are unique; every node input is defined before use;
+every output type equals what the op's shape rule says.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+DTYPES = ("bool", "i64", "f32", "f64")
+FLOAT_DTYPES = ("f32", "f64")
+NUMPY_DTYPE = {"bool": "bool", "i64": "int64", "f32": "float32", "f64": "float64"}
+
+TEMP_NAME = re.compile(r"^t\d+$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class GradcError(Exception):
+    """Base class of the errors gradc raises for user mistakes."""
+
+
+class ShapeError(GradcError, ValueError):
+    """An op was applied to operands whose shapes or dtypes do not fit its rule."""
+
+
+class UnsupportedError(GradcError, TypeError):
+    """An op, a Python construct or an argument kind that gradc does not support."""
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: str
+    shape: tuple
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ShapeError(f"unknown dtype {self.dtype!r}; gradc knows {', '.join(DTYPES)}")
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if any(d < 0 for d in self.shape):
+            raise ShapeError(f"negative dimension in shape {self.shape}")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+
+@dataclass(eq=False)
+class Value:
+    """One SSA value.  `temp` marks a generated name (`t3`) that emitters may inline away."""
+    name: str
+    type: TensorType
+
+    @property
+    def temp(self) -> bool:
+        return bool(TEMP_NAME.match(self.name))
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    inputs: tuple
+    attrs: dict
+    out: Value
+    loc: str | None = None
+    rule: str | None = None
+    of: str | None = None
+
+    def key(self) -> tuple:
+        """Everything that identifies the node, by names (used for structural equality)."""
+        return (self.op, tuple(v.name for v in self.inputs), _freeze(self.attrs),
+                self.out.name, self.out.type, self.loc, self.rule, self.of)
+
+
+def _freeze(x):
+    if isinstance(x, dict):
+        return tuple((k, _freeze(v)) for k, v in x.items())
+    if isinstance(x, (list, tuple)):
+        return tuple(_freeze(v) for v in x)
+    if isinstance(x, float) and x != x:
+        return "nan"
+    return x
+
+
+@dataclass(eq=False)
+class Graph:
+    name: str
+    inputs: list = field(default_factory=list)
+    nodes: list = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)  # output name -> Value
+
+    # ---- queries -------------------------------------------------------------------------
+    def values(self) -> dict:
+        """Every value by name: inputs first, then node outputs in order."""
+        vals = {v.name: v for v in self.inputs}
+        for n in self.nodes:
+            vals[n.out.name] = n.out
+        return vals
+
+    def input(self, name: str) -> Value:
+        for v in self.inputs:
+            if v.name == name:
+                return v
+        raise KeyError(f"graph {self.name!r} has no input {name!r}; inputs are "
+                       f"{', '.join(v.name for v in self.inputs)}")
+
+    def producers(self) -> dict:
+        """Value name -> the node defining it."""
+        return {n.out.name: n for n in self.nodes}
+
+    def users(self) -> dict:
+        """Value name -> list of nodes that read it (in order, with repeats)."""
+        use: dict = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                use.setdefault(v.name, []).append(n)
+        return use
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return (self.name == other.name
+                and [(v.name, v.type) for v in self.inputs] == [(v.name, v.type) for v in other.inputs]
+                and [n.key() for n in self.nodes] == [n.key() for n in other.nodes]
+                and [(k, v.name) for k, v in self.outputs.items()]
+                == [(k, v.name) for k, v in other.outputs.items()])
+
+    __hash__ = None
+
+    def __str__(self) -> str:
+        from .text import print_graph
+        return print_graph(self)
+
+    def __repr__(self) -> str:
+        return (f"<Graph {self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes, "
+                f"outputs {list(self.outputs)}>")
+
+
+class Namer:
+    """Hands out unique, valid, non-keyword names.  Temporaries are `t0, t1, ...`; a requested
+    name that is taken gets a numeric suffix (`h`, `h_1`, `h_2`)."""
+
+    RESERVED = frozenset({"np", "math", "inputs", "outputs", "self"})
+
+    def __init__(self, taken=()):
+        self.taken = set(taken)
+        self._next_temp = 0
+
+    def temp(self) -> str:
+        while f"t{self._next_temp}" in self.taken:
+            self._next_temp += 1
+        name = f"t{self._next_temp}"
+        self.taken.add(name)
+        return name
+
+    def fresh(self, hint: str) -> str:
+        import keyword
+        base = hint if _IDENT.match(hint or "") else "v"
+        if keyword.iskeyword(base) or base in self.RESERVED or TEMP_NAME.match(base):
+            base = base + "_"
+        name, i = base, 1
+        while name in self.taken:
+            name = f"{base}_{i}"
+            i += 1
+        self.taken.add(name)
+        return name
+
+    def release(self, name: str) -> None:
+        self.taken.discard(name)
+
+
+def verify(graph: Graph) -> Graph:
+    """Check SSA (unique names, defined before use), output types against the op shape rules,
+    and that outputs refer to defined values.  Returns the graph; raises `ShapeError`."""
+    from .ops import SHAPE_RULES, known_ops
+    defined: dict = {}
+    for v in graph.inputs:
+        if v.name in defined:
+            raise ShapeError(f"verify: input {v.name!r} defined twice")
+        defined[v.name] = v
+    for n in graph.nodes:
+        if n.op not in SHAPE_RULES:
+            raise UnsupportedError(f"verify: unknown op {n.op!r}; ops are {known_ops()}")
+        for v in n.inputs:
+            if defined.get(v.name) is not v:
+                raise ShapeError(f"verify: {n.out.name} = {n.op}(...) reads {v.name!r} "
+                                 "before it is defined")
+        if n.out.name in defined:
+            raise ShapeError(f"verify: value {n.out.name!r} defined twice (SSA)")
+        expect = SHAPE_RULES[n.op]([v.type for v in n.inputs], **n.attrs)
+        if expect != n.out.type:
+            raise ShapeError(f"verify: {n.out.name} = {n.op}(...) has type {n.out.type} but the "
+                             f"{n.op} rule gives {expect}")
+        defined[n.out.name] = n.out
+    for k, v in graph.outputs.items():
+        if defined.get(v.name) is not v:
+            raise ShapeError(f"verify: output {k!r} refers to undefined value {v.name!r}")
+    return graph

@@ -1,0 +1,276 @@
+"""Elementwise ops: unary math and activations, binary arithmetic, comparisons, where, cast,
+constants.  Binary ops broadcast as NumPy does; their gate rules return gradients in the
+output's (broadcast) shape and the autodiff pass sums them back to each input's shape.
+
+Tie rules (documented in docs and tested): relu/leaky_relu/elu route the gradient of x = 0 to
+the negative side (relu'(0) = 0); maximum/minimum split a tie evenly (½ to each operand).
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from .. import builder as B
+from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, literal, prefix,
+                             template, wrap)
+from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
+from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from .common import (arith_binary, compare, elementwise, float_binary, float_unary,
+                     sym_bool_to_number, sym_where)
+
+
+# ---- reference implementations shared with the emitted module (keep them self-contained) ---
+def sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def swish(x):
+    return x * sigmoid(x)
+
+
+def elu(x, alpha):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def _zeros_like(v):
+    return v.b.const(0, v.dtype, v.shape)
+
+
+# ---- unary --------------------------------------------------------------------------------
+SHAPE_RULES["neg"] = lambda ins: _numeric(ins[0], "neg")
+EVAL_RULES["neg"] = np.negative
+GATE_RULES["neg"] = gate("dx = −G", lambda g, out, x: -g)
+SYMPY_RULES["neg"] = elementwise(lambda x: -x)
+NUMPY_EMITTERS["neg"] = prefix("-")
+
+SHAPE_RULES["exp"] = float_unary("exp")
+EVAL_RULES["exp"] = np.exp
+GATE_RULES["exp"] = gate("dx = G·exp(x)", lambda g, out, x: g * out)
+SYMPY_RULES["exp"] = elementwise(sp.exp)
+NUMPY_EMITTERS["exp"] = call("np.exp")
+
+SHAPE_RULES["log"] = float_unary("log")
+EVAL_RULES["log"] = np.log
+GATE_RULES["log"] = gate("dx = G/x", lambda g, out, x: g / x)
+SYMPY_RULES["log"] = elementwise(sp.log)
+NUMPY_EMITTERS["log"] = call("np.log")
+
+SHAPE_RULES["log1p"] = float_unary("log1p")
+EVAL_RULES["log1p"] = np.log1p
+GATE_RULES["log1p"] = gate("dx = G/(1+x)", lambda g, out, x: g / (1 + x))
+SYMPY_RULES["log1p"] = elementwise(lambda x: sp.log(1 + x))
+NUMPY_EMITTERS["log1p"] = call("np.log1p")
+
+SHAPE_RULES["sqrt"] = float_unary("sqrt")
+EVAL_RULES["sqrt"] = np.sqrt
+GATE_RULES["sqrt"] = gate("dx = G/(2·√x)", lambda g, out, x: g / (2 * out))
+SYMPY_RULES["sqrt"] = elementwise(sp.sqrt)
+NUMPY_EMITTERS["sqrt"] = call("np.sqrt")
+
+SHAPE_RULES["tanh"] = float_unary("tanh")
+EVAL_RULES["tanh"] = np.tanh
+GATE_RULES["tanh"] = gate("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out))
+SYMPY_RULES["tanh"] = elementwise(sp.tanh)
+NUMPY_EMITTERS["tanh"] = call("np.tanh")
+
+SHAPE_RULES["sigmoid"] = float_unary("sigmoid")
+EVAL_RULES["sigmoid"] = sigmoid
+GATE_RULES["sigmoid"] = gate("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out)))
+SYMPY_RULES["sigmoid"] = elementwise(lambda x: 1 / (1 + sp.exp(-x)))
+NUMPY_EMITTERS["sigmoid"] = helper(sigmoid)
+
+SHAPE_RULES["softplus"] = float_unary("softplus")
+EVAL_RULES["softplus"] = lambda x: np.logaddexp(0, x)
+GATE_RULES["softplus"] = gate("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x))
+SYMPY_RULES["softplus"] = elementwise(lambda x: sp.log(1 + sp.exp(x)))
+NUMPY_EMITTERS["softplus"] = template("np.logaddexp(0, {0})")
+
+SHAPE_RULES["swish"] = float_unary("swish")
+EVAL_RULES["swish"] = swish
+GATE_RULES["swish"] = gate("dx = G·(σ(x) + x·σ(x)(1−σ(x)))",
+                           lambda g, out, x: g * _swish_slope(x, out))
+SYMPY_RULES["swish"] = elementwise(lambda x: x / (1 + sp.exp(-x)))
+NUMPY_EMITTERS["swish"] = helper(swish, also=(sigmoid,))
+
+SHAPE_RULES["relu"] = float_unary("relu")
+EVAL_RULES["relu"] = lambda x: np.maximum(x, 0)
+GATE_RULES["relu"] = gate("dx = G·[x > 0]", lambda g, out, x: B.where(out > 0, g, 0))
+SYMPY_RULES["relu"] = elementwise(lambda x: sp.Max(x, 0))
+NUMPY_EMITTERS["relu"] = template("np.maximum({0}, 0)")
+
+SHAPE_RULES["leaky_relu"] = float_unary("leaky_relu")
+EVAL_RULES["leaky_relu"] = lambda x, alpha: np.where(x > 0, x, alpha * x)
+GATE_RULES["leaky_relu"] = gate("dx = G·(1 if x > 0 else α)",
+                                lambda g, out, x, alpha: B.where(x > 0, g, alpha * g))
+SYMPY_RULES["leaky_relu"] = elementwise(lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * x, True)))
+NUMPY_EMITTERS["leaky_relu"] = template("np.where({0} > 0, {0}, {alpha!r} * {0})")
+
+SHAPE_RULES["elu"] = float_unary("elu")
+EVAL_RULES["elu"] = elu
+GATE_RULES["elu"] = gate("dx = G·(1 if x > 0 else elu(x) + α)",
+                         lambda g, out, x, alpha: B.where(x > 0, g, g * (out + alpha)))
+SYMPY_RULES["elu"] = elementwise(
+    lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True)))
+NUMPY_EMITTERS["elu"] = helper(elu, "alpha")
+
+SHAPE_RULES["abs"] = lambda ins: _numeric(ins[0], "abs")
+EVAL_RULES["abs"] = np.abs
+GATE_RULES["abs"] = gate("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x))
+SYMPY_RULES["abs"] = elementwise(sp.Abs)
+NUMPY_EMITTERS["abs"] = call("np.abs")
+
+SHAPE_RULES["sign"] = lambda ins: _numeric(ins[0], "sign")
+EVAL_RULES["sign"] = np.sign
+GATE_RULES["sign"] = gate("dx = 0 (sign is flat)", lambda g, out, x: _zeros_like(x))
+SYMPY_RULES["sign"] = elementwise(sp.sign)
+NUMPY_EMITTERS["sign"] = call("np.sign")
+
+
+# ---- binary arithmetic --------------------------------------------------------------------
+SHAPE_RULES["add"] = arith_binary("add")
+EVAL_RULES["add"] = np.add
+GATE_RULES["add"] = gate("dA = G", lambda g, out, a, b: g,
+                         "dB = G", lambda g, out, a, b: g)
+SYMPY_RULES["add"] = elementwise(lambda a, b: a + b)
+NUMPY_EMITTERS["add"] = infix("+", ADD)
+
+SHAPE_RULES["sub"] = arith_binary("sub")
+EVAL_RULES["sub"] = np.subtract
+GATE_RULES["sub"] = gate("dA = G", lambda g, out, a, b: g,
+                         "dB = −G", lambda g, out, a, b: -g)
+SYMPY_RULES["sub"] = elementwise(lambda a, b: a - b)
+NUMPY_EMITTERS["sub"] = infix("-", ADD)
+
+SHAPE_RULES["mul"] = arith_binary("mul")
+EVAL_RULES["mul"] = np.multiply
+GATE_RULES["mul"] = gate("dA = G·B", lambda g, out, a, b: g * b,
+                         "dB = G·A", lambda g, out, a, b: g * a)
+SYMPY_RULES["mul"] = elementwise(lambda a, b: a * b)
+NUMPY_EMITTERS["mul"] = infix("*", MUL)
+
+SHAPE_RULES["div"] = float_binary("div")
+EVAL_RULES["div"] = np.divide
+GATE_RULES["div"] = gate("dA = G/B", lambda g, out, a, b: g / b,
+                         "dB = −G·(A/B)/B", lambda g, out, a, b: -(g * out) / b)
+SYMPY_RULES["div"] = elementwise(lambda a, b: a / b)
+NUMPY_EMITTERS["div"] = infix("/", MUL)
+
+SHAPE_RULES["pow"] = float_binary("pow")
+EVAL_RULES["pow"] = np.power
+GATE_RULES["pow"] = gate("dA = G·B·A^(B−1)", lambda g, out, a, b: g * (b * a ** (b - 1)),
+                         "dB = G·A^B·log A", lambda g, out, a, b: g * (out * B.log(a)))
+SYMPY_RULES["pow"] = elementwise(lambda a, b: a ** b)
+NUMPY_EMITTERS["pow"] = infix("**", POW)
+
+SHAPE_RULES["maximum"] = float_binary("maximum")
+EVAL_RULES["maximum"] = np.maximum
+GATE_RULES["maximum"] = gate(
+    "dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b),
+    "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a))
+SYMPY_RULES["maximum"] = elementwise(sp.Max)
+NUMPY_EMITTERS["maximum"] = call("np.maximum")
+
+SHAPE_RULES["minimum"] = float_binary("minimum")
+EVAL_RULES["minimum"] = np.minimum
+GATE_RULES["minimum"] = gate(
+    "dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a),
+    "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b))
+SYMPY_RULES["minimum"] = elementwise(sp.Min)
+NUMPY_EMITTERS["minimum"] = call("np.minimum")
+
+
+# ---- comparisons, where, cast, constants --------------------------------------------------
+for _op, _np, _sp, _sym in (("greater", np.greater, sp.StrictGreaterThan, ">"),
+                            ("greater_equal", np.greater_equal, sp.GreaterThan, ">="),
+                            ("less", np.less, sp.StrictLessThan, "<"),
+                            ("less_equal", np.less_equal, sp.LessThan, "<="),
+                            ("equal", np.equal, sp.Eq, "=="),
+                            ("not_equal", np.not_equal, sp.Ne, "!=")):
+    SHAPE_RULES[_op] = compare(_op)
+    EVAL_RULES[_op] = _np
+    GATE_RULES[_op] = gate(None, None)
+    SYMPY_RULES[_op] = elementwise(_sp)
+    NUMPY_EMITTERS[_op] = infix(_sym, CMP)
+
+SHAPE_RULES["where"] = lambda ins: _where_type(ins)
+EVAL_RULES["where"] = np.where
+GATE_RULES["where"] = gate(None,
+                           "dA = G where cond", lambda g, out, c, a, b: B.where(c, g, 0),
+                           "dB = G where not cond", lambda g, out, c, a, b: B.where(c, 0, g))
+SYMPY_RULES["where"] = elementwise(sym_where)
+NUMPY_EMITTERS["where"] = call("np.where")
+
+SHAPE_RULES["cast"] = lambda ins, dtype: _cast_type(ins[0], dtype)
+EVAL_RULES["cast"] = lambda x, dtype: x.astype(NUMPY_DTYPE[dtype])
+GATE_RULES["cast"] = gate("dx = G in x's dtype", lambda g, out, x, dtype: B.cast(g, x.dtype))
+SYMPY_RULES["cast"] = lambda x, dtype: elementwise(sym_bool_to_number)(x) if dtype != "bool" else x
+NUMPY_EMITTERS["cast"] = Expr(lambda args, attrs, node:
+                              f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})")
+
+SHAPE_RULES["const"] = lambda ins, value, dtype, shape: TensorType(dtype, shape)
+EVAL_RULES["const"] = lambda value, dtype, shape: np.full(shape, value, dtype=NUMPY_DTYPE[dtype])
+GATE_RULES["const"] = gate()
+SYMPY_RULES["const"] = lambda value, dtype, shape: _sym_const(value, shape)
+NUMPY_EMITTERS["const"] = Expr(lambda args, attrs, node: _const_text(attrs)[0],
+                               prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1])
+
+
+# ---- helpers used by the rules above ------------------------------------------------------
+def _numeric(t, op):
+    if t.dtype == "bool":
+        raise ShapeError(f"{op}: needs a number, got {t}")
+    return t
+
+
+def _swish_slope(x, out):
+    s = B.sigmoid(x)
+    return s + out * (1 - s)
+
+
+def _route(g, winner, loser):
+    """G where winner > loser, G/2 at a tie, 0 where it lost."""
+    return B.where(winner > loser, g, B.where(B.equal(winner, loser), 0.5 * g, 0))
+
+
+def _where_type(ins):
+    from .common import broadcast_shapes
+    c, a, b = ins
+    if c.dtype != "bool":
+        raise ShapeError(f"where: the condition must be bool, got {c}")
+    if a.dtype != b.dtype:
+        raise ShapeError(f"where: branches have dtypes {a.dtype} and {b.dtype}")
+    return TensorType(a.dtype, broadcast_shapes("where", c.shape, a.shape, b.shape))
+
+
+def _cast_type(t, dtype):
+    if dtype not in DTYPES:
+        raise ShapeError(f"cast: unknown dtype {dtype!r}")
+    return TensorType(dtype, t.shape)
+
+
+def _sym_const(value, shape):
+    if isinstance(value, bool):
+        v = sp.true if value else sp.false
+    elif value in (float("inf"), float("-inf")):
+        v = sp.oo if value > 0 else -sp.oo
+    elif value != value:
+        v = sp.nan
+    elif float(value) == int(value):
+        v = sp.Integer(int(value))
+    else:
+        v = sp.Rational(value) if abs(value) >= 1e-300 else sp.Float(value)
+    out = np.empty(shape, dtype=object)
+    out[...] = v
+    return out
+
+
+def _const_text(attrs) -> tuple:
+    """(source, precedence) of a constant: a literal for a scalar, np.zeros/np.full otherwise."""
+    text, prec = literal(attrs["value"])
+    if attrs["shape"] == ():
+        return text, prec
+    dt = NUMPY_DTYPE[attrs["dtype"]]
+    if attrs["value"] == 0:
+        return f"np.zeros({attrs['shape']!r}, dtype=np.{dt})", ATOM
+    return f"np.full({attrs['shape']!r}, {text}, dtype=np.{dt})", ATOM

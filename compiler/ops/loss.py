@@ -1,0 +1,187 @@
+"""Softmax, log-softmax and the lecture's two losses, plus the label ops their gate rules use.
+
+Stable by construction: softmax and log-softmax subtract the maximum before exp, and the cross
+entropy goes through log-softmax (log-sum-exp), so logits of ±1e4 give finite losses and exact
+gradients.  Both losses average over the N rows of `scores` [N, C] with `labels` i64[N].
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from .. import builder as B
+from ..codegen.forms import ATOM, Expr, helper, wrap
+from ..ir import NUMPY_DTYPE, ShapeError, TensorType
+from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+
+
+# ---- reference implementations shared with the emitted module (keep them self-contained) ---
+def softmax(x, axis=-1):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    z = x - np.max(x, axis=axis, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+def softmax_cross_entropy(scores, labels):
+    logp = log_softmax(scores, axis=1)
+    return -np.mean(logp[np.arange(len(labels)), labels])
+
+
+def svm_loss(scores, labels, margin=1.0):
+    n = len(labels)
+    correct = scores[np.arange(n), labels][:, None]
+    margins = np.maximum(0, scores - correct + margin)
+    margins[np.arange(n), labels] = 0
+    return np.sum(margins) / n
+
+
+# ---- shape rules --------------------------------------------------------------------------
+def _axis_type(op):
+    def rule(ins, axis):
+        (t,) = ins
+        if t.dtype not in ("f32", "f64") or not 0 <= axis < t.ndim:
+            raise ShapeError(f"{op}: needs a float value with axis {axis}, got {t}")
+        return t
+    return rule
+
+
+def _labels_check(op, scores, labels):
+    if scores.ndim != 2 or scores.dtype not in ("f32", "f64"):
+        raise ShapeError(f"{op}: scores must be a float [N, C] matrix, got {scores}")
+    if labels.dtype != "i64" or labels.shape != scores.shape[:1]:
+        raise ShapeError(f"{op}: labels must be i64[{scores.shape[0]}] (one class index per row "
+                         f"of scores {scores.shape}), got {labels}")
+
+
+def _loss_type(op):
+    def rule(ins, **attrs):
+        _labels_check(op, *ins)
+        return TensorType(ins[0].dtype, ())
+    return rule
+
+
+def _pick_type(ins):
+    _labels_check("pick", *ins)
+    return TensorType(ins[0].dtype, ins[0].shape[:1])
+
+
+def _onehot_type(ins, depth, dtype):
+    (t,) = ins
+    if t.dtype != "i64":
+        raise ShapeError(f"onehot: labels must be i64, got {t}")
+    return TensorType(dtype, t.shape + (depth,))
+
+
+# ---- gate rules ---------------------------------------------------------------------------
+def _n_rows(scores) -> int:
+    return scores.shape[0]
+
+
+def _xent_gate(g, out, scores, labels):
+    n, c = scores.shape
+    return (B.softmax(scores, axis=1) - B.onehot(labels, c, scores.dtype)) * (g / n)
+
+
+def _svm_gate(g, out, scores, labels, margin):
+    n, c = scores.shape
+    hot = B.onehot(labels, c, scores.dtype)
+    margins = scores - B.reshape(B.pick(scores, labels), (n, 1)) + margin
+    active = B.cast(margins > 0, scores.dtype) * (1 - hot)
+    return (active - hot * B.sum(active, axis=1, keepdims=True)) * (g / n)
+
+
+def _pick_gate(g, out, x, labels):
+    n, c = x.shape
+    return B.onehot(labels, c, x.dtype) * B.reshape(g, (n, 1))
+
+
+# ---- SymPy meanings (labels arrive as concrete integers) ----------------------------------
+def _sym_softmax(x, axis):
+    e = np.vectorize(sp.exp, otypes=[object])(x)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _sym_log_softmax(x, axis):
+    e = np.vectorize(sp.exp, otypes=[object])(x)
+    return x - np.vectorize(sp.log, otypes=[object])(np.sum(e, axis=axis, keepdims=True))
+
+
+def _sym_pick(x, labels):
+    return np.asarray([x[i, int(labels[i])] for i in range(x.shape[0])], dtype=object)
+
+
+def _sym_xent(scores, labels):
+    logp = _sym_log_softmax(scores, 1)
+    return np.asarray(-np.sum(_sym_pick(logp, labels)) / scores.shape[0], dtype=object)
+
+
+def _sym_svm(scores, labels, margin):
+    n, c = scores.shape
+    total = sp.Integer(0)
+    for i in range(n):
+        y = int(labels[i])
+        total += sum(sp.Max(0, scores[i, j] - scores[i, y] + sp.nsimplify(margin))
+                     for j in range(c) if j != y)
+    return np.asarray(total / n, dtype=object)
+
+
+def _sym_onehot(labels, depth, dtype):
+    out = np.empty(labels.shape + (depth,), dtype=object)
+    for idx in np.ndindex(*labels.shape):
+        for k in range(depth):
+            out[idx + (k,)] = sp.Integer(1 if int(labels[idx]) == k else 0)
+    return out
+
+
+def _pick_text(args, attrs, node):
+    return f"{wrap(args[0], ATOM, False)}[np.arange({node.inputs[0].shape[0]}), {args[1][0]}]"
+
+
+def _onehot_text(args, attrs, node):
+    return (f"np.eye({attrs['depth']}, dtype=np.{NUMPY_DTYPE[attrs['dtype']]})"
+            f"[{args[0][0]}]")
+
+
+SHAPE_RULES["softmax"] = _axis_type("softmax")
+EVAL_RULES["softmax"] = softmax
+GATE_RULES["softmax"] = gate("dx = y·(G − Σ G·y)",
+                             lambda g, out, x, axis: out * (g - B.sum(g * out, axis, keepdims=True)))
+SYMPY_RULES["softmax"] = _sym_softmax
+NUMPY_EMITTERS["softmax"] = helper(softmax, "axis")
+
+SHAPE_RULES["log_softmax"] = _axis_type("log_softmax")
+EVAL_RULES["log_softmax"] = log_softmax
+GATE_RULES["log_softmax"] = gate("dx = G − softmax(x)·Σ G",
+                                 lambda g, out, x, axis: g - B.exp(out) * B.sum(g, axis, keepdims=True))
+SYMPY_RULES["log_softmax"] = _sym_log_softmax
+NUMPY_EMITTERS["log_softmax"] = helper(log_softmax, "axis")
+
+SHAPE_RULES["softmax_cross_entropy"] = _loss_type("softmax_cross_entropy")
+EVAL_RULES["softmax_cross_entropy"] = softmax_cross_entropy
+GATE_RULES["softmax_cross_entropy"] = gate("dscores = (softmax(scores) − onehot(labels))·G/N",
+                                           _xent_gate, None)
+SYMPY_RULES["softmax_cross_entropy"] = _sym_xent
+NUMPY_EMITTERS["softmax_cross_entropy"] = helper(softmax_cross_entropy, also=(log_softmax,))
+
+SHAPE_RULES["svm_loss"] = _loss_type("svm_loss")
+EVAL_RULES["svm_loss"] = svm_loss
+GATE_RULES["svm_loss"] = gate("dscores = ([margin > 0] − onehot·Σ[margin > 0])·G/N",
+                              _svm_gate, None)
+SYMPY_RULES["svm_loss"] = _sym_svm
+NUMPY_EMITTERS["svm_loss"] = helper(svm_loss, "margin")
+
+SHAPE_RULES["pick"] = _pick_type
+EVAL_RULES["pick"] = lambda x, labels: x[np.arange(len(labels)), labels]
+GATE_RULES["pick"] = gate("dx = onehot(labels)·G", _pick_gate, None)
+SYMPY_RULES["pick"] = _sym_pick
+NUMPY_EMITTERS["pick"] = Expr(_pick_text)
+
+SHAPE_RULES["onehot"] = _onehot_type
+EVAL_RULES["onehot"] = lambda labels, depth, dtype: np.eye(depth, dtype=NUMPY_DTYPE[dtype])[labels]
+GATE_RULES["onehot"] = gate(None)
+SYMPY_RULES["onehot"] = _sym_onehot
+NUMPY_EMITTERS["onehot"] = Expr(_onehot_text)

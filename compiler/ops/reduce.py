@@ -1,0 +1,119 @@
+"""Reductions (sum, mean, max over `axes`, with `keepdims`) and broadcast_to, their transpose.
+
+Gate rules: sum broadcasts G back over the reduced axes; mean does the same divided by the count;
+max routes G to the elements equal to the maximum, split evenly between tied elements (so the
+gradient of a sum of maxima is still exact); broadcast_to sums G over the broadcast axes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from .. import builder as B
+from ..codegen.forms import Expr, call
+from ..ir import ShapeError, TensorType
+from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from .common import check_axes, reduced_shape
+
+
+def _reduce_type(op):
+    def rule(ins, axes, keepdims):
+        (t,) = ins
+        check_axes(op, axes, t.ndim)
+        if op != "sum" and t.dtype not in ("f32", "f64"):
+            raise ShapeError(f"{op}: needs a float operand, got {t}")
+        if op == "max" and any(t.shape[a] == 0 for a in axes):
+            raise ShapeError(f"max: reduction over an empty axis of shape {t.shape}")
+        return TensorType(t.dtype, reduced_shape(t.shape, axes, keepdims))
+    return rule
+
+
+def _reduce_emit(fn):
+    def render(args, attrs, node):
+        x = args[0][0]
+        axes, ndim = attrs["axes"], node.inputs[0].type.ndim
+        parts = [x]
+        if tuple(axes) != tuple(range(ndim)):
+            parts.append(f"axis={axes[0] if len(axes) == 1 else tuple(axes)!r}")
+        if attrs["keepdims"]:
+            parts.append("keepdims=True")
+        return f"{fn}({', '.join(parts)})"
+    return Expr(render)
+
+
+def _keep(g, x, axes, keepdims):
+    """G reshaped to keepdims form, then broadcast to x's shape."""
+    if not keepdims:
+        g = B.reshape(g, reduced_shape(x.shape, axes, True))
+    return B.broadcast_to(g, x.shape)
+
+
+def _count(shape, axes) -> int:
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+def _sym_reduce(fn):
+    def rule(x, axes, keepdims):
+        out = x
+        for a in sorted(axes, reverse=True):
+            out = fn.reduce(out, axis=a) if out.shape[a] else np.full(
+                out.shape[:a] + out.shape[a + 1:], sp.Integer(0), dtype=object)
+            out = np.asarray(out, dtype=object)
+        if keepdims:
+            out = out.reshape(reduced_shape(x.shape, axes, True))
+        return np.asarray(out, dtype=object)
+    return rule
+
+
+def _max_gate(g, out, x, axes, keepdims):
+    peak = B.broadcast_to(out if keepdims else B.reshape(out, reduced_shape(x.shape, axes, True)),
+                          x.shape)
+    mask = B.cast(B.equal(x, peak), x.dtype)
+    ties = B.broadcast_to(B.sum(mask, axes, keepdims=True), x.shape)
+    return _keep(g, x, axes, keepdims) * mask / ties
+
+
+SHAPE_RULES["sum"] = _reduce_type("sum")
+EVAL_RULES["sum"] = lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims)
+GATE_RULES["sum"] = gate("dx = G broadcast over the summed axes",
+                         lambda g, out, x, axes, keepdims: _keep(g, x, axes, keepdims))
+SYMPY_RULES["sum"] = _sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1))
+NUMPY_EMITTERS["sum"] = _reduce_emit("np.sum")
+
+SHAPE_RULES["mean"] = _reduce_type("mean")
+EVAL_RULES["mean"] = lambda x, axes, keepdims: np.mean(x, axis=axes, keepdims=keepdims)
+GATE_RULES["mean"] = gate("dx = G/n broadcast over the averaged axes",
+                          lambda g, out, x, axes, keepdims:
+                          _keep(g, x, axes, keepdims) / _count(x.shape, axes))
+SYMPY_RULES["mean"] = lambda x, axes, keepdims: (
+    SYMPY_RULES["sum"](x, axes, keepdims) / sp.Integer(_count(x.shape, axes)))
+NUMPY_EMITTERS["mean"] = _reduce_emit("np.mean")
+
+SHAPE_RULES["max"] = _reduce_type("max")
+EVAL_RULES["max"] = lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims)
+GATE_RULES["max"] = gate("dx = G routed to the maximum (split between ties)", _max_gate)
+SYMPY_RULES["max"] = _sym_reduce(np.frompyfunc(sp.Max, 2, 1))
+NUMPY_EMITTERS["max"] = _reduce_emit("np.max")
+
+
+def _broadcast_type(ins, shape):
+    (t,) = ins
+    from .common import broadcast_shapes
+    if len(shape) < t.ndim or broadcast_shapes("broadcast_to", t.shape, shape) != tuple(shape):
+        raise ShapeError(f"broadcast_to: shape {t.shape} does not broadcast to {tuple(shape)}")
+    return TensorType(t.dtype, shape)
+
+
+def _unbroadcast_gate(g, out, x, shape):
+    from ..autodiff import unbroadcast
+    return unbroadcast(g, x.shape)
+
+
+SHAPE_RULES["broadcast_to"] = _broadcast_type
+EVAL_RULES["broadcast_to"] = lambda x, shape: np.broadcast_to(x, shape)
+GATE_RULES["broadcast_to"] = gate("dx = G summed over the broadcast axes", _unbroadcast_gate)
+SYMPY_RULES["broadcast_to"] = lambda x, shape: np.broadcast_to(x, shape).copy()
+NUMPY_EMITTERS["broadcast_to"] = call("np.broadcast_to", "shape")

@@ -1,0 +1,145 @@
+"""Shape ops: reshape, transpose, basic indexing (getitem) and its transpose (putitem).
+
+Each is linear, and each gate rule is the transpose of the op: reshape back, transpose by the
+inverse permutation, and put the upstream gradient back where getitem took the values from.
+An index is a tuple of entries: an int (takes one position, drops the axis), a triple
+(start, stop, step) as `slice.indices` gives it, or None (a new axis of size 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import builder as B
+from ..codegen.forms import ATOM, Expr, Stmt, wrap
+from ..ir import NUMPY_DTYPE, ShapeError, TensorType
+from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+
+
+def to_python_index(index) -> tuple:
+    """The attr form of an index as a Python index (a negative stop means 'to the start')."""
+    return tuple(slice(e[0], None if e[1] < 0 else e[1], e[2]) if isinstance(e, tuple) else e
+                 for e in index)
+
+
+def index_text(index, shape) -> str:
+    parts, dim = [], 0
+    for e in index:
+        if e is None:
+            parts.append("None")
+            continue
+        if isinstance(e, tuple):
+            start, stop, step = e
+            n = shape[dim]
+            s = "" if start == (0 if step > 0 else n - 1) else str(start)
+            t = "" if stop == (n if step > 0 else -1) or stop < 0 else str(stop)
+            parts.append(f"{s}:{t}" + ("" if step == 1 else f":{step}"))
+        else:
+            parts.append(str(e))
+        dim += 1
+    while len(parts) > 1 and parts[-1] == ":":
+        parts.pop()
+    return ", ".join(parts)
+
+
+def _index_type(op, t, index):
+    try:
+        probe = np.empty(t.shape, dtype=np.int8)[to_python_index(index)]
+    except (IndexError, TypeError, ValueError) as e:
+        raise ShapeError(f"{op}: index {index} does not fit shape {t.shape}: {e}") from None
+    return probe.shape
+
+
+def _getitem_type(ins, index):
+    return TensorType(ins[0].dtype, _index_type("getitem", ins[0], index))
+
+
+def _putitem_type(ins, index, shape):
+    got = _index_type("putitem", TensorType(ins[0].dtype, shape), index)
+    if got != ins[0].shape:
+        raise ShapeError(f"putitem: a value of shape {ins[0].shape} does not fill index {index} "
+                         f"of shape {tuple(shape)} (needs {got})")
+    return TensorType(ins[0].dtype, shape)
+
+
+def _putitem_eval(g, index, shape):
+    out = np.zeros(shape, dtype=np.asarray(g).dtype)
+    out[to_python_index(index)] = g
+    return out
+
+
+def _putitem_lines(name, args, attrs, node):
+    dt = NUMPY_DTYPE[node.out.dtype]
+    return [f"{name} = np.zeros({tuple(attrs['shape'])!r}, dtype=np.{dt})",
+            f"{name}[{index_text(attrs['index'], attrs['shape'])}] = {args[0]}"]
+
+
+def _sym_putitem(g, index, shape):
+    from .common import obj_array
+    out = obj_array(shape)
+    out[to_python_index(index)] = g
+    return out
+
+
+def _reshape_type(ins, shape):
+    (t,) = ins
+    if TensorType(t.dtype, shape).size != t.size:
+        raise ShapeError(f"reshape: cannot reshape {t.shape} ({t.size} elements) into "
+                         f"{tuple(shape)}")
+    return TensorType(t.dtype, shape)
+
+
+def _transpose_type(ins, perm):
+    (t,) = ins
+    if sorted(perm) != list(range(t.ndim)):
+        raise ShapeError(f"transpose: {perm} is not a permutation of the axes of {t.shape}")
+    return TensorType(t.dtype, tuple(t.shape[p] for p in perm))
+
+
+def _transpose_text(args, attrs, node):
+    x = wrap(args[0], ATOM, False)
+    perm = tuple(attrs["perm"])
+    return f"{x}.T" if perm == tuple(range(len(perm)))[::-1] else f"np.transpose({x}, {perm!r})"
+
+
+def _reshape_text(args, attrs, node):
+    shape = tuple(attrs["shape"])
+    dims = ", ".join(str(d) for d in shape) if shape else "()"
+    return f"{wrap(args[0], ATOM, False)}.reshape({dims})"
+
+
+def _inverse(perm) -> tuple:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+SHAPE_RULES["reshape"] = _reshape_type
+EVAL_RULES["reshape"] = lambda x, shape: np.reshape(x, shape)
+GATE_RULES["reshape"] = gate("dx = G reshaped back", lambda g, out, x, shape: B.reshape(g, x.shape))
+SYMPY_RULES["reshape"] = lambda x, shape: np.reshape(x, shape)
+NUMPY_EMITTERS["reshape"] = Expr(_reshape_text)
+
+SHAPE_RULES["transpose"] = _transpose_type
+EVAL_RULES["transpose"] = lambda x, perm: np.transpose(x, perm)
+GATE_RULES["transpose"] = gate("dx = G transposed back (inverse permutation)",
+                               lambda g, out, x, perm: B.transpose(g, _inverse(perm)))
+SYMPY_RULES["transpose"] = lambda x, perm: np.transpose(x, perm)
+NUMPY_EMITTERS["transpose"] = Expr(_transpose_text)
+
+SHAPE_RULES["getitem"] = _getitem_type
+EVAL_RULES["getitem"] = lambda x, index: x[to_python_index(index)]
+GATE_RULES["getitem"] = gate("dx = G put back at the index",
+                             lambda g, out, x, index: g.b.emit("putitem", [g], index=index,
+                                                               shape=x.shape))
+SYMPY_RULES["getitem"] = lambda x, index: np.asarray(x[to_python_index(index)], dtype=object)
+NUMPY_EMITTERS["getitem"] = Expr(lambda args, attrs, node:
+                                 f"{wrap(args[0], ATOM, False)}"
+                                 f"[{index_text(attrs['index'], node.inputs[0].shape)}]")
+
+SHAPE_RULES["putitem"] = _putitem_type
+EVAL_RULES["putitem"] = _putitem_eval
+GATE_RULES["putitem"] = gate("dg = G taken at the index",
+                             lambda g, out, x, index, shape: B.getitem(g, to_python_index(index)))
+SYMPY_RULES["putitem"] = _sym_putitem
+NUMPY_EMITTERS["putitem"] = Stmt(_putitem_lines)

@@ -1,0 +1,165 @@
+"""The model DSL: write a model as a Python function over traced values, get an IR graph.
+
+    from frontends import dsl
+    from frontends.dsl import f64
+
+    def neuron(w, x):
+        return dsl.sigmoid(w[0] * x[0] + w[1] * x[1] + w[2])
+
+    g = dsl.trace(neuron, w=f64[3], x=f64[2])
+
+Input specs are `f32[...]`, `f64[...]`, `i64[...]` (`f64[()]` is a scalar), given as keywords or
+as the parameters' annotations (`def neuron(w: f64[3], x: f64[2])`).  Parameters with a default
+and no spec are passed their default (hyperparameters).  Traced values support
+`+ - * / ** unary-`, `@`, comparisons, basic indexing and slicing, `.T`, `.shape`,
+`.reshape`, `.sum/.mean/.max`, with NumPy broadcasting; Python numbers become constants.
+Values take the names the model's source gives them (`h = relu(...)` makes a value `h`).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import sys
+
+from compiler.builder import (Builder, Var, abs, broadcast_to, cast, elu, equal, exp,  # noqa: A004
+                              leaky_relu, log, log1p, log_softmax, matmul, max, maximum, mean,
+                              minimum, onehot, pick, relu, reshape, sigmoid, softmax,
+                              softmax_cross_entropy, softplus, sqrt, sum, svm_loss, swish, tanh,
+                              transpose, where)
+from compiler.ir import Graph, TensorType, UnsupportedError
+
+Tensor = Var   # the type of a traced value
+
+__all__ = ["trace", "f32", "f64", "i64", "Tensor", "abs", "broadcast_to", "cast", "elu", "equal",
+           "exp", "leaky_relu", "log", "log1p", "log_softmax", "matmul", "max", "maximum", "mean",
+           "minimum", "onehot", "pick", "relu", "reshape", "sigmoid", "softmax",
+           "softmax_cross_entropy", "softplus", "sqrt", "sum", "svm_loss", "swish", "tanh",
+           "transpose", "where"]
+
+
+class _DType:
+    """`f64[3, 2]` -> TensorType('f64', (3, 2)); `f64[()]` is a scalar."""
+
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+
+    def __getitem__(self, dims) -> TensorType:
+        if dims == ():
+            return TensorType(self.dtype, ())
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise UnsupportedError(f"{self.dtype}[{dims}]: dimensions must be non-negative ints")
+        return TensorType(self.dtype, dims)
+
+    def __repr__(self) -> str:
+        return self.dtype
+
+
+f32, f64, i64 = _DType("f32"), _DType("f64"), _DType("i64")
+
+_PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(m)) + os.sep for m in (
+    __file__, sys.modules["compiler"].__file__, sys.modules["compiler.builder"].__file__))
+
+
+def _is_gradc(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIRS) if not filename.startswith("<") \
+        else False
+
+
+def _locate() -> str | None:
+    """`file:line` of the innermost frame outside gradc (the user's model line)."""
+    f = sys._getframe(1)
+    while f is not None and _is_gradc(f.f_code.co_filename):
+        f = f.f_back
+    if f is None:
+        return None
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+
+def _specs_for(fn, specs: dict) -> tuple:
+    sig = inspect.signature(fn)
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:
+        hints = getattr(fn, "__annotations__", {}) or {}
+    unknown = set(specs) - set(sig.parameters)
+    if unknown:
+        raise UnsupportedError(f"trace: {fn.__name__} has no parameter {', '.join(sorted(unknown))}"
+                               f"; its parameters are {', '.join(sig.parameters)}")
+    typed, fixed = {}, {}
+    for name, p in sig.parameters.items():
+        spec = specs.get(name, hints.get(name))
+        if isinstance(spec, TensorType):
+            typed[name] = spec
+        elif spec is not None and name in specs:
+            raise UnsupportedError(f"trace: the spec of {name!r} must look like f64[3, 2], "
+                                   f"got {spec!r}")
+        elif p.default is not inspect.Parameter.empty:
+            fixed[name] = p.default
+        else:
+            raise UnsupportedError(f"trace: no spec for parameter {name!r} of {fn.__name__}; "
+                                   f"pass it as {name}=f64[...] or annotate it")
+    return typed, fixed
+
+
+class _Namer:
+    """A trace function that names traced values after the local variables bound to them."""
+
+    def __init__(self, builder: Builder):
+        self.builder = builder
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = sys.gettrace()
+        sys.settrace(self.global_trace)
+        return self
+
+    def __exit__(self, *exc):
+        sys.settrace(self.previous)
+
+    def global_trace(self, frame, event, arg):
+        old_local = self.previous(frame, event, arg) if self.previous else None
+        if _is_gradc(frame.f_code.co_filename):
+            return old_local
+
+        def local(frame, event, arg):
+            nonlocal old_local
+            if event in ("line", "return"):
+                self.name_locals(frame)
+            if old_local is not None:
+                old_local = old_local(frame, event, arg)
+            return local
+        return local
+
+    def name_locals(self, frame) -> None:
+        for var, val in list(frame.f_locals.items()):
+            if isinstance(val, Var) and val.b is self.builder and val.value.temp \
+                    and not var.startswith("_"):
+                self.builder.rename(val, var)
+
+
+def trace(fn, *, name: str | None = None, **specs) -> Graph:
+    """Trace `fn` on symbolic inputs of the given specs into a Graph.  A single unnamed output
+    is called `out`; a dict return names the outputs; a tuple gives `out0, out1, ...`."""
+    typed, fixed = _specs_for(fn, specs)
+    gname = re.sub(r"\W", "_", name or getattr(fn, "__name__", "model")).strip("_") or "model"
+    if gname[0].isdigit():
+        gname = "f_" + gname
+    graph = Graph(gname)
+    b = Builder(graph, locate=_locate)
+    args = {k: b.add_input(k, t) for k, t in typed.items()}
+    with _Namer(b):
+        result = fn(**args, **fixed)
+    outputs = result if isinstance(result, dict) else (
+        {f"out{k}": r for k, r in enumerate(result)} if isinstance(result, (tuple, list))
+        else {"out": result})
+    for key, val in outputs.items():
+        if not isinstance(val, Var):
+            raise UnsupportedError(f"trace: output {key!r} of {gname} is a "
+                                   f"{type(val).__name__}, not a traced value; return values "
+                                   "computed from the inputs")
+        if not re.match(r"^[A-Za-z_]\w*$", str(key)):
+            raise UnsupportedError(f"trace: output name {key!r} is not an identifier")
+        graph.outputs[str(key)] = val.value
+    return graph
