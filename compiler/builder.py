@@ -25,6 +25,7 @@ class Builder:
         self.rule = None
         self.of = None
         self.on_node = None      # optional callback(node), used by the broadcast guard
+        self.training = True     # dropout draws a mask input when True, is the identity if not
 
     def where(self):
         return self.loc if self.loc is not None else (self.locate() if self.locate else None)
@@ -248,6 +249,8 @@ def log(x): return unary("log", x)
 def log1p(x): return unary("log1p", x)
 def sqrt(x): return unary("sqrt", x)
 def tanh(x): return unary("tanh", x)
+def sin(x): return unary("sin", x)
+def cos(x): return unary("cos", x)
 def sigmoid(x): return unary("sigmoid", x)
 def relu(x): return unary("relu", x)
 def softplus(x): return unary("softplus", x)
@@ -410,6 +413,22 @@ def pick(x: Var, labels: Var) -> Var:
 def softmax_cross_entropy(scores: Var, labels: Var) -> Var:
     """Mean over rows of -log softmax(scores)[i, labels[i]], computed through log-sum-exp."""
     return scores.b.emit("softmax_cross_entropy", [scores, labels])
+
+
+def dropout(x: Var, p: float) -> Var:
+    """Inverted dropout: x/(1−p) where a bool mask `keep` (P(keep) = 1−p) is true, else 0.
+    While tracing for training, `keep` becomes a new graph input named `dropout_keep` (the
+    caller, e.g. compiler.train_step's step object, draws it each step from a seeded
+    generator); in an evaluation trace (`dsl.trace(..., training=False)`) it is the identity."""
+    if not isinstance(x, Var):
+        raise UnsupportedError(f"dropout expects a traced value, got {type(x).__name__}")
+    p = float(p)
+    if not 0 <= p < 1:
+        raise ShapeError(f"dropout: the drop probability p={p!r} must be in [0, 1){_at(x)}")
+    if not x.b.training or p == 0:
+        return x
+    keep = x.b.add_input("dropout_keep", TensorType("bool", x.shape))
+    return x.b.emit("dropout", [x, keep], p=p)
 
 
 def svm_loss(scores: Var, labels: Var, margin=1.0) -> Var:

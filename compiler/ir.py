@@ -85,6 +85,10 @@ class Value:
     def dtype(self) -> str:
         return self.type.dtype
 
+    @property
+    def ndim(self) -> int:
+        return len(self.type.shape)
+
     def __repr__(self) -> str:
         return f"%{self.name}: {self.type}"
 
@@ -121,6 +125,9 @@ class Graph:
     inputs: list = field(default_factory=list)
     nodes: list = field(default_factory=list)
     outputs: dict = field(default_factory=dict)  # output name -> Value
+    # (fn, specs, fixed kwargs) when traced from Python: lets checks retrace a reduced copy.
+    # Not part of the graph's identity (equality, text form).
+    origin: object = field(default=None, repr=False, compare=False)
 
     # ---- queries -------------------------------------------------------------------------
     def values(self) -> dict:

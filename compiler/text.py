@@ -14,6 +14,7 @@ with a literal-only walker, so parsing never evaluates code.
 from __future__ import annotations
 
 import ast
+import keyword
 import re
 
 from .ir import GradcError, Graph, Node, TensorType, Value
@@ -116,6 +117,8 @@ def parse_graph(text: str) -> Graph:
     m = _HEAD.match(head)
     if not m:
         raise ParseError("expected 'graph NAME(inputs) {'", lineno)
+    if keyword.iskeyword(m.group(1)):
+        raise ParseError(f"graph name {m.group(1)!r} is a Python keyword", lineno)
     g = Graph(m.group(1))
     env: dict = {}
     for part in filter(None, (p.strip() for p in _split_inputs(m.group(2)))):

@@ -18,10 +18,12 @@ Values take the names the model's source gives them (`h = relu(...)` makes a val
 from __future__ import annotations
 
 import inspect
+import keyword
 import os
 import re
 import sys
 
+from compiler.builder import dropout  # noqa: F401  (inverted dropout; see compiler/train.py)
 from compiler.builder import (Builder, Var, abs, broadcast_to, cast, elu, equal, exp,  # noqa: A004
                               leaky_relu, log, log1p, log_softmax, matmul, max, maximum, mean,
                               minimum, onehot, pick, relu, reshape, sigmoid, softmax,
@@ -31,7 +33,8 @@ from compiler.ir import Graph, TensorType, UnsupportedError
 
 Tensor = Var   # the type of a traced value
 
-__all__ = ["trace", "f32", "f64", "i64", "Tensor", "abs", "broadcast_to", "cast", "elu", "equal",
+__all__ = ["trace", "f32", "f64", "i64", "Tensor", "abs", "broadcast_to", "cast", "dropout",
+           "elu", "equal",
            "exp", "leaky_relu", "log", "log1p", "log_softmax", "matmul", "max", "maximum", "mean",
            "minimum", "onehot", "pick", "relu", "reshape", "sigmoid", "softmax",
            "softmax_cross_entropy", "softplus", "sqrt", "sum", "svm_loss", "swish", "tanh",
@@ -139,15 +142,20 @@ class _Namer:
                 self.builder.rename(val, var)
 
 
-def trace(fn, *, name: str | None = None, **specs) -> Graph:
+def trace(fn, *, name: str | None = None, training: bool = True, **specs) -> Graph:
     """Trace `fn` on symbolic inputs of the given specs into a Graph.  A single unnamed output
-    is called `out`; a dict return names the outputs; a tuple gives `out0, out1, ...`."""
+    is called `out`; a dict return names the outputs; a tuple gives `out0, out1, ...`.
+    `training=False` traces for evaluation: dsl.dropout is then the identity (when True, each
+    dropout adds a bool mask input `dropout_keep`, `dropout_keep_1`, ...)."""
     typed, fixed = _specs_for(fn, specs)
     gname = re.sub(r"\W", "_", name or getattr(fn, "__name__", "model")).strip("_") or "model"
     if gname[0].isdigit():
         gname = "f_" + gname
-    graph = Graph(gname)
+    if keyword.iskeyword(gname):    # a lambda is named `lambda`: not a valid function name
+        gname += "_"
+    graph = Graph(gname, origin=(fn, typed, fixed))
     b = Builder(graph, locate=_locate)
+    b.training = bool(training)
     args = {k: b.add_input(k, t) for k, t in typed.items()}
     with _Namer(b):
         result = fn(**args, **fixed)

@@ -26,8 +26,9 @@ class NumpyKernel:
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = {"__name__": f"gradc_generated_{graph.name}"}
         exec(compile(source, filename, "exec"), namespace)  # our own emitted code
-        self._fn = namespace[fname]
+        self._fn = namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
         self._out_types = [(k, v.type) for k, v in graph.outputs.items()]
+        self._copy_keys = _aliasing_outputs(graph)
 
     def __call__(self, **kwargs) -> dict:
         args = check_arguments(self.graph, kwargs)
@@ -36,9 +37,28 @@ class NumpyKernel:
         for k, t in self._out_types:
             dt = np.dtype(NUMPY_DTYPE[t.dtype])
             val = raw[k]
-            out[k] = dt.type(val) if t.shape == () else np.asarray(val, dtype=dt)
+            out[k] = dt.type(val) if t.shape == () else (
+                np.array(val, dtype=dt) if k in self._copy_keys else np.asarray(val, dtype=dt))
         return out
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)
         return f"<gradc {self.backend} function {self.graph.name}({sig}) -> {list(self.graph.outputs)}>"
+
+
+_VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
+
+
+def _aliasing_outputs(graph) -> set:
+    """Output keys whose array could alias a caller's input or another output (an input
+    returned as is, a view op's result, a value returned under two names): copied on return,
+    so outputs are always fresh arrays owned by the caller."""
+    producers = graph.producers()
+    inputs = {v.name for v in graph.inputs}
+    seen, keys = set(), set()
+    for k, v in graph.outputs.items():
+        n = producers.get(v.name)
+        if v.name in inputs or v.name in seen or (n is not None and n.op in _VIEW_OPS):
+            keys.add(k)
+        seen.add(v.name)
+    return keys

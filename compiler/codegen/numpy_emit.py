@@ -45,12 +45,33 @@ def _comment(n: Node) -> str:
     return f"# {n.loc}" if n.loc else ""
 
 
+def _local_names(graph: Graph) -> dict:
+    """Value name -> the Python name it gets, for values whose name is a module-level name of
+    the emitted code (a helper such as `sigmoid`, or `np`): those get a `_` suffix so that
+    `sigmoid = sigmoid(x)` cannot shadow the helper it calls."""
+    taken = {n.out.name for n in graph.nodes} | {v.name for v in graph.inputs}
+    module = {"np"} | {h.__name__ for n in graph.nodes
+                       for h in getattr(NUMPY_EMITTERS[n.op], "helpers", ())}
+    out = {}
+    for name in sorted(taken & module):
+        new = name + "_"
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        out[name] = new
+    return out
+
+
 def emit_numpy(graph: Graph, name: str | None = None) -> str:
     """Python source of a function `name(**inputs) -> dict` computing the graph's outputs."""
     fname = name or graph.name
     producers = graph.producers()
     inline = plan_inlining(graph)
     helpers: list = []
+    ident = _local_names(graph)
+    module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
+    while fname in module:               # a model named like a helper (`sigmoid`) must not
+        fname += "_"                     # replace the helper it calls
 
     def need(form):
         for h in form.helpers:
@@ -59,7 +80,7 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
 
     def render(vname: str) -> tuple:
         if vname not in inline:
-            return vname, ATOM
+            return ident.get(vname, vname), ATOM
         n = producers[vname]
         form = NUMPY_EMITTERS[n.op]
         need(form)
@@ -72,9 +93,10 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
         form = NUMPY_EMITTERS[n.op]
         need(form)
         if isinstance(form, Stmt):
-            lines = form.render(n.out.name, [render(v.name)[0] for v in n.inputs], n.attrs, n)
+            lines = form.render(ident.get(n.out.name, n.out.name),
+                                [render(v.name)[0] for v in n.inputs], n.attrs, n)
         else:
-            lines = [f"{n.out.name} = "
+            lines = [f"{ident.get(n.out.name, n.out.name)} = "
                      + form.render([render(v.name) for v in n.inputs], n.attrs, n)]
         comment = _comment(n)
         if comment:
@@ -83,7 +105,7 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
     outs = ", ".join(f"{k!r}: {render(v.name)[0]}" for k, v in graph.outputs.items())
     body.append(f"return {{{outs}}}")
 
-    args = ", ".join(v.name for v in graph.inputs)
+    args = ", ".join(ident.get(v.name, v.name) for v in graph.inputs)
     sig = "\n".join(f"        {v.name}: {v.type}" for v in graph.inputs)
     ret = "\n".join(f"        {k}: {v.type}" for k, v in graph.outputs.items())
     ir = textwrap.indent(str(graph), "    ")
@@ -94,4 +116,6 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
     parts += ["", f"def {fname}({args}):",
               f'    """Inputs:\n{sig}\n    Returns a dict:\n{ret}\n    """']
     parts += ["    " + line for line in body]
+    if fname != (name or graph.name):    # the entry point, for runtime/numpy_kernel.py
+        parts += ["", "", f"__all__ = [{fname!r}]"]
     return "\n".join(parts) + "\n"

@@ -74,6 +74,18 @@ GATE_RULES["tanh"] = gate("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - ou
 SYMPY_RULES["tanh"] = elementwise(sp.tanh)
 NUMPY_EMITTERS["tanh"] = call("np.tanh")
 
+SHAPE_RULES["sin"] = float_unary("sin")
+EVAL_RULES["sin"] = np.sin
+GATE_RULES["sin"] = gate("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x))
+SYMPY_RULES["sin"] = elementwise(sp.sin)
+NUMPY_EMITTERS["sin"] = call("np.sin")
+
+SHAPE_RULES["cos"] = float_unary("cos")
+EVAL_RULES["cos"] = np.cos
+GATE_RULES["cos"] = gate("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x)))
+SYMPY_RULES["cos"] = elementwise(sp.cos)
+NUMPY_EMITTERS["cos"] = call("np.cos")
+
 SHAPE_RULES["sigmoid"] = float_unary("sigmoid")
 EVAL_RULES["sigmoid"] = sigmoid
 GATE_RULES["sigmoid"] = gate("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out)))
@@ -97,7 +109,7 @@ SHAPE_RULES["relu"] = float_unary("relu")
 EVAL_RULES["relu"] = lambda x: np.maximum(x, 0)
 GATE_RULES["relu"] = gate("dx = G·[x > 0]", lambda g, out, x: B.where(out > 0, g, 0))
 SYMPY_RULES["relu"] = elementwise(lambda x: sp.Max(x, 0))
-NUMPY_EMITTERS["relu"] = template("np.maximum({0}, 0)")
+NUMPY_EMITTERS["relu"] = Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0)")
 
 SHAPE_RULES["leaky_relu"] = float_unary("leaky_relu")
 EVAL_RULES["leaky_relu"] = lambda x, alpha: np.where(x > 0, x, alpha * x)
@@ -204,9 +216,10 @@ NUMPY_EMITTERS["where"] = call("np.where")
 SHAPE_RULES["cast"] = lambda ins, dtype: _cast_type(ins[0], dtype)
 EVAL_RULES["cast"] = lambda x, dtype: x.astype(NUMPY_DTYPE[dtype])
 GATE_RULES["cast"] = gate("dx = G in x's dtype", lambda g, out, x, dtype: B.cast(g, x.dtype))
-SYMPY_RULES["cast"] = lambda x, dtype: elementwise(sym_bool_to_number)(x) if dtype != "bool" else x
-NUMPY_EMITTERS["cast"] = Expr(lambda args, attrs, node:
-                              f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})")
+SYMPY_RULES["cast"] = lambda x, dtype: elementwise(_sym_cast)(x, dtype=dtype)
+NUMPY_EMITTERS["cast"] = Expr(lambda args, attrs, node:   # a scalar may be a Python number
+                              f"np.{NUMPY_DTYPE[attrs['dtype']]}({args[0][0]})" if not node.out.shape
+                              else f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})")
 
 SHAPE_RULES["const"] = lambda ins, value, dtype, shape: TensorType(dtype, shape)
 EVAL_RULES["const"] = lambda value, dtype, shape: np.full(shape, value, dtype=NUMPY_DTYPE[dtype])
@@ -215,8 +228,30 @@ SYMPY_RULES["const"] = lambda value, dtype, shape: _sym_const(value, shape)
 NUMPY_EMITTERS["const"] = Expr(lambda args, attrs, node: _const_text(attrs)[0],
                                prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1])
 
+# dropout(x, keep; p) = x/(1−p) where keep else 0 (inverted dropout; `keep` is a bool mask input
+# the runtime draws with P(keep) = 1−p each step; see compiler/train.py).  Linear in x.
+SHAPE_RULES["dropout"] = lambda ins, p: _dropout_type(ins, p)
+EVAL_RULES["dropout"] = lambda x, keep, p: np.where(keep, x / (1 - p), 0)
+GATE_RULES["dropout"] = gate("dx = dropout(G, keep): G/(1−p) where kept, else 0",
+                             lambda g, out, x, keep, p: g.b.emit("dropout", [g, keep], p=p), None)
+SYMPY_RULES["dropout"] = elementwise(lambda x, keep, p: sym_where(
+    bool(keep) if isinstance(keep, (bool, np.bool_)) else keep, x / (1 - sp.nsimplify(p)), 0))
+NUMPY_EMITTERS["dropout"] = Expr(lambda args, attrs, node: f"np.where({args[1][0]}, "
+                                 f"{wrap(args[0], MUL, False)} / {1 - attrs['p']!r}, 0)")
+
 
 # ---- helpers used by the rules above ------------------------------------------------------
+def _dropout_type(ins, p):
+    x, keep = ins
+    if x.dtype not in ("f32", "f64") or keep.dtype != "bool" or keep.shape != x.shape:
+        raise ShapeError(f"dropout: needs a float value and a bool mask of its shape, got {x} "
+                         f"and {keep}")
+    if not 0 <= p < 1:
+        raise ShapeError(f"dropout: the drop probability p={p!r} must be in [0, 1)")
+    return x
+
+
+
 def _numeric(t, op):
     if t.dtype == "bool":
         raise ShapeError(f"{op}: needs a number, got {t}")
@@ -247,6 +282,16 @@ def _cast_type(t, dtype):
     if dtype not in DTYPES:
         raise ShapeError(f"cast: unknown dtype {dtype!r}")
     return TensorType(dtype, t.shape)
+
+
+def _sym_cast(x, dtype):
+    """One element cast: a condition becomes 1/0, a number becomes a condition (x ≠ 0) for bool
+    and is truncated toward zero for i64; float casts keep the value."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, sp.Expr)):   # (a Symbol is an Expr)
+        return x if dtype == "bool" else sym_bool_to_number(x)
+    if dtype == "bool":
+        return sp.Ne(x, 0)
+    return sp.sign(x) * sp.floor(sp.Abs(x)) if dtype == "i64" else x
 
 
 def _sym_const(value, shape):

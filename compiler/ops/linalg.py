@@ -2,26 +2,56 @@
 
 Matmul is bilinear, so both of its gate rules come from one declaration: for Y = A·B,
 dA = G·Bᵀ and dB = Aᵀ·G (the lecture's dX = dY·Wᵀ, dW = Xᵀ·dY).  No Jacobian is formed.
+
+Two optional bool attrs, `transpose_a` and `transpose_b` (absent = False), make the primitive
+Y = op(A)·op(B) with op(X) = Xᵀ when the flag is set.  The model and the gate rules never set
+them; the transpose-folding pass (compiler/passes/transpose.py) does, so the NumPy code reads
+`X.T @ dscores` (a view) and the LLVM backend passes BLAS transpose flags instead of copying.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import builder as B
-from ..codegen.forms import MUL, infix
+from ..codegen.forms import ATOM, MUL, Expr, wrap
 from ..ir import ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
 
 
 def bilinear(product, transpose, names=("A", "B")):
-    """Gate rules of a bilinear Y = product(A, B): dA = product(G, Bᵀ), dB = product(Aᵀ, G)."""
+    """Gate rules of a bilinear Y = product(op(A), op(B)): dA = product(G, op(B)ᵀ) and
+    dB = product(op(A)ᵀ, G); with a transpose flag set the rule is transposed too:
+    dA = product(op(B), Gᵀ) when Y = Aᵀ·op(B), and dB = product(Gᵀ, op(A)) when Y = op(A)·Bᵀ."""
     a, b = names
-    return gate(f"dA = G·{b}ᵀ", lambda g, out, x, y: product(g, transpose(y)),
-                f"dB = {a}ᵀ·G", lambda g, out, x, y: product(transpose(x), g))
+
+    def op(x, flag):        # op(X): the operand as the product sees it
+        return transpose(x) if flag else x
+
+    def op_t(x, flag):      # op(X)ᵀ, written without a double transpose
+        return x if flag else transpose(x)
+
+    def d_a(g, out, x, y, transpose_a=False, transpose_b=False):
+        if transpose_a:
+            return product(op(y, transpose_b), transpose(g))
+        return product(g, op_t(y, transpose_b))
+
+    def d_b(g, out, x, y, transpose_a=False, transpose_b=False):
+        if transpose_b:
+            return product(transpose(g), op(x, transpose_a))
+        return product(op_t(x, transpose_a), g)
+    return gate(f"dA = G·{b}ᵀ", d_a, f"dB = {a}ᵀ·G", d_b)
 
 
-def _matmul_type(ins):
+def _flagged(x, flag):
+    return x.T if flag else x
+
+
+def _matmul_type(ins, transpose_a=False, transpose_b=False):
     a, b = ins
+    if transpose_a and a.ndim == 2:
+        a = TensorType(a.dtype, a.shape[::-1])
+    if transpose_b and b.ndim == 2:
+        b = TensorType(b.dtype, b.shape[::-1])
     if a.ndim != 2 or b.ndim != 2:
         raise ShapeError(f"matmul: the primitive takes 2-D operands, got {a.shape} and {b.shape}")
     if a.shape[1] != b.shape[0]:
@@ -33,7 +63,17 @@ def _matmul_type(ins):
 
 
 SHAPE_RULES["matmul"] = _matmul_type
-EVAL_RULES["matmul"] = np.matmul
+EVAL_RULES["matmul"] = lambda a, b, transpose_a=False, transpose_b=False: np.matmul(
+    _flagged(a, transpose_a), _flagged(b, transpose_b))
 GATE_RULES["matmul"] = bilinear(B.matmul, B.transpose)
-SYMPY_RULES["matmul"] = lambda a, b: np.asarray(a.dot(b), dtype=object)
-NUMPY_EMITTERS["matmul"] = infix("@", MUL)
+SYMPY_RULES["matmul"] = lambda a, b, transpose_a=False, transpose_b=False: np.asarray(
+    _flagged(a, transpose_a).dot(_flagged(b, transpose_b)), dtype=object)
+NUMPY_EMITTERS["matmul"] = Expr(lambda args, attrs, node: _matmul_text(args, attrs), MUL)
+
+
+def _matmul_text(args, attrs) -> str:
+    """`a @ b`, with `.T` on a flagged operand (`X.T @ dscores`: a view, never a copy)."""
+    a, b = args
+    left = (f"{wrap(a, ATOM, False)}.T" if attrs.get("transpose_a") else wrap(a, MUL, False))
+    right = (f"{wrap(b, ATOM, False)}.T" if attrs.get("transpose_b") else wrap(b, MUL, True))
+    return f"{left} @ {right}"

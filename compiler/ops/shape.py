@@ -76,7 +76,8 @@ def _putitem_lines(name, args, attrs, node):
 def _sym_putitem(g, index, shape):
     from .common import obj_array
     out = obj_array(shape)
-    out[to_python_index(index)] = g
+    g = np.asarray(g, dtype=object)
+    out[to_python_index(index)] = g[()] if g.ndim == 0 else g   # not the 0-d array itself
     return out
 
 
@@ -103,6 +104,8 @@ def _transpose_text(args, attrs, node):
 
 def _reshape_text(args, attrs, node):
     shape = tuple(attrs["shape"])
+    if not node.inputs[0].shape:   # a scalar may be a Python number: no .reshape method
+        return f"np.reshape({args[0][0]}, {shape!r})"
     dims = ", ".join(str(d) for d in shape) if shape else "()"
     return f"{wrap(args[0], ATOM, False)}.reshape({dims})"
 

@@ -1,0 +1,150 @@
+"""LLVM lowerings of the shape ops and matmul.
+
+reshape, transpose, getitem, putitem and broadcast_to are strided copies: the operand is read
+(or, for putitem, written) through a view whose strides encode the op (a permutation of the
+strides; a slice's start·stride offset and step·stride; 0 along a new or broadcast axis).
+
+matmul calls BLAS gemm (runtime/blas.py binds the symbols).  Row-major C[M,N] = A[M,K]·B[K,N]
+is column-major Cᵀ = Bᵀ·Aᵀ: gemm('N', 'N', N, M, K, 1, B, N, A, K, 0, C, N).  An operand that
+is a 2-D transpose of another value is passed untransposed with the flag 'T' instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .llvm_emit import I8, I32, PTR, VOID, View, contiguous_strides
+
+GEMM = {"f64": "gradc_dgemm", "f32": "gradc_sgemm"}
+
+
+@dataclass(frozen=True)
+class Lowering:
+    fn: object
+
+    def lower(self, em, node):
+        self.fn(em, node)
+
+
+def _reshape(em, node):
+    n = node.out.type.size
+    em.copy(View(node.out, 0, (1,)), View(node.inputs[0], 0, (1,)), (n,))
+
+
+def _transpose(em, node):
+    x = node.inputs[0]
+    xs = contiguous_strides(x.shape)
+    src = View(x, 0, tuple(xs[p] for p in node.attrs["perm"]))
+    em.copy(em.view(node.out), src, node.out.shape)
+
+
+def index_view(value, index) -> View:
+    """The view of `value[index]` (index in the attr form: ints, (start, stop, step), None)."""
+    xs = contiguous_strides(value.shape)
+    offset, strides, dim = 0, [], 0
+    for e in index:
+        if e is None:
+            strides.append(0)
+            continue
+        if isinstance(e, tuple):
+            start, _stop, step = e
+            offset += start * xs[dim]
+            strides.append(step * xs[dim])
+        else:
+            i = e + value.shape[dim] if e < 0 else e
+            offset += i * xs[dim]
+        dim += 1
+    strides += xs[dim:]
+    return View(value, offset, tuple(strides))
+
+
+def _getitem(em, node):
+    src = index_view(node.inputs[0], node.attrs["index"])
+    em.copy(em.view(node.out), src, node.out.shape)
+
+
+def _putitem(em, node):
+    g = node.inputs[0]
+    zero = ir.Constant(em.ll(node.out.dtype), 0.0 if node.out.type.is_float else 0)
+    em.fill(node.out, zero)
+    em.copy(index_view(node.out, node.attrs["index"]), em.view(g), g.shape)
+
+
+def _broadcast_to(em, node):
+    em.copy(em.view(node.out), em.view(node.inputs[0], node.out.shape), node.out.shape)
+
+
+# ---- matmul through BLAS ------------------------------------------------------------------
+def transposed_source(em, value):
+    """The value whose 2-D transpose `value` is, or None."""
+    node = em.producers.get(value.name)
+    fn = getattr(em.lowerings[node.op], "transpose_of", None) if node is not None else None
+    return fn(node) if fn else None
+
+
+def _operand(em, value, flagged):
+    """(buffer value, flag, leading dimension) of a row-major operand for column-major gemm:
+    `flagged` is the matmul's own transpose attr, a producing 2-D transpose flips it again."""
+    src = transposed_source(em, value)
+    if src is not None:
+        value, flagged = src, not flagged
+    return value, "T" if flagged else "N", max(1, value.shape[1])
+
+
+def _gemm_decl(em, dtype):
+    name = GEMM[dtype]
+    fn = em.module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(em.module, ir.FunctionType(VOID, [PTR] * 13), name=name)
+    return fn
+
+
+def _matmul(em, node):
+    """C = op(A)·op(B) (op = transpose where the node's transpose_a/transpose_b is set)."""
+    a, bm = node.inputs
+    out = node.out
+    m, n = out.shape
+    k = a.shape[0] if node.attrs.get("transpose_a") else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    b = em.b
+    ty = em.ll(out.dtype)
+    if k == 0:
+        em.fill(out, ir.Constant(ty, 0.0))
+        return
+    asrc, aflag, lda = _operand(em, a, bool(node.attrs.get("transpose_a")))
+    bsrc, bflag, ldb = _operand(em, bm, bool(node.attrs.get("transpose_b")))
+
+    def cell(t, v, name):
+        return em.var(t, ir.Constant(t, v), name=f"{out.name}.{name}")
+    args = [cell(I8, ord(bflag), "transa"), cell(I8, ord(aflag), "transb"),
+            cell(I32, n, "m"), cell(I32, m, "n"), cell(I32, k, "k"), cell(ty, 1.0, "alpha"),
+            em.ptr(bsrc), cell(I32, ldb, "lda"), em.ptr(asrc), cell(I32, lda, "ldb"),
+            cell(ty, 0.0, "beta"), em.ptr(out), cell(I32, max(1, n), "ldc")]
+    b.call(_gemm_decl(em, out.dtype), args)
+
+
+class Matmul(Lowering):
+    """matmul; `folds(node)` names the operands read through a transpose flag."""
+
+    def folds(self, em, node):
+        return [v for v in node.inputs if transposed_source(em, v) is not None]
+
+
+class Transpose(Lowering):
+    """transpose; `transpose_of(node)` is the operand of a 2-D transpose (BLAS reads it with
+    the 'T' flag instead of a copy)."""
+
+    def transpose_of(self, node):
+        return node.inputs[0] if tuple(node.attrs["perm"]) == (1, 0) else None
+
+
+SHAPE_LOWERINGS = {
+    "reshape": Lowering(_reshape),
+    "transpose": Transpose(_transpose),
+    "getitem": Lowering(_getitem),
+    "putitem": Lowering(_putitem),
+    "broadcast_to": Lowering(_broadcast_to),
+    "matmul": Matmul(_matmul),
+}

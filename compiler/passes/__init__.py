@@ -1,0 +1,74 @@
+"""Passes: named pure functions `Graph -> Graph`, run as a list (the pipeline).
+
+    optimize(graph)                       the default pipeline, repeated until nothing changes
+    optimize(graph, passes=["dce"])       a chosen list (names or functions)
+    optimize(graph, trace=True)           (graph, [(pass name, graph after it), ...])
+
+No pass mutates its input: each builds a new graph (rewrite.py).  Every pass keeps the output
+names, the provenance (loc, rule, of) of the nodes that survive, and the values the graph
+computes (to rounding; the stability rewrites also fix overflow and underflow).
+
+The default pipeline:
+    stability       log(softmax) → log_softmax, log(σ) → −softplus(−x), log(1+x) → log1p ...
+    simplify        the rule table: x·1, x+0, −(−x), (Aᵀ)ᵀ, exp(log x) where valid, ...
+    fold            constant folding (uniform results only)
+    cse             common subexpression elimination
+    transpose_fold  transpose feeding matmul → matmul flag (`X.T @ dscores`)
+    dce             dead code elimination
+Fusion groups (fusion.py) and memory planning (memory.py) are analyses read by the emitters,
+not rewrites: they annotate, never change, the graph.
+"""
+from __future__ import annotations
+
+from ..ir import GradcError, Graph, verify
+from .cse import cse
+from .dce import dce
+from .fold import fold
+from .simplify import simplify
+from .stability import stability
+from .transpose import transpose_fold
+
+PASSES = {"stability": stability, "simplify": simplify, "fold": fold, "cse": cse,
+          "transpose_fold": transpose_fold, "dce": dce}
+DEFAULT_PIPELINE = ["stability", "simplify", "fold", "cse", "transpose_fold", "dce"]
+MAX_ROUNDS = 8
+
+
+def _resolve(passes) -> list:
+    out = []
+    for p in passes:
+        if callable(p):
+            out.append((getattr(p, "__name__", "pass"), p))
+        elif p in PASSES:
+            out.append((p, PASSES[p]))
+        else:
+            raise GradcError(f"unknown pass {p!r}; passes are {', '.join(PASSES)}")
+    return out
+
+
+def optimize(graph: Graph, passes=None, trace: bool = False, check: bool = False):
+    """Run `passes` (default: DEFAULT_PIPELINE) over `graph`, repeating the list until a round
+    changes nothing (at most MAX_ROUNDS rounds).  Returns the new graph, or with `trace=True`
+    the pair (graph, [(pass name, graph after that pass), ...]).  `check=True` runs the
+    verifier after every pass."""
+    steps = _resolve(DEFAULT_PIPELINE if passes is None else passes)
+    history = []
+    g = graph
+    for _ in range(MAX_ROUNDS):
+        before = g
+        for name, fn in steps:
+            g = fn(g)
+            if check:
+                try:
+                    verify(g)
+                except GradcError as e:
+                    raise GradcError(f"pass {name!r} broke the graph: {e}") from None
+            if trace:
+                history.append((name, g))
+        if g == before or not steps:
+            break
+    return (g, history) if trace else g
+
+
+__all__ = ["optimize", "PASSES", "DEFAULT_PIPELINE", "stability", "simplify", "fold", "cse",
+           "transpose_fold", "dce"]

@@ -1,0 +1,95 @@
+"""Constant folding: a node whose inputs are all constants is evaluated at compile time with its
+op's reference rule (the interpreter's own, so the folded value is bit-for-bit what the
+unfolded graph computes), when the result is uniform: the IR's `const` holds one scalar.
+
+Large uniform results stay cheap: a folded value of more than `BIG` elements is written as
+`broadcast_to(c, shape)` of a scalar constant (a read-only view, no allocation), never as a full
+array built on every call.  Elementwise and shape ops are evaluated on one scalar (every element
+of a uniform input gives the same element); other ops are evaluated in full only when small.
+Non-uniform results (onehot of constant labels, say) are left alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import NUMPY_DTYPE, Graph
+from ..ops import EVAL_RULES
+from .rewrite import Rewriter
+
+BIG = 1 << 12     # elements; above this a folded constant is a broadcast view of a scalar
+
+ELEMENTWISE = frozenset({
+    "neg", "exp", "log", "log1p", "sqrt", "tanh", "sin", "cos", "sigmoid", "softplus", "swish",
+    "relu", "leaky_relu", "elu", "abs", "sign", "add", "sub", "mul", "div", "pow", "maximum",
+    "minimum", "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "where",
+    "cast"})
+VIEWS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
+NEVER = frozenset({"const"})
+
+
+def uniform_of(rw: Rewriter, v):
+    """The scalar every element of `v` equals, when `v` is a constant or a broadcast view of
+    one; else None."""
+    n = rw.node_of(v)
+    if n is None:
+        return None
+    if n.op == "const":
+        return n.attrs["value"]
+    if n.op == "broadcast_to":
+        return rw.const_of(n.inputs[0])
+    return None
+
+
+def _scalar(value, dtype):
+    return np.asarray(value, dtype=NUMPY_DTYPE[dtype])
+
+
+def evaluate(n, values):
+    """The uniform value of old node `n` given its inputs' uniform values, or None."""
+    if n.op in ELEMENTWISE or n.op in VIEWS:
+        if n.op in VIEWS:
+            return values[0]
+        r = np.asarray(EVAL_RULES[n.op](*(_scalar(c, v.dtype) for c, v in zip(values, n.inputs)),
+                                        **n.attrs))
+        return r.reshape(()).item()
+    if sum(v.type.size for v in n.inputs) + n.out.type.size > BIG:
+        return None
+    arrays = [np.full(v.shape, c, dtype=NUMPY_DTYPE[v.dtype]) for c, v in zip(values, n.inputs)]
+    with np.errstate(all="ignore"):
+        r = np.asarray(EVAL_RULES[n.op](*arrays, **n.attrs))
+    if r.size == 0:
+        return None
+    flat = r.reshape(-1)
+    first = flat[0]
+    same = np.all(flat == first) or (first != first and np.all(flat != flat))
+    return first.item() if same else None
+
+
+def fold(graph: Graph) -> Graph:
+    """The graph with every all-constant node with a uniform result replaced by a constant."""
+    rw = Rewriter(graph)
+    for n in graph.nodes:
+        rw.current = n
+        if n.op in NEVER or not n.inputs:
+            rw.keep(n)
+            continue
+        values = [uniform_of(rw, rw.new(v)) for v in n.inputs]
+        if any(c is None for c in values):
+            rw.keep(n)
+            continue
+        if n.op == "broadcast_to" and rw.node_of(rw.new(n.inputs[0])).op == "const" \
+                and not rw.new(n.inputs[0]).shape and n.out.type.size > BIG:
+            rw.keep(n)            # already the canonical form of a large constant
+            continue
+        with np.errstate(all="ignore"):
+            value = evaluate(n, values)
+        if value is None:
+            rw.keep(n)
+            continue
+        t = n.out.type
+        if t.size > BIG:
+            c = rw.const(value, t.dtype)
+            rw.replace(n, rw.emit("broadcast_to", [c], shape=t.shape))
+        else:
+            rw.replace(n, rw.const(value, t.dtype, t.shape))
+    return rw.finish()

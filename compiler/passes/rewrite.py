@@ -1,0 +1,143 @@
+"""The machinery every pass shares: copy a graph node by node into a new one, letting a rule
+replace a node by a value of the new graph.
+
+A pass never touches its input graph: the `Rewriter` gives every surviving value a fresh
+`Value` object (same name, same type) and every node a fresh `Node` (same op, attrs and
+provenance).  A rule answers with a value of the new graph that stands for the old node's value:
+an existing value (x·1 → x), or one it built with `emit` (which runs the op's shape rule and
+stamps the replaced node's provenance, so comments in generated code keep pointing at the gate
+rule and model line they came from).
+
+Names.  Output keys never change (they are dict keys).  When a node whose value carries a real
+name (`dq`, `h`, a model variable or a gradient) is replaced by a generated temporary (`t5`),
+the temporary takes the real name, so `dq = 1.0 * t0` becomes `dq = ...` in the IR and in the
+generated code, never `t0`, provided the temporary is new or read only on the way to the replaced node (a temporary shared with other readers keeps its name, so a forward value never takes a
+gradient's name).  A value built while rewriting a node takes that node's name, temporary or
+not, so names stay stable from pass to pass.  A replacement that already has a real name keeps it: real names are never
+renamed (`dq = 1.0 * z` with z a model variable makes dq an alias of z).
+"""
+from __future__ import annotations
+
+from ..ir import Graph, Namer, Node, Value
+from ..ops import SHAPE_RULES
+
+
+class Rewriter:
+    """Builds `self.graph`, a new graph with `old`'s name and inputs, node by node."""
+
+    def __init__(self, old: Graph):
+        self.old = old
+        self.graph = Graph(old.name)
+        self.env: dict = {}            # old value name -> new Value
+        self.producer: dict = {}       # new value name -> new Node
+        taken = set(old.values())
+        self.old_names = frozenset(taken)
+        self.namer = Namer(taken)       # never released: a fresh name is never an old one
+        self.uses: dict = {}           # old value name -> readers (nodes and outputs)
+        self.reader: dict = {}         # old value name -> its last reader node
+        for n in old.nodes:
+            for v in n.inputs:
+                self.uses[v.name] = self.uses.get(v.name, 0) + 1
+                self.reader[v.name] = n
+        for v in old.outputs.values():
+            self.uses[v.name] = self.uses.get(v.name, 0) + 1
+        self.changed = False
+        self.current: Node | None = None   # the old node being rewritten (provenance source)
+        for v in old.inputs:
+            nv = Value(v.name, v.type)
+            self.graph.inputs.append(nv)
+            self.env[v.name] = nv
+
+    # ---- reading the new graph ------------------------------------------------------------
+    def new(self, old_value: Value) -> Value:
+        """The new graph's value standing for `old_value`."""
+        return self.env[old_value.name]
+
+    def node_of(self, v: Value) -> Node | None:
+        """The new node defining `v` (None for a graph input)."""
+        return self.producer.get(v.name)
+
+    def const_of(self, v: Value):
+        """The scalar value of `v` when a `const` node defines it (any shape), else None."""
+        n = self.producer.get(v.name)
+        return n.attrs["value"] if n is not None and n.op == "const" else None
+
+    # ---- writing the new graph ------------------------------------------------------------
+    def emit(self, op: str, inputs, like: Node | None = None, name: str | None = None,
+             **attrs) -> Value:
+        """Append `op(inputs) {attrs}` with `like`'s provenance (default: the node being
+        rewritten).  The output is a fresh temporary unless `name` is given."""
+        like = like if like is not None else self.current
+        out_type = SHAPE_RULES[op]([v.type for v in inputs], **attrs)
+        out = Value(name if name is not None else self.namer.temp(), out_type)
+        node = Node(op, tuple(inputs), dict(attrs), out,
+                    like.loc if like else None, like.rule if like else None,
+                    like.of if like else None)
+        self.graph.nodes.append(node)
+        self.producer[out.name] = node
+        return out
+
+    def const(self, value, dtype: str, shape=()) -> Value:
+        """A constant node (the value normalized as `Builder.const` does)."""
+        if dtype in ("f32", "f64"):
+            value = float(value)
+        elif dtype == "bool":
+            value = bool(value)
+        else:
+            value = int(value)
+        return self.emit("const", [], value=value, dtype=dtype, shape=tuple(shape))
+
+    def keep(self, n: Node) -> Value:
+        """Copy the old node `n` unchanged (inputs mapped into the new graph)."""
+        out = Value(n.out.name, n.out.type)
+        node = Node(n.op, tuple(self.new(v) for v in n.inputs), dict(n.attrs), out,
+                    n.loc, n.rule, n.of)
+        self.graph.nodes.append(node)
+        self.producer[out.name] = node
+        self.env[n.out.name] = out
+        return out
+
+    def replace(self, n: Node, value: Value) -> None:
+        """The old node `n` is not copied; its value is `value` (of the new graph) from now on.
+        A temporary replacement takes `n`'s real name (see the module docstring)."""
+        self.changed = True
+        fresh = value.name not in self.old_names     # built while rewriting n
+        if value.name in self.producer and (fresh or (
+                not n.out.temp and value.temp and self._feeds_only(value.name, n))):
+            old_name = value.name
+            value.name = n.out.name
+            self.producer[value.name] = self.producer.pop(old_name)
+        self.env[n.out.name] = value
+
+    def _feeds_only(self, name: str, n: Node, depth: int = 4) -> bool:
+        """True when old value `name` is read by one node only, which is `n` or (through a
+        chain of single readers, e.g. −(−x)) leads to `n` alone: nobody else sees the name."""
+        for _ in range(depth):
+            if self.uses.get(name, 0) != 1 or name not in self.reader:
+                return False
+            if self.reader[name] is n:
+                return True
+            name = self.reader[name].out.name
+        return False
+
+    def finish(self) -> Graph:
+        for k, v in self.old.outputs.items():
+            self.graph.outputs[k] = self.env[v.name]
+        if hasattr(self.old, "origin"):
+            self.graph.origin = self.old.origin
+        return self.graph
+
+
+def rewrite(graph: Graph, rule) -> tuple:
+    """Walk `graph` in order; `rule(rw, node)` returns a new-graph value replacing the node, or
+    None to copy it.  Returns (new graph, whether anything changed)."""
+    rw = Rewriter(graph)
+    for n in graph.nodes:
+        rw.current = n
+        r = rule(rw, n)
+        if r is None:
+            rw.keep(n)
+        else:
+            rw.replace(n, r)
+    rw.current = None
+    return rw.finish(), rw.changed

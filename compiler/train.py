@@ -1,0 +1,257 @@
+"""Train steps: forward, backward and the optimizer's update compiled into one function.
+
+    step = compiler.train_step(loss, params={"W1": W1, "b1": b1, ...},
+                               inputs={"X": f64[64, 2], "y": i64[64]},
+                               optimizer=compiler.optim.Adam(lr=1e-3), backend="numpy")
+    loss = step(X=Xb, y=yb)        # one update; step.params are updated in place
+
+How it is built: `loss` is traced with the parameters' and inputs' specs, differentiated with
+respect to the parameters (`compiler.grad`), the optimizer's update rule is appended as IR
+(`compiler.optim.append_update`: optimizer buffers and the step counter are graph inputs, their
+new values graph outputs), and the graph is compiled with `compiler.compile(backend=...)`.  The
+step object owns the parameter and buffer arrays and, after each call, writes the `*_next`
+outputs back into them in place (so `step.params["W1"]` keeps its identity).
+
+`loss` returns the scalar loss, or a dict with a `"loss"` entry and other outputs (scores, ...)
+that `step.evaluate` returns.  Input shapes other than the declared ones (a smaller last batch)
+trace and compile the step again, once per distinct set of shapes (cached).
+
+Dropout: `dsl.dropout(x, p)` in a training trace adds a bool input `dropout_keep` of x's shape
+to the graph.  The step object fills every such input from its own generator,
+`numpy.random.default_rng(seed)`, each call, with keep = (uniform[0, 1) ≥ p), drawn in graph-input
+order.  `step.evaluate(...)` runs a separate evaluation trace (`training=False`) in which dropout
+is the identity and nothing is updated.
+
+Checkpoints: `save(path)` writes an .npz with the parameters (`param/<name>`), the optimizer
+buffers (`state/<slot>/<name>`), the step counter `t`, the generator state `rng` (JSON) and the
+optimizer's description; `load(path)` restores them, after which training continues with
+results bit-identical to never having stopped.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .ir import GradcError, TensorType
+from .optim import Optimizer, append_update
+
+_FLOAT_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_SCALARS = ("loss", "lr", "grad_norm")     # the step graph's diagnostics, kept in `step.last`
+
+
+class _Compiled:
+    """One compiled variant (per set of input shapes): the kernel and how to call it."""
+
+    def __init__(self, kernel, graph, layout, dropout, loss_key):
+        self.kernel, self.graph, self.layout = kernel, graph, layout
+        self.dropout = dropout          # [(graph input name, p, shape)] in input order
+        self.loss_key = loss_key
+
+
+class TrainStep:
+    """A compiled train step.  Call it with the data inputs as keywords; it returns the loss
+    (a float, before the update) and updates `params` and the optimizer state in place.
+
+    Attributes: `params` (dict name -> array, owned by the step), `state` (dict
+    (slot, name) -> array), `t` (updates taken), `last` (the last call's loss, learning rate
+    and, when clipping, gradient norm), `optimizer` (its `lr` is read at every call:
+    changing it takes effect without recompiling), `rng` (the dropout generator), `source` and
+    `ir` of the most recently used compiled step, `compilations` (how many were built)."""
+
+    def __init__(self, loss_fn, params: dict, inputs: dict, optimizer: Optimizer,
+                 backend: str = "numpy", *, seed: int = 0, passes=None, name: str | None = None):
+        if not callable(loss_fn):
+            raise GradcError(f"train_step: loss_fn must be a function, got {loss_fn!r}")
+        if not isinstance(optimizer, Optimizer):
+            raise GradcError("train_step: optimizer must be a compiler.optim optimizer (SGD, "
+                             f"Momentum, RMSProp, Adam, AdamW), got {optimizer!r}")
+        self.loss_fn, self.optimizer = loss_fn, optimizer
+        self.backend, self.passes = backend, passes
+        self.name = name or f"{getattr(loss_fn, '__name__', 'model')}_step"
+        self._params = {}
+        for k, a in dict(params).items():
+            arr = np.array(a, copy=True)
+            if arr.dtype not in _FLOAT_DTYPES:
+                raise GradcError(f"train_step: parameter {k!r} has dtype {arr.dtype}; "
+                                 "parameters must be float32 or float64 arrays")
+            self._params[k] = arr
+        if not self._params:
+            raise GradcError("train_step: params is empty; pass the arrays to train")
+        self.inputs = {}
+        for k, spec in dict(inputs).items():
+            if not isinstance(spec, TensorType):
+                raise GradcError(f"train_step: the spec of input {k!r} must look like "
+                                 f"f64[64, 2] or i64[64], got {spec!r}")
+            if k in self._params:
+                raise GradcError(f"train_step: {k!r} is both a parameter and an input")
+            self.inputs[k] = spec
+        self.state = {(slot, p): np.zeros_like(a)
+                      for p, a in self._params.items() for slot in optimizer.slots}
+        self.t = 0
+        self.rng = np.random.default_rng(seed)
+        self.compilations = 0
+        self.last: dict = {}
+        self._train: dict = {}
+        self._eval: dict = {}
+        self._last = self._compiled(self._shapes({}), training=True)
+
+    # ---- the public surface ---------------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        return self._params
+
+    @property
+    def source(self) -> str:
+        return self._last.kernel.source
+
+    @property
+    def ir(self) -> str:
+        return self._last.kernel.ir
+
+    @property
+    def graph(self):
+        return self._last.graph
+
+    def __call__(self, **batch) -> float:
+        """One update on `batch`; returns the loss computed before it."""
+        c = self._compiled(self._shapes(batch), training=True)
+        self._last = c
+        lay = c.layout
+        args = dict(self._params)
+        args.update(batch)
+        for name, p, shape in c.dropout:
+            args[name] = self.rng.random(shape) >= p
+        args[lay.base_lr] = np.float64(self.optimizer.lr)
+        args[lay.t] = np.int64(self.t)
+        for inp, key in lay.state.items():
+            args[inp] = self.state[key]
+        out = c.kernel(**args)
+        for inp, key in lay.writeback:
+            if inp == lay.t:
+                self.t = int(out[key])
+            elif inp in lay.state:
+                np.copyto(self.state[lay.state[inp]], out[key])
+            else:
+                np.copyto(self._params[inp], out[key])
+        self.last = {k: float(v) for k, v in out.items() if np.ndim(v) == 0 and k in _SCALARS}
+        return self.last["loss"]
+
+    def evaluate(self, **batch) -> dict:
+        """The loss function's outputs on `batch` with the current parameters, dropout off,
+        nothing updated: {"loss": ..., and any other outputs loss_fn returns}."""
+        c = self._compiled(self._shapes(batch), training=False)
+        out = c.kernel(**self._params, **batch)
+        return {("loss" if k == c.loss_key else k): v for k, v in out.items()}
+
+    def save(self, path) -> None:
+        """Write parameters, optimizer buffers, step counter and generator state to `path`
+        (.npz)."""
+        data = {f"param/{k}": a for k, a in self._params.items()}
+        data.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
+        data["t"] = np.int64(self.t)
+        data["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
+        data["optimizer"] = np.array(type(self.optimizer).__name__)
+        with open(path, "wb") as f:
+            np.savez(f, **data)
+
+    def load(self, path) -> "TrainStep":
+        """Restore what `save` wrote (into the arrays this step owns).  The checkpoint must come
+        from a step with the same parameters (names, shapes, dtypes) and optimizer class."""
+        with np.load(path, allow_pickle=False) as d:
+            data = {k: d[k] for k in d.files}
+        for k in ("t", "rng", "optimizer"):
+            if k not in data:
+                raise GradcError(f"load: {path} is not a train-step checkpoint (no {k!r})")
+        kind = str(data["optimizer"])
+        if kind != type(self.optimizer).__name__:
+            raise GradcError(f"load: {path} holds {kind} state; this step uses "
+                             f"{type(self.optimizer).__name__}")
+        want = {f"param/{k}": a for k, a in self._params.items()}
+        want.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
+        have = {k for k in data if k.startswith(("param/", "state/"))}
+        if have != set(want):
+            raise GradcError(f"load: {path} has {sorted(have - set(want))} extra and "
+                             f"{sorted(set(want) - have)} missing compared with this step")
+        for k, dst in want.items():
+            src = data[k]
+            if src.shape != dst.shape or src.dtype != dst.dtype:
+                raise GradcError(f"load: {k} in {path} is {src.dtype}{list(src.shape)}, "
+                                 f"this step has {dst.dtype}{list(dst.shape)}")
+        for k, dst in want.items():
+            np.copyto(dst, data[k])
+        self.t = int(data["t"])
+        self.rng.bit_generator.state = json.loads(str(data["rng"]))
+        return self
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{k}: {v}" for k, v in self.inputs.items())
+        return (f"<gradc train step {self.name}({ins}) params {list(self._params)} "
+                f"{self.optimizer!r} t={self.t} backend={self.backend!r}>")
+
+    # ---- building ---------------------------------------------------------------------------
+    def _shapes(self, batch: dict) -> tuple:
+        """The input specs for `batch` (the declared ones where no array is given)."""
+        if batch:
+            missing = [k for k in self.inputs if k not in batch]
+            extra = [k for k in batch if k not in self.inputs]
+            if missing or extra:
+                raise TypeError(f"{self.name}(): "
+                                + "; ".join(([f"missing {missing}"] if missing else [])
+                                            + ([f"unexpected {extra}"] if extra else []))
+                                + f"; it takes {list(self.inputs)}")
+        return tuple((k, TensorType(s.dtype, np.shape(batch[k]) if k in batch else s.shape))
+                     for k, s in self.inputs.items())
+
+    def _compiled(self, specs: tuple, training: bool) -> _Compiled:
+        cache = self._train if training else self._eval
+        if specs not in cache:
+            cache[specs] = self._build(dict(specs), training)
+        return cache[specs]
+
+    def _build(self, specs: dict, training: bool) -> _Compiled:
+        from frontends import dsl
+        from . import compile as compile_graph, grad
+        types = {k: TensorType(_FLOAT_DTYPES[a.dtype], a.shape) for k, a in self._params.items()}
+        name = self.name if training else self.name.replace("_step", "") + "_eval"
+        g = dsl.trace(self.loss_fn, name=name, training=training, **types, **specs)
+        loss_key = _loss_key(g)
+        if training:
+            dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
+                       for n in g.nodes if n.op == "dropout"]
+            order = {v.name: i for i, v in enumerate(g.inputs)}
+            dropout.sort(key=lambda d: order[d[0]])
+            g = grad(g, wrt=list(self._params), of=loss_key)
+            layout = append_update(g, list(self._params), self.optimizer, loss=loss_key)
+            loss_key = "loss"
+        else:
+            dropout, layout = [], None
+        kw = {} if self.passes is None else {"passes": self.passes}
+        kernel = compile_graph(g, backend=self.backend, **kw)
+        self.compilations += 1
+        return _Compiled(kernel, g, layout, dropout, loss_key)
+
+
+def _loss_key(g) -> str:
+    """The output holding the loss: the only output, or the one called `loss`."""
+    if "loss" in g.outputs:
+        return "loss"
+    if len(g.outputs) == 1:
+        return next(iter(g.outputs))
+    raise GradcError(f"train_step: the loss function returns {list(g.outputs)}; return the "
+                     "scalar loss, or a dict with a 'loss' entry")
+
+
+def train_step(loss_fn, params: dict, inputs: dict, optimizer: Optimizer,
+               backend: str = "numpy", *, seed: int = 0, passes=None,
+               name: str | None = None) -> TrainStep:
+    """Compile `loss_fn` (a model function returning its scalar loss) into a train step:
+    forward, backward with respect to `params`, and `optimizer`'s update, in one compiled
+    function.  `params`: name -> initial array (copied; the step owns its copies); `inputs`:
+    name -> spec (f64[N, D], i64[N]); `seed` seeds the dropout generator; `passes` is handed
+    to `compiler.compile` when given.  See the module docstring and `TrainStep`."""
+    return TrainStep(loss_fn, params, inputs, optimizer, backend, seed=seed, passes=passes,
+                     name=name)
+
+
+__all__ = ["TrainStep", "train_step"]

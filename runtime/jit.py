@@ -1,0 +1,111 @@
+"""The JIT: one LLVM execution engine per process, native target for the host CPU.
+
+    compile_object(ir_text)   optimized object code (O3, loop and SLP vectorization)
+    load(obj, symbol)         adds an object to the engine, checks its externals, returns the
+                              entry's address
+    assembly(ir_text)         the optimized module as assembly text (for `fn.asm`)
+
+External symbols (BLAS, libm) are checked with `address_of_symbol` before code is loaded: an
+unresolved symbol would otherwise bind to address 0 and crash at call time.
+"""
+from __future__ import annotations
+
+import threading
+
+from llvmlite import binding as llvm
+
+_lock = threading.RLock()
+_state: dict = {}
+_loaded: dict = {}      # symbol -> address (an object is added once per process)
+
+
+
+def _init() -> dict:
+    with _lock:
+        if not _state:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            from . import blas
+            blas.bind()
+            triple = llvm.get_process_triple()
+            target = llvm.Target.from_triple(triple)
+            cpu = llvm.get_host_cpu_name()
+            features = llvm.get_host_cpu_features().flatten()
+            tm = target.create_target_machine(cpu=cpu, features=features, opt=3,
+                                              reloc="default", codemodel="jitdefault")
+            backing = llvm.parse_assembly("")
+            backing.triple = triple
+            engine = llvm.create_mcjit_compiler(backing, tm)
+            _state.update(tm=tm, engine=engine, triple=triple, cpu=cpu, features=features,
+                          layout=str(tm.target_data))
+        return _state
+
+
+def target_key() -> str:
+    """What object code depends on besides the IR: llvmlite/LLVM versions, CPU name, features."""
+    import llvmlite
+    s = _init()
+    return (f"llvmlite {llvmlite.__version__}; llvm {'.'.join(map(str, llvm.llvm_version_info))}; "
+            f"{s['triple']}; {s['cpu']}; {s['features']}")
+
+
+def _optimized(ir_text: str):
+    s = _init()
+    mod = llvm.parse_assembly(ir_text)
+    mod.triple = s["triple"]
+    mod.data_layout = s["layout"]
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pb = llvm.create_pass_builder(s["tm"], pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+def externals(mod) -> list:
+    """Names of the functions the module declares but does not define."""
+    return [f.name for f in mod.functions if f.is_declaration and not f.name.startswith("llvm.")]
+
+
+def check_externals(names) -> None:
+    _init()
+    missing = [n for n in names if not llvm.address_of_symbol(n)]
+    if missing:
+        raise RuntimeError(f"native code needs symbols that the process does not provide: "
+                           f"{', '.join(missing)}")
+
+
+def compile_object(ir_text: str) -> tuple:
+    """(object bytes, external symbol names) of the optimized module."""
+    with _lock:
+        mod = _optimized(ir_text)
+        ext = externals(mod)
+        check_externals(ext)
+        return _state["tm"].emit_object(mod), ext
+
+
+def load(obj: bytes, symbol: str, ext) -> int:
+    """Add `obj` to the engine (once per symbol) and return the address of `symbol`."""
+    with _lock:
+        if symbol in _loaded:
+            return _loaded[symbol]
+        check_externals(ext)
+        engine = _init()["engine"]
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        engine.finalize_object()
+        addr = engine.get_function_address(symbol)
+        if not addr:
+            raise RuntimeError(f"native entry {symbol!r} not found after loading its object")
+        _loaded[symbol] = addr
+        return addr
+
+
+def loaded(symbol: str) -> int | None:
+    return _loaded.get(symbol)
+
+
+def assembly(ir_text: str) -> str:
+    with _lock:
+        return _state["tm"].emit_assembly(_optimized(ir_text)) if _state else \
+            _init()["tm"].emit_assembly(_optimized(ir_text))

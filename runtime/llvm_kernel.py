@@ -1,0 +1,116 @@
+"""A compiled function backed by native code: the whole graph is one LLVM function
+`void f(void **buffers)` (compiler/codegen/llvm_emit.py), built through the process JIT
+(runtime/jit.py) and the on-disk object cache (runtime/cache.py).
+
+A call: check every argument (names, dtypes, shapes; runtime/checks.py) and every integer
+label against its class count, all BEFORE native code runs; make inputs C-contiguous; write
+their data pointers into the prepared pointer array (intermediate and output buffers are
+allocated once, at compile time); one native call; copy the outputs out (so the caller owns
+them and the next call cannot overwrite them).  A kernel is not re-entrant: one call at a time
+per kernel object (a lock serializes calls from several threads).
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from compiler.ir import NUMPY_DTYPE
+
+from . import cache, jit
+from .checks import check_arguments
+
+PLACEHOLDER = "gradc_entry"
+
+
+class LLVMKernel:
+    """Call with keyword arrays; returns a dict of outputs.  `.source` is the LLVM IR (value
+    names from the model), `.asm` the optimized assembly, `.ir` the graph's text form,
+    `.graph` the graph compiled, `.cached` whether the object code came from the disk cache
+    (or was already loaded in this process)."""
+
+    backend = "llvm"
+
+    def __init__(self, graph, fname: str | None = None):
+        from compiler.codegen.llvm_emit import buffer_values, emit_llvm
+        from compiler.codegen.llvm_lower import LLVM_LOWERINGS
+        self.graph = graph
+        self.ir = str(graph)
+        text = emit_llvm(graph, PLACEHOLDER)
+        self.key = cache.key(text, jit.target_key())
+        safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in (fname or graph.name))
+        self.symbol = f"gradc_{safe}_{self.key[:16]}"
+        self.source = text.replace(f'@"{PLACEHOLDER}"', f'@"{self.symbol}"')
+        self.cached = False
+        self.address = self._build()
+        self._cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)
+        values = buffer_values(graph)
+        self._slot = {v.name: k for k, v in enumerate(values)}
+        self._ptrs = (ctypes.c_void_p * max(1, len(values)))()
+        self._ptrs_addr = ctypes.addressof(self._ptrs)
+        self._buffers = {}
+        n_in = len(graph.inputs)
+        for k, v in enumerate(values[n_in:], start=n_in):
+            buf = np.empty(v.shape, dtype=NUMPY_DTYPE[v.dtype])
+            self._buffers[v.name] = buf
+            self._ptrs[k] = buf.ctypes.data
+        self._in_slots = list(range(n_in))
+        self._labels = []
+        for n in graph.nodes:
+            fn = getattr(LLVM_LOWERINGS[n.op], "labels", None)
+            got = fn(n) if fn else None
+            if got is not None and got[0].name in {v.name for v in graph.inputs}:
+                self._labels.append((graph.inputs.index(got[0]), got[0].name, int(got[1]), n.op))
+        self._outputs = [(k, v.name, v.type) for k, v in graph.outputs.items()]
+        self._lock = threading.Lock()
+        self._asm = None
+
+    def _build(self) -> int:
+        addr = jit.loaded(self.symbol)
+        if addr:
+            self.cached = True
+            return addr
+        hit = cache.get(self.key)
+        if hit is not None:
+            try:
+                addr = jit.load(hit[0], self.symbol, hit[1])
+                self.cached = True
+                return addr
+            except Exception:  # an entry that does not load is rebuilt, not trusted
+                pass
+        obj, ext = jit.compile_object(self.source)
+        cache.put(self.key, obj, ext)
+        return jit.load(obj, self.symbol, ext)
+
+    @property
+    def asm(self) -> str:
+        if self._asm is None:
+            self._asm = jit.assembly(self.source)
+        return self._asm
+
+    def __call__(self, **kwargs) -> dict:
+        args = check_arguments(self.graph, kwargs)
+        args = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in args]
+        for k, name, depth, op in self._labels:
+            lab = args[k]
+            if lab.size and (lab.min() < 0 or lab.max() >= depth):
+                bad = lab[(lab < 0) | (lab >= depth)].ravel()[0]
+                raise ValueError(f"argument {name!r}: label {int(bad)} is outside [0, {depth}) "
+                                 f"(the {op} op has {depth} classes)")
+        with self._lock:
+            ptrs = self._ptrs
+            for k, a in zip(self._in_slots, args):
+                ptrs[k] = a.ctypes.data
+            self._cfunc(self._ptrs_addr)
+            env = self._buffers
+            out = {}
+            for key, vname, t in self._outputs:
+                src = env[vname] if vname in env else args[self._slot[vname]]
+                dt = np.dtype(NUMPY_DTYPE[t.dtype])
+                out[key] = dt.type(src[()]) if t.shape == () else src.copy()
+        return out
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)
+        return f"<gradc {self.backend} function {self.graph.name}({sig}) -> {list(self.graph.outputs)}>"

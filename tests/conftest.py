@@ -1,0 +1,14 @@
+"""Shared pytest setup: tests/ on sys.path (so `import graphs` works from every test file)
+and a seeded random generator per test."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

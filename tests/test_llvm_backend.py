@@ -1,0 +1,212 @@
+"""The LLVM backend against the reference interpreter (compiler.interpret): every op of the
+table (each sample case of tests/graphs.py, forward and gradient, f64 and f32), every example
+model and its gradient; argument checking before native code; the disk cache.
+
+Tolerances: float64 1e-12 relative, float32 1e-5 relative.  To keep LLVM compile time small,
+all op cases of one dtype are merged into one graph and compiled once (a module fixture)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.codegen.llvm_lower import LLVM_LOWERINGS
+from compiler.ir import Graph, Node, Value
+from compiler.ops import SHAPE_RULES
+from graphs import EXAMPLES, OP_SAMPLES, op_graph, op_inputs
+
+TOL = {"f64": dict(rtol=1e-12, atol=1e-14), "f32": dict(rtol=1e-5, atol=1e-6)}
+
+
+def merge(parts: dict, name: str) -> Graph:
+    """One graph holding every part side by side, each value and output prefixed."""
+    g = Graph(name)
+    for prefix, sub in parts.items():
+        m = {}
+        for v in sub.inputs:
+            m[v.name] = Value(prefix + v.name, v.type)
+            g.inputs.append(m[v.name])
+        for n in sub.nodes:
+            out = Value(prefix + n.out.name, n.out.type)
+            g.nodes.append(Node(n.op, tuple(m[v.name] for v in n.inputs), dict(n.attrs), out,
+                                n.loc, n.rule, n.of))
+            m[n.out.name] = out
+        for k, v in sub.outputs.items():
+            g.outputs[prefix + k] = m[v.name]
+    return compiler.verify(g)
+
+
+def _case_graph(op, case, dtype):
+    sub = op_graph(op, case, dtype)
+    return compiler.grad(sub, of="loss") if "loss" in sub.outputs else sub
+
+
+@pytest.fixture(scope="module", params=["f64", "f32"])
+def all_ops(request):
+    """(dtype, {prefix: subgraph}, merged kernel, inputs, outputs) for every op case."""
+    dtype = request.param
+    rng = np.random.default_rng(0)
+    parts, inputs = {}, {}
+    for op, sample in OP_SAMPLES.items():
+        if op not in SHAPE_RULES:
+            continue
+        for k, case in enumerate(sample.cases):
+            prefix = f"{op}_{k}_"
+            sub = _case_graph(op, case, dtype)
+            parts[prefix] = sub
+            for name, arr in op_inputs(op, case, sub, rng, dtype).items():
+                inputs[prefix + name] = arr
+    fn = compiler.compile(merge(parts, f"all_ops_{dtype}"), backend="llvm", passes=[])
+    return dtype, parts, fn, inputs, fn(**inputs)
+
+
+@pytest.mark.parametrize("op", sorted(SHAPE_RULES))
+def test_op_matches_interpreter(all_ops, op):
+    dtype, parts, fn, inputs, got = all_ops
+    assert op in LLVM_LOWERINGS, f"no LLVM lowering for {op!r}"
+    if op not in OP_SAMPLES:
+        pytest.fail(f"tests/graphs.py has no sample for {op!r}")
+    for k in range(len(OP_SAMPLES[op].cases)):
+        prefix = f"{op}_{k}_"
+        sub = parts[prefix]
+        mine = {n[len(prefix):]: a for n, a in inputs.items() if n.startswith(prefix)}
+        want = compiler.interpret(sub, **mine)
+        for name, w in want.items():
+            g = got[prefix + name]
+            assert g.dtype == w.dtype and np.shape(g) == w.shape, (op, k, name)
+            np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"{op} case {k}: {name}")
+
+
+@pytest.mark.parametrize("dtype", ["f64", "f32"])
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_example_gradient_matches_interpreter(example, dtype):
+    ex = EXAMPLES[example]
+    dg = compiler.grad(ex.build(dtype))
+    inputs = ex.inputs(np.random.default_rng(1), dtype)
+    want = compiler.interpret(dg, **inputs)
+    got = compiler.compile(dg, backend="llvm")(**inputs)
+    assert list(got) == list(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], **TOL[dtype], err_msg=f"{example}: {k}")
+
+
+def test_two_layer_without_passes_folds_transposes_into_gemm():
+    """Raw gradient graph: dW = Xᵀ·G reads X through the BLAS 'T' flag, the transpose node is
+    not lowered (no copy), and the numbers agree with the interpreter."""
+    ex = EXAMPLES["two_layer"]
+    dg = compiler.grad(ex.build("f64", n=7, d=5, hdim=6, c=4))
+    inputs = ex.inputs(np.random.default_rng(2), "f64", n=7, d=5, hdim=6, c=4)
+    fn = compiler.compile(dg, backend="llvm", passes=[])
+    transposes = [n.out.name for n in dg.nodes if n.op == "transpose"]
+    assert transposes
+    for t in transposes:                              # a slot, but no loop writes it
+        assert f'%"{t}.slot"' in fn.source and f'{t}.loop' not in fn.source, t
+    assert "gradc_dgemm" in fn.source
+    want = compiler.interpret(dg, **inputs)
+    got = fn(**inputs)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], **TOL["f64"], err_msg=k)
+
+
+def test_lecture_neuron_values():
+    """Hand-derived numbers of the lecture's neuron: σ(1) and its gradients."""
+    dg = compiler.grad(EXAMPLES["neuron"].build("f64"))
+    fn = compiler.compile(dg, backend="llvm")
+    out = fn(w=np.array([2.0, -3.0, -3.0]), x=np.array([-1.0, -2.0]))
+    s = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(out["out"], s, rtol=1e-15)
+    np.testing.assert_allclose(out["dw"], [-s * (1 - s), -2 * s * (1 - s), s * (1 - s)], rtol=1e-14)
+    np.testing.assert_allclose(out["dx"], [2 * s * (1 - s), -3 * s * (1 - s)], rtol=1e-14)
+
+
+@pytest.fixture(scope="module")
+def two_layer_fn():
+    ex = EXAMPLES["two_layer"]
+    dg = compiler.grad(ex.build("f64"))
+    return compiler.compile(dg, backend="llvm"), ex.inputs(np.random.default_rng(3), "f64"), dg
+
+
+def test_source_asm_and_ir(two_layer_fn):
+    fn, _, dg = two_layer_fn
+    assert fn.ir == str(fn.graph) and fn.ir.startswith("graph two_layer(")
+    for name in ("W1", "X", "h", "scores", "dW1", "db2"):
+        assert f'%"{name}"' in fn.source, name
+    assert "gradc_dgemm" in fn.source
+    assert fn.symbol in fn.asm and "call" in fn.asm
+
+
+def test_bad_arguments_raise_before_native_code(two_layer_fn):
+    fn, inputs, _ = two_layer_fn
+    with pytest.raises(ValueError, match="'X'"):
+        fn(**dict(inputs, X=inputs["X"][:-1]))
+    with pytest.raises(TypeError, match="missing 'y'"):
+        fn(**{k: v for k, v in inputs.items() if k != "y"})
+    with pytest.raises(TypeError, match="'W1'"):
+        fn(**dict(inputs, W1=inputs["W1"].astype(np.complex128)))
+    with pytest.raises(TypeError, match="'y'"):
+        fn(**dict(inputs, y=inputs["y"].astype(np.float64)))
+    for bad in (3, -1):
+        with pytest.raises(ValueError, match=f"label {bad} is outside"):
+            fn(**dict(inputs, y=np.where(np.arange(len(inputs["y"])) == 2, bad, inputs["y"])))
+
+
+def test_non_contiguous_and_repeated_calls(two_layer_fn):
+    """A transposed view is accepted (copied to contiguous); outputs are the caller's own
+    (a second call does not overwrite the first call's results)."""
+    fn, inputs, dg = two_layer_fn
+    want = compiler.interpret(dg, **inputs)
+    strided = dict(inputs, X=np.asfortranarray(inputs["X"]))
+    first = fn(**strided)
+    second = fn(**dict(inputs, X=inputs["X"] * 2))
+    for k in want:
+        np.testing.assert_allclose(first[k], want[k], rtol=1e-12, atol=1e-14, err_msg=k)
+    assert not np.allclose(first["dW1"], second["dW1"])
+
+
+_CHILD = textwrap.dedent("""
+    import sys, numpy as np
+    sys.path.insert(0, {tests!r})
+    import compiler
+    from graphs import EXAMPLES
+    ex = EXAMPLES["two_layer"]
+    dg = compiler.grad(ex.build("f64", n=3, d=2, hdim=4, c=3))
+    fn = compiler.compile(dg, backend="llvm")
+    inputs = ex.inputs(np.random.default_rng(5), "f64", n=3, d=2, hdim=4, c=3)
+    got, want = fn(**inputs), compiler.interpret(dg, **inputs)
+    ok = all(np.allclose(got[k], want[k], rtol=1e-12, atol=1e-14) for k in want)
+    print("cached" if fn.cached else "built", "ok" if ok else "WRONG", fn.key)
+""")
+
+
+def _child(cache_dir):
+    env = dict(os.environ, GRADC_CACHE_DIR=str(cache_dir))
+    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_disk_cache_reuse_and_corrupt_entry(tmp_path):
+    """A new process reuses the object; a corrupted entry is rebuilt (not trusted), then
+    reused again."""
+    from runtime import cache
+    state, ok, key = _child(tmp_path)
+    assert (state, ok) == ("built", "ok")
+    path = os.path.join(tmp_path, key[:2], key + ".o")
+    assert os.path.getsize(path) > 100
+    assert _child(tmp_path)[:2] == ["cached", "ok"]
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    assert _child(tmp_path)[:2] == ["built", "ok"]
+    with open(path, "rb") as f:
+        assert f.read().startswith(cache.MAGIC)
+    assert _child(tmp_path)[:2] == ["cached", "ok"]
+    open(path, "wb").write(b"garbage")
+    assert _child(tmp_path)[:2] == ["built", "ok"]
