@@ -147,12 +147,16 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
 def _accumulate(b: Builder, name: str, parts: list, first_new: int) -> Var:
     """Sum the upstream gradients of one value (fan-out: the copy gate), and name the result
     `d<name>` when this pass created it as a temporary."""
+    new = {id(n.out) for n in b.graph.nodes[first_new:]}
     total = parts[0]
     if len(parts) > 1:
+        for k, p in enumerate(parts, 1):      # the contribution of each use: dW1_1, dW1_2, ...
+            if p.value.temp and id(p.value) in new:
+                b.rename(p, f"d{name}_{k}")
         b.rule, b.of = "fan-out: the gradients of every use are summed", name
         for p in parts[1:]:
             total = total + p
-    v = total.value
-    if v.temp and any(n.out is v for n in b.graph.nodes[first_new:]):
+        new = {id(n.out) for n in b.graph.nodes[first_new:]}
+    if total.value.temp and id(total.value) in new:
         b.rename(total, "d" + name)
     return total

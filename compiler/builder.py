@@ -165,6 +165,8 @@ class Var:
     def __ge__(self, o): return binary("greater_equal", self, o)
     def __lt__(self, o): return binary("less", self, o)
     def __le__(self, o): return binary("less_equal", self, o)
+    def __eq__(self, o): return binary("equal", self, o)       # elementwise, as in NumPy
+    def __ne__(self, o): return binary("not_equal", self, o)
     def __matmul__(self, o): return matmul(self, o)
     def __rmatmul__(self, o): return matmul(lift(o, self), self)
     __hash__ = object.__hash__

@@ -30,7 +30,8 @@ KINK_MARGIN = 1e-3
 
 # ---- sampling ------------------------------------------------------------------------------
 def label_values(graph: Graph, rng) -> dict:
-    """Random integer inputs, bounded by the class count their consumers imply."""
+    """Random integer inputs (bounded by the class count their consumers imply) and random
+    bool inputs (dropout masks)."""
     bound = {}
     for n in graph.nodes:
         for k, v in enumerate(n.inputs):
@@ -40,8 +41,10 @@ def label_values(graph: Graph, rng) -> dict:
                 bound[v.name] = n.attrs["depth"]
             elif k == 1 and n.inputs[0].ndim == 2:
                 bound[v.name] = n.inputs[0].shape[1]
-    return {v.name: rng.integers(0, bound.get(v.name, 2), size=v.shape)
-            for v in graph.inputs if v.dtype == "i64"}
+    out = {v.name: rng.integers(0, bound.get(v.name, 2), size=v.shape)
+           for v in graph.inputs if v.dtype == "i64"}
+    out.update({v.name: rng.random(v.shape) < 0.5 for v in graph.inputs if v.dtype == "bool"})
+    return out
 
 
 def kinks(exprs) -> list:

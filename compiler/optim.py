@@ -148,11 +148,12 @@ class Optimizer:
                              f"Exponential, Cosine, Warmup), got {schedule!r}")
         self.schedule = schedule
 
-    decoupled = False     # AdamW applies weight decay in its rule, not to the gradient
+    decoupled = False        # AdamW applies weight decay in its rule, not to the gradient
+    counts_updates = False   # the rule reads k, the 1-based number of this update (Adam)
 
     def rule(self, b: Builder, name: str, p: Var, g: Var, state: dict, lr: Var, k: Var):
         """(p_next, {slot: buffer_next}) for parameter `name`; lr is lr_t in p's dtype and
-        k = t + 1 (f64) is the number of this update."""
+        k = t + 1 (f64) is the number of this update (None unless `counts_updates`)."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -221,6 +222,7 @@ class Adam(Optimizer):
     p ← p − lr_t·m̂/(√v̂ + ε), k the 1-based update number."""
 
     slots = ("m", "v")
+    counts_updates = True
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, **kw):
@@ -276,8 +278,8 @@ class Layout:
 def append_update(graph: Graph, params, optimizer: Optimizer, loss: str = "out") -> Layout:
     """Append `optimizer`'s update of `params` to `graph` (which must have outputs `loss` and
     `d<p>` for each p, as `compiler.grad(..., wrt=params)` gives) and replace its outputs by
-    `loss`, `lr`, optionally `grad_norm`, and the `*_next` values.  Mutates and returns the
-    layout; see the module docstring for the inputs and outputs."""
+    `loss`, `lr`, optionally `grad_norm`, and the `*_next` values.  Mutates `graph`; returns
+    the layout.  See the module docstring for the inputs and outputs."""
     if not isinstance(optimizer, Optimizer):
         raise GradcError(f"optimizer must be a compiler.optim optimizer (SGD, Momentum, RMSProp, "
                          f"Adam, AdamW), got {optimizer!r}")
@@ -295,10 +297,11 @@ def append_update(graph: Graph, params, optimizer: Optimizer, loss: str = "out")
     outputs = {"loss": _named(b, Var(b, old[loss]), "loss").value}
 
     _say(b, "update number: k = t + 1", "t")
-    tf = B.cast(t, "f64")
-    k = tf + 1.0
+    needs_t = optimizer.schedule is not None or optimizer.counts_updates
+    tf = B.cast(t, "f64") if needs_t else None
+    k = tf + 1.0 if optimizer.counts_updates else None
     _say(b, "learning rate: lr = base_lr·schedule(t)", "lr")
-    lr = base_lr * optimizer.schedule.factor(tf) if optimizer.schedule else base_lr
+    lr = base_lr * optimizer.schedule.factor(tf) if optimizer.schedule is not None else base_lr
     outputs["lr"] = _named(b, lr, "lr").value
 
     if optimizer.clip_norm is not None:
@@ -319,7 +322,7 @@ def append_update(graph: Graph, params, optimizer: Optimizer, loss: str = "out")
         pv, g = ps[p], gs[p]
         if optimizer.weight_decay and not optimizer.decoupled:
             _say(b, "weight decay (L2): g ← g + λ·p", p)
-            g = g + optimizer.weight_decay * pv
+            g = _named(b, g + optimizer.weight_decay * pv, f"d{p}_decayed")
         state = {}
         for slot in optimizer.slots:
             buf = b.add_input(f"{slot}_{p}", pv.value.type)

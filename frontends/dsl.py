@@ -26,7 +26,7 @@ import sys
 from compiler.builder import dropout  # noqa: F401  (inverted dropout; see compiler/train.py)
 from compiler.builder import (Builder, Var, abs, broadcast_to, cast, elu, equal, exp,  # noqa: A004
                               leaky_relu, log, log1p, log_softmax, matmul, max, maximum, mean,
-                              minimum, onehot, pick, relu, reshape, sigmoid, softmax,
+                              minimum, onehot, pick, relu, reshape, sigmoid, sin, cos, softmax,
                               softmax_cross_entropy, softplus, sqrt, sum, svm_loss, swish, tanh,
                               transpose, where)
 from compiler.ir import Graph, TensorType, UnsupportedError
@@ -36,7 +36,7 @@ Tensor = Var   # the type of a traced value
 __all__ = ["trace", "f32", "f64", "i64", "Tensor", "abs", "broadcast_to", "cast", "dropout",
            "elu", "equal",
            "exp", "leaky_relu", "log", "log1p", "log_softmax", "matmul", "max", "maximum", "mean",
-           "minimum", "onehot", "pick", "relu", "reshape", "sigmoid", "softmax",
+           "minimum", "onehot", "pick", "relu", "reshape", "sigmoid", "sin", "cos", "softmax",
            "softmax_cross_entropy", "softplus", "sqrt", "sum", "svm_loss", "swish", "tanh",
            "transpose", "where"]
 

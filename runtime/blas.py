@@ -27,13 +27,40 @@ def _capsule_address(capsule) -> int:
     return get_ptr(capsule, get_name(capsule))
 
 
+def _cython_blas():
+    """scipy.linalg.cython_blas, loaded on its own when possible: importing scipy.linalg
+    costs ~0.3 s, the extension module alone a fraction of that."""
+    import sys
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        import glob
+        import importlib.machinery
+        import importlib.util
+        import os
+        spec = importlib.util.find_spec("scipy")
+        found = glob.glob(os.path.join(os.path.dirname(spec.origin), "linalg", "cython_blas.*"))
+        found = [p for p in found if p.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+        loader = importlib.machinery.ExtensionFileLoader(name, found[0])
+        mod = importlib.util.module_from_spec(
+            importlib.util.spec_from_file_location(name, found[0], loader=loader))
+        loader.exec_module(mod)
+        sys.modules[name] = mod
+        return mod
+    except Exception:  # any layout surprise: the ordinary import
+        pass
+    try:
+        from scipy.linalg import cython_blas
+    except ImportError as e:  # pragma: no cover - scipy is a dependency
+        raise ImportError("the LLVM backend calls BLAS through SciPy; install scipy>=1.9") from e
+    return cython_blas
+
+
 def addresses() -> dict:
     """{gradc symbol: address} of the BLAS routines (imported from SciPy on first use)."""
     if not _bound:
-        try:
-            from scipy.linalg import cython_blas
-        except ImportError as e:  # pragma: no cover - scipy is a dependency
-            raise ImportError("the LLVM backend calls BLAS through SciPy; install scipy>=1.9") from e
+        cython_blas = _cython_blas()
         for sym, fortran in SYMBOLS.items():
             addr = _capsule_address(cython_blas.__pyx_capi__[fortran])
             if not addr:

@@ -14,12 +14,21 @@ class NumpyKernel:
     """Call with keyword arrays; returns a dict of outputs.  `.source` is the generated module,
     `.ir` the graph's text form, `.graph` the graph it was compiled from.
 
-    Outputs are fresh arrays owned by the caller (scalars come back as NumPy scalars)."""
+    Outputs are fresh arrays owned by the caller (scalars come back as NumPy scalars).
+
+    Memory-planned kernels (`plan` given: see compiler/passes/memory.py) write intermediates
+    and outputs into buffers allocated on the first call and reused by every later call.
+    They still return fresh copies by default; `fn(..., copy=False)` returns the buffers
+    themselves (no copy; the next call overwrites them).  A planned kernel is not re-entrant:
+    one call at a time per kernel object.  `memory_report()` gives the planned and unplanned
+    byte counts."""
 
     backend = "numpy"
 
-    def __init__(self, graph, source: str, fname: str):
+    def __init__(self, graph, source: str, fname: str, plan=None):
         self.graph = graph
+        self.plan = plan
+        self._buffers = None
         self.source = source
         self.ir = str(graph)
         filename = f"<gradc:{graph.name}:{id(self):x}>"
@@ -31,15 +40,32 @@ class NumpyKernel:
         self._copy_keys = _aliasing_outputs(graph)
 
     def __call__(self, **kwargs) -> dict:
+        copy = True
+        if "copy" in kwargs and not any(v.name == "copy" for v in self.graph.inputs):
+            copy = bool(kwargs.pop("copy"))      # an input named `copy` keeps its name
         args = check_arguments(self.graph, kwargs)
-        raw = self._fn(*args)
+        if self.plan is None:
+            raw = self._fn(*args)
+        else:
+            if self._buffers is None:
+                self._buffers = [np.empty(s, dtype=NUMPY_DTYPE[d]) for d, s in self.plan.buffers]
+            raw = self._fn(*args, _buf=self._buffers)
+        fresh = self._copy_keys if (self.plan is None or not copy) else None
         out = {}
         for k, t in self._out_types:
             dt = np.dtype(NUMPY_DTYPE[t.dtype])
             val = raw[k]
             out[k] = dt.type(val) if t.shape == () else (
-                np.array(val, dtype=dt) if k in self._copy_keys else np.asarray(val, dtype=dt))
+                np.array(val, dtype=dt) if fresh is None or k in fresh
+                else np.asarray(val, dtype=dt))
         return out
+
+    def memory_report(self) -> dict:
+        """Bytes: allocated per call without planning, their peak while live, the planned
+        buffers (allocated once) and what the planned code still allocates per call."""
+        from compiler.passes.memory import plan_memory
+        plan = self.plan if self.plan is not None else plan_memory(self.graph)
+        return dict(plan.report(), planned=self.plan is not None)
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)

@@ -80,6 +80,11 @@ def many_ops(x, W, m):
     return dsl.sum(f * f) / 3.0
 
 
+def matvec(W, v, u):
+    """1-D operands of @: matrix·vector, vector·matrix, vector·vector."""
+    return dsl.sum(dsl.tanh(W @ v)) + (u @ W) @ v
+
+
 @dataclass(frozen=True)
 class Example:
     build: object     # (dtype) -> Graph
@@ -118,6 +123,9 @@ EXAMPLES = {
     "fan_out": Example(
         lambda dt: dsl.trace(fan_out, x=SPEC[dt][2, 3], w=SPEC[dt][3]),
         lambda rng, dt: {"x": _f(rng, (2, 3), dt), "w": _f(rng, 3, dt)}),
+    "matvec": Example(
+        lambda dt: dsl.trace(matvec, W=SPEC[dt][3, 4], v=SPEC[dt][4], u=SPEC[dt][3]),
+        lambda rng, dt: {"W": _f(rng, (3, 4), dt), "v": _f(rng, 4, dt), "u": _f(rng, 3, dt)}),
     "many_ops": Example(
         lambda dt: dsl.trace(many_ops, x=SPEC[dt][4, 3], W=SPEC[dt][3, 3], m=SPEC[dt][3, 1]),
         lambda rng, dt: {"x": _f(rng, (4, 3), dt), "W": _f(rng, (3, 3), dt),

@@ -199,3 +199,11 @@ def test_matmul_gate_is_the_transpose_identity_elementwise():
     dg = compiler.grad(g, wrt=["a0", "a1"])
     assert sp.Matrix(env[dg.outputs["da0"].name].tolist()) == G * Bm.T
     assert sp.Matrix(env[dg.outputs["da1"].name].tolist()).expand() == (A.T * G).expand()
+
+
+def test_bool_inputs_such_as_dropout_masks_are_sampled():
+    g = dsl.trace(lambda x: dsl.sum(dsl.dropout(dsl.tanh(x), 0.5)), x=f64[4])
+    assert any(v.dtype == "bool" for v in g.inputs)
+    report = compiler.check_against_sympy(g)
+    assert report.ok, str(report)
+    assert compiler.check_finite_differences(g).ok

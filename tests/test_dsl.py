@@ -201,3 +201,60 @@ def test_wrong_arguments_name_the_argument(compiled, kwargs, exc, words):
         compiled(**kwargs)
     for w in words:
         assert w in str(e.value), str(e.value)
+
+
+# ---- names that collide with the emitted module's own names --------------------------------
+def helper_names(sigmoid, np_):
+    sigmoid = dsl.sigmoid(sigmoid)          # a local and an input named like the helper
+    softmax = dsl.softmax(sigmoid * np_, axis=0)
+    np = dsl.exp(softmax)                   # noqa: F841  (a local named np)
+    return dsl.sum(np * np_)
+
+
+def test_values_named_like_helpers_compile(rng):
+    g = dsl.trace(helper_names, sigmoid=f64[3], np_=f64[3])
+    dg = compiler.grad(g)
+    ins = {"sigmoid": rng.standard_normal(3), "np_": rng.standard_normal(3)}
+    want = compiler.interpret(dg, ins)
+    s = 1 / (1 + np.exp(-ins["sigmoid"]))
+    z = s * ins["np_"]
+    sm = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    assert want["out"] == pytest.approx(np.sum(np.exp(sm) * ins["np_"]), rel=1e-14)
+    for passes in (None, []):
+        got = compiler.compile(dg, passes=passes)(**ins)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-13, err_msg=k)
+
+
+def test_model_named_like_a_helper_compiles():
+    fn = compiler.compile(dsl.trace(dsl.sigmoid, x=f64[3]))
+    np.testing.assert_allclose(fn(x=np.array([0.0, 1.0, -1.0]))["out"],
+                               1 / (1 + np.exp(-np.array([0.0, 1.0, -1.0]))), rtol=1e-15)
+
+
+def test_rebinding_an_input_name():
+    def m(x):
+        x = x * 2.0
+        x = x + 1.0
+        return dsl.sum(x)
+    g = dsl.trace(m, x=f64[2])
+    assert [v.name for v in g.inputs] == ["x"]
+    assert {"x_1", "x_2"} <= set(_names(g)), _names(g)
+    out = compiler.compile(compiler.grad(g))(x=np.array([1.0, 2.0]))
+    assert out["out"] == 8.0 and list(out["dx"]) == [2.0, 2.0]
+
+
+def test_equality_is_elementwise():
+    """`x == 1.0` builds an equal node (NumPy semantics), not Python's identity test."""
+    g = dsl.trace(lambda x: dsl.sum(dsl.where(x == 1.0, x, 2.0 * x))
+                  + dsl.sum(dsl.where(x != 2.0, 0.0 * x, x)), x=f64[3])
+    assert compiler.interpret(g, x=np.array([1.0, 2.0, 3.0]))["out"] == 1 + 4 + 6 + 2
+
+
+def test_iteration_and_fancy_indexing_are_refused():
+    with pytest.raises(UnsupportedError, match="iterating"):
+        dsl.trace(lambda x: dsl.sum(sum(v for v in x)), x=f64[3])
+    with pytest.raises(UnsupportedError, match="index"):
+        dsl.trace(lambda x: dsl.sum(x[[0, 1]]), x=f64[3])
+    with pytest.raises(UnsupportedError, match="pick"):
+        dsl.trace(lambda x, i: x[i], x=f64[3], i=i64[()])

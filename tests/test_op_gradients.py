@@ -16,7 +16,7 @@ import pytest
 import sympy as sp
 
 import compiler
-from compiler.builder import Builder
+from compiler.builder import Builder, Var
 from compiler.ir import Graph, TensorType
 from compiler.ops import GATE_RULES
 from graphs import (EXAMPLES, OP_SAMPLES, all_cases, assert_close_grad, numeric_grad, op_graph,
@@ -65,7 +65,8 @@ def test_gradient_vs_finite_differences(op, case, rng):
             assert_close_grad(got["d" + x], fd, f"{op} {case.label} d{x}")
 
 
-@pytest.mark.parametrize("name", ["lecture_f", "neuron", "broadcasting", "fan_out", "many_ops"])
+@pytest.mark.parametrize("name", ["lecture_f", "neuron", "broadcasting", "fan_out", "matvec",
+                                  "many_ops"])
 def test_example_gradient_vs_finite_differences(name, rng):
     ex = EXAMPLES[name]
     g = ex.build("f64")
@@ -74,6 +75,30 @@ def test_example_gradient_vs_finite_differences(name, rng):
     for v in g.inputs:
         assert_close_grad(got["d" + v.name], numeric_grad(g, ins, v.name, "out"),
                           f"{name} d{v.name}")
+
+
+@pytest.mark.parametrize("op,case", GRAD_CASES, ids=GRAD_IDS)
+def test_second_order_vs_finite_differences(op, case, rng):
+    """The gradient graph is an ordinary graph: differentiate s = Σ v·dL/dx again (a
+    Hessian-vector product) and compare with central differences of s."""
+    if not case.fd:
+        pytest.skip(f"{case.label}: the output is not float64")
+    g, dg, wrt = _grad_graph(op, case)
+    b = Builder(dg)
+    total = None
+    for x in wrt:
+        d = Var(b, dg.outputs["d" + x])
+        prod = d * b.add_input("v_" + x, d.value.type)
+        s = b.emit("sum", [prod], axes=tuple(range(prod.ndim)), keepdims=False)
+        total = s if total is None else total + s
+    dg.outputs = {"s": total.value}
+    hv = compiler.grad(dg, wrt=wrt, of="s")
+    compiler.verify(hv)
+    ins = op_inputs(op, case, g, rng)
+    ins.update({"v_" + x: rng.standard_normal(dg.input("v_" + x).shape) for x in wrt})
+    got = compiler.interpret(hv, ins)
+    for x in wrt:
+        assert_close_grad(got["d" + x], numeric_grad(dg, ins, x, "s"), f"{op} {case.label} d{x}")
 
 
 # ---- SymPy ---------------------------------------------------------------------------------

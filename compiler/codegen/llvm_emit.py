@@ -3,7 +3,9 @@ argument is an array of buffer pointers, one per value of the graph (inputs firs
 node's output, in graph order; see `buffer_values`).  Every buffer is C-contiguous.
 
 Loops: each node is lowered (through `LLVM_LOWERINGS`, llvm_lower.py) to a nest of counted
-loops over its output.  An operand is read through a strided *view*: an element offset and one
+loops over its output; a fusion group (compiler/passes/fusion.py: elementwise nodes of one
+shape whose intermediates have no other reader, maybe closed by a reduction) is one loop nest
+whose intermediates stay in registers.  An operand is read through a strided *view*: an element offset and one
 stride per loop dimension (0 along a broadcast axis), so broadcasting, transposes and slices are
 strides, never copies.  Dimensions of size 1 are dropped and adjacent dimensions merged where
 every view is contiguous across them, so a same-shape elementwise op is one flat loop.
@@ -85,8 +87,9 @@ class ModuleEmitter:
     """Builds the module of one graph.  Lowerings use `b` (the IRBuilder), `ptr`, `view`,
     `nest`, `loop`, `load`, `store`, `elementwise` and `fill`."""
 
-    def __init__(self, graph: Graph, symbol: str, lowerings: dict):
+    def __init__(self, graph: Graph, symbol: str, lowerings: dict, fuse: bool = True):
         self.graph = graph
+        self.fuse = fuse
         self.lowerings = lowerings
         self.module = ir.Module(name=graph.name)
         self.fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), name=symbol)
@@ -236,23 +239,77 @@ class ModuleEmitter:
         return {name for name, by in folded.items() if name not in outputs
                 and all(id(u) in by for u in users.get(name, []))}
 
+    def fusion_plan(self) -> tuple:
+        """({last member: group}, {members emitted inside a later group loop}) for the fusion
+        groups (compiler/passes/fusion.py) whose members all have scalar rules and whose
+        closing reduction, if any, can take computed values."""
+        try:
+            from ..passes.fusion import fusion_groups
+        except ImportError:          # no fusion analysis: one loop per node
+            return {}, set()
+        last, inside = {}, set()
+        for g in fusion_groups(self.graph):
+            nodes = [self.producers[m] for m in g.nodes]
+            ew = nodes[:-1] if g.reduction else nodes
+            ok = all(hasattr(self.lowerings[n.op], "scalar") for n in ew)
+            if g.reduction:
+                ok = ok and hasattr(self.lowerings[nodes[-1].op], "reduce_with")
+            if ok:
+                last[g.output] = g
+                inside.update(g.nodes[:-1])
+        return last, inside
+
+    def fused(self, group) -> None:
+        """One loop nest for a fusion group: external inputs loaded (or immediates), member
+        values kept in registers, the last elementwise value stored or reduced."""
+        nodes = [self.producers[m] for m in group.nodes]
+        red = nodes[-1] if group.reduction else None
+        ew = nodes[:-1] if red is not None else nodes
+        values = self.graph.values()
+        ins = [values[name] for name in group.inputs]
+        imms = {v.name: self.immediate(v) for v in ins}
+        loaded = [v for v in ins if imms[v.name] is None]
+        shape = tuple(group.shape)
+
+        def compute(idx):
+            env = {k: c for k, c in imms.items() if c is not None}
+            env.update({v.name: self.load(v, ix) for v, ix in zip(loaded, idx)})
+            for n in ew:
+                self.node = n
+                env[n.out.name] = self.lowerings[n.op].scalar(
+                    self, [env[v.name] for v in n.inputs], n)
+            self.node = nodes[-1]
+            return env[ew[-1].out.name]
+        self.node = nodes[-1]
+        sources = [self.view(v, shape) for v in loaded]
+        if red is None:
+            out = ew[-1].out
+            self.nest(shape, [self.view(out)] + sources,
+                      lambda idx: self.store(compute(idx[1:]), out, idx[0]))
+        else:
+            self.lowerings[red.op].reduce_with(self, red, sources, compute)
+
     def emit(self) -> str:
         skip = self.skipped()
+        groups, inside = self.fusion_plan() if self.fuse else ({}, set())
         for node in self.graph.nodes:
-            if node.out.name in skip:
+            if node.out.name in skip or node.out.name in inside:
                 continue
             self.node = node
+            if node.out.name in groups:
+                self.fused(groups[node.out.name])
+                continue
             self.lowerings[node.op].lower(self, node)
         self.node = None
         self.b.ret_void()
         return str(self.module)
 
 
-def emit_llvm(graph: Graph, symbol: str) -> str:
+def emit_llvm(graph: Graph, symbol: str, fuse: bool = True) -> str:
     """The LLVM IR module of `graph`: one function `void @symbol(ptr %buffers)`, headed by the
     graph's text form as comments and the buffer slot of every value."""
     from .llvm_lower import LLVM_LOWERINGS
-    body = ModuleEmitter(graph, symbol, LLVM_LOWERINGS).emit()
+    body = ModuleEmitter(graph, symbol, LLVM_LOWERINGS, fuse).emit()
     head = [f"; gradc: graph {graph.name!r} lowered to LLVM IR", ";"]
     head += ["; " + line for line in str(graph).splitlines()]
     head += [";", "; buffers (slot: value):"]

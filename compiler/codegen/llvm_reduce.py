@@ -56,41 +56,55 @@ def _combine(kind, em, acc, x):
     return b.fadd(acc, x, flags=REASSOC)
 
 
-def _reduce(kind):
-    def lower(em, node):
+class Reduce:
+    """sum, mean or max over `axes`.  `reduce_with` also serves a fusion group closed by the
+    reduction: the reduced values are computed in the loop instead of loaded."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def lower(self, em, node):
+        x = node.inputs[0]
+        self.reduce_with(em, node, [View(x, 0, contiguous_strides(x.shape))],
+                         lambda idx: em.load(x, idx[0]))
+
+    def reduce_with(self, em, node, sources, value):
+        """out = reduce(value(indices of `sources` at each element of the operand's shape));
+        `sources` are views with strides over the reduction operand's shape."""
         x, out = node.inputs[0], node.out
         axes = tuple(node.attrs["axes"])
         ty = em.ll(out.dtype)
-        init = (ir.Constant(ty, -math.inf) if kind == "max"
+        init = (ir.Constant(ty, -math.inf) if self.kind == "max"
                 else ir.Constant(ty, 0.0 if _is_float(out) else 0))
         em.fill(out, init)
         keep = tuple(1 if k in axes else d for k, d in enumerate(x.shape))
         ostr = tuple(0 if k in axes else s for k, s in enumerate(contiguous_strides(keep)))
-        views = [View(out, 0, ostr), View(x, 0, contiguous_strides(x.shape))]
-        op = "max" if kind == "max" else "sum"
+        views = [View(out, 0, ostr)] + list(sources)
+        op = "max" if self.kind == "max" else "sum"
 
         def inner(idx, count, strides):
             b = em.b
+
+            def at(i):
+                return [ix if st == 0 else b.add(ix, b.mul(i, const_i64(st)))
+                        for ix, st in zip(idx, strides)]
             if strides[0] == 0:            # innermost axis reduced: accumulate in a register
                 acc = em.var(ty, em.load(out, idx[0]))
                 with em.loop(count, "r") as i:
-                    xi = b.add(idx[1], b.mul(i, const_i64(strides[1])))
-                    b.store(_combine(op, em, em.get(acc, ty), em.load(x, xi)), acc)
+                    b.store(_combine(op, em, em.get(acc, ty), value(at(i)[1:])), acc)
                 em.store(em.get(acc, ty), out, idx[0])
                 return
             with em.loop(count, "j") as i:
-                oi = b.add(idx[0], b.mul(i, const_i64(strides[0])))
-                xi = b.add(idx[1], b.mul(i, const_i64(strides[1])))
-                em.store(_combine(op, em, em.load(out, oi), em.load(x, xi)), out, oi)
+                ix = at(i)
+                em.store(_combine(op, em, em.load(out, ix[0]), value(ix[1:])), out, ix[0])
         em.nest(x.shape, views, None, inner=inner)
-        if kind == "mean":
+        if self.kind == "mean":
             count = 1
             for a in axes:
                 count *= x.shape[a]
             n = ir.Constant(ty, float(count))
             em.nest(out.shape, [em.view(out)],
                     lambda idx: em.store(em.b.fdiv(em.load(out, idx[0]), n), out, idx[0]))
-    return Lowering(lower)
 
 
 # ---- softmax and log-softmax --------------------------------------------------------------
@@ -230,7 +244,7 @@ def _onehot(em, node):
             em.store(v, out, b.add(b.mul(r, const_i64(depth)), k))
 
 
-REDUCE_LOWERINGS = {"sum": _reduce("sum"), "mean": _reduce("mean"), "max": _reduce("max")}
+REDUCE_LOWERINGS = {"sum": Reduce("sum"), "mean": Reduce("mean"), "max": Reduce("max")}
 
 LOSS_LOWERINGS = {
     "softmax": _softmax(False),

@@ -1,0 +1,93 @@
+"""Elementwise fusion groups: an analysis (it never changes the graph) that the backends read.
+
+A group is a set of elementwise nodes, all of one iteration shape, whose internal values are
+read only inside the group (one reader, not an output), optionally closed by one reduction
+(sum, mean, max) of the group's last value.  The LLVM backend emits a group as one loop nest
+(no intermediate arrays); the planned NumPy emitter (codegen/numpy_planned.py) emits it as a
+sequence of in-place ufunc calls into one buffer (`np.multiply(a, b, out=buf)`).
+
+    groups = fusion_groups(graph)        # [FusionGroup, ...] in graph order
+    group_of(graph)                      # value name -> group index, for members
+
+Running a group at the position of its last member is always valid: its external inputs are
+defined before their readers in the group, hence before the last member; its internal values
+have no reader outside.  Scalar (shape ()) nodes and constants are not members: they are
+inputs of the loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import Graph
+from .fold import ELEMENTWISE
+
+REDUCTIONS = frozenset({"sum", "mean", "max"})
+
+
+@dataclass(frozen=True)
+class FusionGroup:
+    nodes: tuple          # member value names, in graph order
+    output: str           # the value the group produces (its last member)
+    inputs: tuple         # values read from outside the group, in first-use order
+    shape: tuple          # the loop's iteration shape (of the elementwise members)
+    reduction: str | None = None   # the closing reduction's value name, if any
+
+
+def fusion_groups(graph: Graph) -> list:
+    """The fusion groups of `graph` with two or more members, in graph order."""
+    users = graph.users()
+    outputs = {v.name for v in graph.outputs.values()}
+    index = {n.out.name: k for k, n in enumerate(graph.nodes)}
+    producers = graph.producers()
+    group: dict = {}          # member name -> group id
+    members: dict = {}        # group id -> [names]
+    shape: dict = {}          # group id -> iteration shape
+    closed: set = set()       # groups ended by a reduction
+
+    def private(name) -> bool:
+        return name not in outputs and len(users.get(name, [])) == 1
+
+    for n in graph.nodes:
+        name = n.out.name
+        if n.op in ELEMENTWISE and n.out.shape != ():
+            joinable = [group[v.name] for v in n.inputs
+                        if v.name in group and group[v.name] not in closed
+                        and shape[group[v.name]] == n.out.shape and private(v.name)]
+            gid = joinable[0] if joinable else name
+            members.setdefault(gid, [])
+            shape[gid] = n.out.shape
+            for other in dict.fromkeys(joinable[1:]):
+                if other != gid:
+                    for m in members.pop(other):
+                        group[m] = gid
+                        members[gid].append(m)
+            members[gid].append(name)
+            group[name] = gid
+        elif n.op in REDUCTIONS and len(n.inputs) == 1:
+            v = n.inputs[0]
+            gid = group.get(v.name)
+            if gid is not None and gid not in closed and private(v.name) \
+                    and producers[v.name].out.shape == shape[gid]:
+                members[gid].append(name)
+                group[name] = gid
+                closed.add(gid)
+    out = []
+    for gid, names in members.items():
+        if len(names) < 2:
+            continue
+        names = sorted(names, key=index.get)
+        inside = set(names)
+        ins: list = []
+        for m in names:
+            for v in producers[m].inputs:
+                if v.name not in inside and v.name not in ins:
+                    ins.append(v.name)
+        red = names[-1] if producers[names[-1]].op in REDUCTIONS else None
+        out.append(FusionGroup(tuple(names), names[-1], tuple(ins), shape[gid], red))
+    out.sort(key=lambda g: index[g.output])
+    return out
+
+
+def group_of(graph: Graph) -> dict:
+    """Value name -> index into `fusion_groups(graph)`, for every member."""
+    return {m: k for k, g in enumerate(fusion_groups(graph)) for m in g.nodes}
