@@ -10,19 +10,27 @@ from .interpret import interpret
 from .ir import GradcError, Graph, ShapeError, TensorType, UnsupportedError, Value, verify
 from .text import ParseError, parse_graph, print_graph
 from .passes import optimize
+from .passes.memory import plan_memory
 from .check import check_against_sympy, check_finite_differences
+from .higher import hessian, hvp
+from .check_hessian import check_hessian_against_sympy, check_hessian_finite_differences
 from .symbolic import to_sympy
 from . import optim
 from .train import TrainStep, train_step
+from .debug import BroadcastWarning, debug_nans
 
 BACKENDS = ("numpy", "llvm")
 
 
 def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # noqa: A001
-            passes=None):
+            passes=None, check_finite: bool = False):
     """Compile a graph into a callable: `fn(**inputs) -> dict of outputs`, with `.source`
     (the generated code) and `.ir` (the graph's text form).  `passes`: None runs the default
-    pipeline (compiler.passes.DEFAULT_PIPELINE), [] none, or a list of pass names."""
+    pipeline (compiler.passes.DEFAULT_PIPELINE), [] none, or a list of pass names.  The NumPy
+    backend also plans memory (compiler/passes/memory.py) unless passes=[]: large intermediates
+    live in buffers reused across calls; results are still fresh arrays unless the call
+    passes copy=False.  `check_finite=True`: a NaN or inf in a float argument is a ValueError
+    naming it, raised before the compiled code runs (docs/errors.md)."""
     verify(graph)
     if passes is None or list(passes):
         graph = optimize(graph, passes)
@@ -30,14 +38,25 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
         from runtime.numpy_kernel import NumpyKernel
         from .codegen.numpy_emit import emit_numpy
         fname = name or graph.name
-        return NumpyKernel(graph, emit_numpy(graph, fname), fname)
+        plan = plan_memory(graph) if passes is None or list(passes) else None
+        if plan is not None and plan.buffers:     # large intermediates: preallocated buffers
+            from .codegen.numpy_planned import emit_planned
+            return _finite(NumpyKernel(graph, emit_planned(graph, plan, fname), fname,
+                                       plan=plan), check_finite)
+        return _finite(NumpyKernel(graph, emit_numpy(graph, fname), fname), check_finite)
     if backend == "llvm":
         from runtime.llvm_kernel import LLVMKernel
-        return LLVMKernel(graph, name or graph.name)
+        return _finite(LLVMKernel(graph, name or graph.name), check_finite)
     raise UnsupportedError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+
+
+def _finite(kernel, check_finite: bool):
+    kernel.check_finite = bool(check_finite)   # read by runtime/checks.py on every call
+    return kernel
 
 
 __all__ = ["Graph", "Value", "TensorType", "GradcError", "ShapeError", "UnsupportedError",
            "ParseError", "grad", "compile", "interpret", "parse_graph", "print_graph", "verify",
            "unbroadcast", "check_against_sympy", "check_finite_differences", "to_sympy",
-           "optim", "train_step", "TrainStep", "optimize"]
+           "hvp", "hessian", "check_hessian_against_sympy", "check_hessian_finite_differences",
+           "optim", "train_step", "TrainStep", "optimize", "debug_nans", "BroadcastWarning"]

@@ -75,14 +75,23 @@ def _pick_output(graph: Graph, of):
         raise GradcError(f"grad: no output {of!r}; outputs are {list(graph.outputs)}")
     out = graph.outputs[of]
     if out.shape != () or not out.type.is_float:
+        hint = (" or, for the second derivative of a gradient, compiler.hvp(graph, wrt) or "
+                "compiler.hessian(graph, wrt)" if of.startswith("d") and out.type.is_float else "")
         raise GradcError(f"grad: output {of!r} is {out.type}; reverse mode needs a float scalar "
-                         "(reduce it, e.g. dsl.sum(y) or dsl.mean(y))")
+                         f"(reduce it, e.g. dsl.sum(y) or dsl.mean(y){hint})")
     return of, out
+
+
+def gradient_name(outputs: dict, of: str, x: str) -> str:
+    """The output name of ∂(of)/∂x: `d<x>`, or `d<of>_d<x>` when `d<x>` is taken (the graph
+    is itself a gradient graph: grad(grad(g), of="dx", wrt="y") names ∂²f/∂x∂y `ddx_dy`)."""
+    return "d" + x if "d" + x not in outputs else f"d{of}_d{x}"
 
 
 def grad(graph: Graph, wrt=None, of=None) -> Graph:
     """∂(output `of`)/∂(each input in `wrt`) as a new graph.  `wrt` defaults to every float
-    input; `of` defaults to the only output.  Outputs: the original ones, then `d<input>`."""
+    input; `of` defaults to the only output.  Outputs: the original ones, then `d<input>`
+    (`d<of>_d<input>` when the graph already has an output `d<input>`: see gradient_name)."""
     wrt = _wrt_list(graph, wrt)
     of, target = _pick_output(graph, of)
     new, env = _copy_forward(graph, graph.name)
@@ -136,7 +145,7 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
         else:
             grads[x] = _accumulate(b, x, contributions, first_new)
     for x in wrt:
-        key = "d" + x
+        key = gradient_name(new.outputs, of, x)
         if key in new.outputs:
             raise GradcError(f"grad: output name {key!r} is taken; rename the input {x!r} or the "
                              "output")

@@ -41,6 +41,11 @@ class Builder:
         if op not in SHAPE_RULES:
             raise UnsupportedError(f"unsupported op {op!r}; gradc supports: {known_ops()}")
         vals = [x.value if isinstance(x, Var) else x for x in inputs]
+        for x in vals:
+            if not isinstance(x, Value):
+                raise UnsupportedError(f"{op}: got a {type(x).__name__} where a traced value is "
+                                       "needed; pass arrays as inputs of the traced function"
+                                       f"{' (at ' + loc + ')' if loc else ''}")
         try:
             out_type = SHAPE_RULES[op]([v.type for v in vals], **attrs)
         except ShapeError as e:
@@ -94,7 +99,7 @@ def lift(x, like: "Var") -> "Var":
                            "traced values and gradc's functions")
 
 
-def promote(a: "Var", b: "Var"):
+def promote(a: "Var", b: "Var", op: str = ""):
     """Binary arithmetic: bool operands are cast to the other's dtype; other dtypes must match."""
     if a.dtype == b.dtype:
         return a, b
@@ -103,13 +108,14 @@ def promote(a: "Var", b: "Var"):
     if b.dtype == "bool":
         return a, cast(b, a.dtype)
     loc = a.b.where()
-    raise ShapeError(f"dtypes {a.dtype} and {b.dtype} differ; cast one with "
+    raise ShapeError(f"{op + ': ' if op else ''}dtypes {a.dtype} and {b.dtype} differ "
+                     f"(shapes {a.shape} and {b.shape}); cast one with "
                      f"dsl.cast(x, {b.dtype}){' at ' + loc if loc else ''}")
 
 
 def binary(op: str, a, b) -> "Var":
     like = a if isinstance(a, Var) else b
-    a, b = promote(lift(a, like), lift(b, like))
+    a, b = promote(lift(a, like), lift(b, like), op)
     return a.b.emit(op, [a, b])
 
 
@@ -275,7 +281,7 @@ def where(cond, a, b) -> Var:
         cond = cond.b.emit("not_equal", [cond, lift(0, cond)])
     if fl is None:
         raise UnsupportedError("where(cond, a, b): a or b must be a traced value")
-    a, b = promote(lift(a, fl), lift(b, fl))
+    a, b = promote(lift(a, fl), lift(b, fl), "where")
     return like.b.emit("where", [cond, a, b])
 
 
@@ -286,22 +292,23 @@ def cast(x: Var, dtype) -> Var:
     return x.b.emit("cast", [x], dtype=dtype)
 
 
-def normalize_axes(axis, ndim: int, where: str = "") -> tuple:
+def normalize_axes(axis, ndim: int, where: str = "", op: str = "") -> tuple:
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     out = []
     for a in axes:
         if not -ndim <= a < builtins.max(ndim, 1):
-            raise ShapeError(f"axis {a} is out of range for a value of rank {ndim}{where}")
+            raise ShapeError(f"{op + ': ' if op else ''}axis {a} is out of range for a value "
+                             f"of rank {ndim}{where}")
         out.append(a % ndim if ndim else 0)
     if len(set(out)) != len(out):
-        raise ShapeError(f"repeated axis in {axis}{where}")
+        raise ShapeError(f"{op + ': ' if op else ''}repeated axis in {axis}{where}")
     return tuple(sorted(out))
 
 
 def reduce_(op: str, x: Var, axis=None, keepdims=False) -> Var:
-    axes = normalize_axes(axis, x.ndim, _at(x))
+    axes = normalize_axes(axis, x.ndim, _at(x), op)
     return x.b.emit(op, [x], axes=axes, keepdims=bool(keepdims))
 
 
@@ -342,7 +349,7 @@ def matmul(a: Var, b) -> Var:
     """`@` for 1-D and 2-D operands; 1-D operands are reshaped to a row/column around the
     single 2-D matmul primitive, as NumPy defines it."""
     b = lift(b, a)
-    a, b = promote(a, b)
+    a, b = promote(a, b, "matmul")
     if a.ndim == 0 or b.ndim == 0 or a.ndim > 2 or b.ndim > 2:
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape}: gradc's @ takes 1-D or 2-D "
                          f"operands (use * for scalars){_at(a)}")
@@ -399,8 +406,20 @@ def sum_none(index) -> int:
     return len([i for i in index if i is None])
 
 
-def softmax(x, axis=-1): return unary("softmax", x, axis=normalize_axes(axis, x.ndim)[0])
-def log_softmax(x, axis=-1): return unary("log_softmax", x, axis=normalize_axes(axis, x.ndim)[0])
+def softmax(x, axis=-1):
+    return unary("softmax", x, axis=normalize_axes(axis, _var("softmax", x).ndim, _at(x),
+                                                   "softmax")[0])
+
+
+def log_softmax(x, axis=-1):
+    return unary("log_softmax", x, axis=normalize_axes(axis, _var("log_softmax", x).ndim,
+                                                       _at(x), "log_softmax")[0])
+
+
+def _var(op: str, x) -> Var:
+    if not isinstance(x, Var):
+        raise UnsupportedError(f"{op} expects a traced value, got {type(x).__name__}")
+    return x
 
 
 def onehot(labels: Var, depth: int, dtype="f64") -> Var:

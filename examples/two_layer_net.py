@@ -1,4 +1,4 @@
-"""Train a two-layer net on the spiral data set with a gradient compiled by gradc.
+"""Train a two-layer net on the spiral data set with a train step compiled by gradc.
 
 The data and the model are those of CS231n's "Putting it together" notes: 3 classes of 100
 points each on interleaved spiral arms in 2-D, and a 100-unit ReLU layer followed by a linear
@@ -8,19 +8,25 @@ layer and the softmax cross-entropy loss with L2 regularisation:
     scores = h·W2 + b2                             [N, C]
     L      = −(1/N) Σ_i log softmax(scores_i)[y_i] + ½·reg·(ΣW1² + ΣW2²)
 
-gradc traces `loss`, differentiates it with respect to the four parameters (labels are
-integers and get no gradient; X is excluded by `wrt`), emits NumPy code for the gradient graph,
-and this script runs plain full-batch gradient descent  θ ← θ − lr·∂L/∂θ  on it.
+`compiler.train_step` traces `loss`, differentiates it with respect to the four parameters
+(labels are integers and get no gradient; X is data), appends the optimizer's update rule to the
+gradient graph and compiles the whole step (forward, backward, update) into one function.  The
+script trains full-batch with plain gradient descent  θ ← θ − lr·∂L/∂θ  (SGD) and with Adam,
+each from the same initial parameters, and reports the training accuracy of both.
 
-Run it:  python examples/two_layer_net.py [--steps 10000] [--lr 1.0] [--seed 0]
-(exits 1 if the training accuracy is below 0.97).
-`spiral(seed)`, `loss`, `scores`, `init_params(seed)` are importable for other demos.
+Run it:  python examples/two_layer_net.py [--optimizer sgd|adam|both] [--backend llvm|numpy]
+             [--steps 4000] [--seed 0] [--plot spiral.png] [--no-progress]
+(exits 1 if an optimizer ends below 0.97 training accuracy).  tqdm (a progress bar) and
+matplotlib (the loss curves and decision regions, as a PNG) are optional:
+pip install -e '.[examples]'.
+`spiral(seed)`, `loss`, `scores`, `init_params(seed)`, `train(...)` are importable.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +38,10 @@ N_PER_CLASS, D, H, C = 100, 2, 100, 3
 N = N_PER_CLASS * C
 REG = 1e-3
 PARAMS = ("W1", "b1", "W2", "b2")
+STEPS = 4000
+LEARNING_RATES = {"sgd": 1.0, "adam": 3e-2}
+OPTIMIZERS = {"sgd": compiler.optim.SGD, "adam": compiler.optim.Adam}
+TARGET = 0.97
 
 
 def spiral(seed: int = 0, n_per_class: int = N_PER_CLASS, classes: int = C):
@@ -73,37 +83,138 @@ def loss(W1: f64[2, 100], b1: f64[100], W2: f64[100, 3], b2: f64[3], X: f64[300,
     return L
 
 
-def train(steps: int = 10000, lr: float = 1.0, seed: int = 0, every: int = 1000,
-          log=print) -> tuple[dict, float]:
-    """Full-batch gradient descent with the compiled gradient; returns (params, accuracy)."""
+@dataclass
+class Run:
+    """The outcome of training with one optimizer."""
+    optimizer: str
+    lr: float
+    params: dict
+    accuracy: float
+    losses: list = field(repr=False)     # the loss before each update
+    seconds: float = 0.0                 # building the step + training
+    compile_seconds: float = 0.0
+
+
+def scorer(n: int, backend: str = "numpy"):
+    """`scores` compiled for n points: fn(X, **params) -> f64[n, C]."""
+    fn = compiler.compile(dsl.trace(scores, X=f64[n, D]), backend=backend)
+    return lambda X, params: fn(X=X, **params)["out"]
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    """A tqdm bar (on a terminal) when tqdm is installed and wanted, else the plain range."""
+    if enabled:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return iterable
+        return tqdm(iterable, total=total, desc=desc, unit="step", leave=False, disable=None)
+    return iterable
+
+
+def train(optimizer: str = "sgd", steps: int = STEPS, lr: float | None = None, seed: int = 0,
+          backend: str = "llvm", every: int = 500, progress: bool = False, log=print) -> Run:
+    """Train the net full-batch on spiral(seed) from init_params(seed) with `optimizer`
+    ("sgd" or "adam"; lr defaults to LEARNING_RATES[optimizer]) for `steps` compiled train
+    steps; logs the loss every `every` steps and returns a Run with the training accuracy."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    lr = LEARNING_RATES[optimizer] if lr is None else lr
     X, y = spiral(seed)
-    params = init_params(seed)
-    step = compiler.compile(compiler.grad(dsl.trace(loss), wrt=list(PARAMS)), backend="numpy")
-    forward = compiler.compile(dsl.trace(scores), backend="numpy")
-    for k in range(steps):
-        out = step(X=X, y=y, **params)
+    start = time.perf_counter()
+    step = compiler.train_step(loss, params=init_params(seed),
+                               inputs={"X": f64[N, D], "y": i64[N]},
+                               optimizer=OPTIMIZERS[optimizer](lr=lr), backend=backend)
+    compiled = time.perf_counter() - start
+    losses = []
+    bar = _progress(range(steps), steps, optimizer, progress)
+    write = getattr(bar, "write", log) if bar is not None else log
+    for k in bar:
+        losses.append(step(X=X, y=y))
         if k % every == 0 or k == steps - 1:
-            log(f"step {k:5d}  loss {float(out['out']):.4f}")
-        for p in PARAMS:
-            params[p] -= lr * out["d" + p]
-    predicted = np.argmax(forward(X=X, **params)["out"], axis=1)
-    return params, float(np.mean(predicted == y))
+            write(f"{optimizer:>4}  step {k:5d}  loss {losses[-1]:.4f}")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    if hasattr(bar, "close"):
+        bar.close()
+    seconds = time.perf_counter() - start
+    predicted = np.argmax(scorer(N, backend)(X, step.params), axis=1)
+    return Run(optimizer, lr, {k: a.copy() for k, a in step.params.items()},
+               float(np.mean(predicted == y)), losses, seconds, compiled)
+
+
+def save_plot(path: str, runs: list, seed: int = 0, backend: str = "numpy") -> bool:
+    """Loss curves and each run's decision regions over the spiral, as a PNG at `path`.
+    Returns False (after a one-line note) when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot; pip install -e '.[examples]')")
+        return False
+    X, y = spiral(seed)
+    fig, axes = plt.subplots(1, 1 + len(runs), figsize=(4.4 * (1 + len(runs)), 4.2))
+    for run in runs:
+        axes[0].plot(np.arange(1, len(run.losses) + 1), run.losses,
+                     label=f"{run.optimizer} (lr {run.lr:g})")
+    axes[0].set(xlabel="step", ylabel="training loss (log scale)", yscale="log",
+                title="loss curves")
+    axes[0].legend()
+    side = 250
+    lo, hi = X.min(axis=0) - 0.2, X.max(axis=0) + 0.2
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], side), np.linspace(lo[1], hi[1], side))
+    grid = np.c_[gx.ravel(), gy.ravel()]
+    on_grid = scorer(len(grid), backend)
+    colors = np.array(["#d62728", "#2ca02c", "#1f77b4"])
+    for ax, run in zip(axes[1:], runs):
+        region = np.argmax(on_grid(grid, run.params), axis=1).reshape(gx.shape)
+        ax.contourf(gx, gy, region, levels=np.arange(C + 1) - 0.5, colors=colors, alpha=0.25)
+        ax.scatter(X[:, 0], X[:, 1], c=colors[y], s=10, edgecolors="k", linewidths=0.3)
+        ax.set(title=f"{run.optimizer}: training accuracy {run.accuracy:.3f}",
+               xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), aspect="equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"plot saved to {path}")
+    return True
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10000)
-    parser.add_argument("--lr", type=float, default=1.0)
+    parser.add_argument("--optimizer", choices=("sgd", "adam", "both"), default="both")
+    parser.add_argument("--backend", choices=("llvm", "numpy"), default="llvm")
+    parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sgd-lr", type=float, default=LEARNING_RATES["sgd"])
+    parser.add_argument("--adam-lr", type=float, default=LEARNING_RATES["adam"])
+    parser.add_argument("--every", type=int, default=500, help="print the loss every N steps")
+    parser.add_argument("--plot", metavar="PATH", help="save loss curves and decision regions "
+                        "as a PNG (needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    _, accuracy = train(steps=args.steps, lr=args.lr, seed=args.seed)
-    elapsed = time.perf_counter() - start
-    print(f"training accuracy {accuracy:.4f}  ({elapsed:.1f} s)")
-    if accuracy < 0.97:
-        print("FAIL: training accuracy is below 0.97", file=sys.stderr)
-        return 1
-    return 0
+    if args.steps < 1 or args.every < 1:
+        parser.error("--steps and --every must be at least 1")
+    names = ("sgd", "adam") if args.optimizer == "both" else (args.optimizer,)
+    lrs = {"sgd": args.sgd_lr, "adam": args.adam_lr}
+    runs = []
+    for name in names:
+        run = train(name, args.steps, lrs[name], args.seed, args.backend, args.every,
+                    progress=not args.no_progress)
+        print(f"{name:>4}  training accuracy {run.accuracy:.4f}  ({args.steps} steps, lr "
+              f"{run.lr:g}, {run.seconds:.2f} s of which {run.compile_seconds:.2f} s compiling)")
+        runs.append(run)
+    if args.plot:
+        save_plot(args.plot, runs, args.seed, args.backend)
+    failed = [r for r in runs if r.accuracy < TARGET]
+    for r in failed:
+        print(f"FAIL: {r.optimizer} training accuracy {r.accuracy:.4f} is below {TARGET}",
+              file=sys.stderr)
+    print("training accuracy " + ", ".join(f"{r.optimizer} {r.accuracy:.4f}" for r in runs)
+          + f"  (backend {args.backend}, {sum(r.seconds for r in runs):.1f} s)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

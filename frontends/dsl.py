@@ -29,6 +29,7 @@ from compiler.builder import (Builder, Var, abs, broadcast_to, cast, elu, equal,
                               minimum, onehot, pick, relu, reshape, sigmoid, sin, cos, softmax,
                               softmax_cross_entropy, softplus, sqrt, sum, svm_loss, swish, tanh,
                               transpose, where)
+from compiler.debug import broadcast_guard
 from compiler.ir import Graph, TensorType, UnsupportedError
 
 Tensor = Var   # the type of a traced value
@@ -142,11 +143,15 @@ class _Namer:
                 self.builder.rename(val, var)
 
 
-def trace(fn, *, name: str | None = None, training: bool = True, **specs) -> Graph:
+def trace(fn, *, name: str | None = None, training: bool = True, strict_broadcast: bool = False,
+          **specs) -> Graph:
     """Trace `fn` on symbolic inputs of the given specs into a Graph.  A single unnamed output
     is called `out`; a dict return names the outputs; a tuple gives `out0, out1, ...`.
     `training=False` traces for evaluation: dsl.dropout is then the identity (when True, each
-    dropout adds a bool mask input `dropout_keep`, `dropout_keep_1`, ...)."""
+    dropout adds a bool mask input `dropout_keep`, `dropout_keep_1`, ...).
+    An elementwise op whose operands are both expanded by broadcasting, one by gaining an axis
+    (a [n,1] meeting a [n]), warns with compiler.BroadcastWarning at the model's line;
+    `strict_broadcast=True` makes it a ShapeError (compiler/debug.py)."""
     typed, fixed = _specs_for(fn, specs)
     gname = re.sub(r"\W", "_", name or getattr(fn, "__name__", "model")).strip("_") or "model"
     if gname[0].isdigit():
@@ -156,6 +161,7 @@ def trace(fn, *, name: str | None = None, training: bool = True, **specs) -> Gra
     graph = Graph(gname, origin=(fn, typed, fixed))
     b = Builder(graph, locate=_locate)
     b.training = bool(training)
+    b.on_node = broadcast_guard(strict_broadcast)
     args = {k: b.add_input(k, t) for k, t in typed.items()}
     with _Namer(b):
         result = fn(**args, **fixed)

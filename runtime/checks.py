@@ -9,10 +9,13 @@ import numpy as np
 from compiler.ir import NUMPY_DTYPE
 
 
-def check_arguments(graph, kwargs: dict) -> list:
+def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
     """The graph's inputs in order, as arrays of exactly the declared dtype and shape.
     Python numbers are accepted for any numeric dtype they convert to exactly; arrays must
-    already have the declared dtype or one that converts to it without loss."""
+    already have the declared dtype or one that converts to it without loss.  Any memory layout
+    is accepted (the LLVM kernel makes a C-contiguous copy of a non-contiguous array); read-only
+    arrays are accepted (no backend writes into its arguments).  `check_finite`: a NaN or inf
+    in a float argument is a ValueError naming the argument and the first bad index."""
     names = [v.name for v in graph.inputs]
     missing = [n for n in names if n not in kwargs]
     extra = [n for n in kwargs if n not in names]
@@ -27,7 +30,53 @@ def check_arguments(graph, kwargs: dict) -> list:
     out = []
     for v in graph.inputs:
         out.append(_convert(v.name, kwargs[v.name], v.type))
+        if check_finite and v.type.is_float:
+            _check_finite(v.name, out[-1])
+    check_labels(graph, out)
     return out
+
+
+def check_labels(graph, args) -> None:
+    """Every class label in [0, C): a ValueError naming the argument, before the call."""
+    for k, name, depth, op in label_checks(graph):
+        lab = args[k]
+        if lab.size and (lab.min() < 0 or lab.max() >= depth):
+            bad = lab[(lab < 0) | (lab >= depth)].ravel()[0]
+            raise ValueError(f"argument {name!r}: label {int(bad)} is outside [0, {depth}) "
+                             f"(the {op} op has {depth} classes)")
+
+
+_LABEL_OPS = {"softmax_cross_entropy": 1, "svm_loss": 1, "pick": 1, "onehot": 0}
+
+
+def label_checks(graph) -> list:
+    """(input position, name, class count, op) for every integer input used as class labels,
+    so that a label out of range is an error on every backend (NumPy would wrap -1 around).
+    Cached on the graph."""
+    cached = graph.__dict__.get("_label_checks")
+    if cached is not None and cached[0] == len(graph.nodes):
+        return cached[1]
+    pos = {v.name: k for k, v in enumerate(graph.inputs)}
+    found = []
+    for n in graph.nodes:
+        if n.op in _LABEL_OPS:
+            lab = n.inputs[_LABEL_OPS[n.op]]
+            depth = n.attrs["depth"] if n.op == "onehot" else n.inputs[0].shape[-1]
+            if lab.name in pos:
+                found.append((pos[lab.name], lab.name, int(depth), n.op))
+    graph.__dict__["_label_checks"] = (len(graph.nodes), found)
+    return found
+
+
+def _check_finite(name, arr) -> None:
+    ok = np.isfinite(arr)
+    if not ok.all():
+        idx = tuple(int(i) for i in np.argwhere(~ok)[0])
+        bad = arr[idx]
+        where = f" at index {idx if len(idx) != 1 else idx[0]}" if idx else ""
+        raise ValueError(f"argument {name!r}: contains {bad}{where} ({int((~ok).sum())} of "
+                         f"{arr.size} values are not finite); check_finite=True refuses NaN and "
+                         "inf inputs")
 
 
 def _convert(name, x, t):

@@ -31,13 +31,14 @@ class LLVMKernel:
     (or was already loaded in this process)."""
 
     backend = "llvm"
+    check_finite = False     # compile(..., check_finite=True): NaN/inf inputs are refused
 
-    def __init__(self, graph, fname: str | None = None):
+    def __init__(self, graph, fname: str | None = None, fuse: bool = True):
         from compiler.codegen.llvm_emit import buffer_values, emit_llvm
         from compiler.codegen.llvm_lower import LLVM_LOWERINGS
         self.graph = graph
         self.ir = str(graph)
-        text = emit_llvm(graph, PLACEHOLDER)
+        text = emit_llvm(graph, PLACEHOLDER, fuse)
         self.key = cache.key(text, jit.target_key())
         safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in (fname or graph.name))
         self.symbol = f"gradc_{safe}_{self.key[:16]}"
@@ -98,7 +99,7 @@ class LLVMKernel:
 
     def __call__(self, **kwargs) -> dict:
         # fast path: exactly the declared arrays (dtype, shape, C-contiguous, aligned)
-        if len(kwargs) == len(self._specs):
+        if len(kwargs) == len(self._specs) and not self.check_finite:
             args = []
             for name, dt, shape in self._specs:
                 a = kwargs.get(name)
@@ -108,7 +109,7 @@ class LLVMKernel:
                 args.append(a)
             else:
                 return self._run(args)
-        args = check_arguments(self.graph, kwargs)
+        args = check_arguments(self.graph, kwargs, check_finite=self.check_finite)
         return self._run([np.require(a, requirements=("C", "A")) for a in args])
 
     def _run(self, args) -> dict:

@@ -91,6 +91,14 @@ class Example:
     inputs: object    # (rng, dtype) -> dict of arrays
 
 
+def _meant(fn, **specs):
+    """Trace a model whose (3,1)-with-(4,) broadcasting is intended (no BroadcastWarning)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*both operands are expanded")
+        return dsl.trace(fn, **specs)
+
+
 def _f(rng, shape, dtype, scale=1.0):
     return (scale * rng.standard_normal(shape)).astype(NUMPY_DTYPE[dtype])
 
@@ -118,7 +126,7 @@ EXAMPLES = {
     "two_layer": Example(_two_layer_build(two_layer), _two_layer_inputs),
     "two_layer_svm": Example(_two_layer_build(two_layer_svm), _two_layer_inputs),
     "broadcasting": Example(
-        lambda dt: dsl.trace(broadcasting, a=SPEC[dt][3, 1], b=SPEC[dt][4], c=SPEC[dt][()]),
+        lambda dt: _meant(broadcasting, a=SPEC[dt][3, 1], b=SPEC[dt][4], c=SPEC[dt][()]),
         lambda rng, dt: {"a": _f(rng, (3, 1), dt), "b": _f(rng, 4, dt), "c": _f(rng, (), dt)}),
     "fan_out": Example(
         lambda dt: dsl.trace(fan_out, x=SPEC[dt][2, 3], w=SPEC[dt][3]),

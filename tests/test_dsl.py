@@ -99,6 +99,7 @@ def numpy_like(a, b, c):
     return {"m": m, "n": n, "shape_sum": dsl.sum(m, axis=0, keepdims=True) + m.shape[1]}
 
 
+@pytest.mark.filterwarnings("ignore:.*both operands are expanded")   # meant here
 def test_traced_arithmetic_follows_numpy(rng):
     g = dsl.trace(numpy_like, a=f64[3, 1], b=f64[4], c=f64[()])
     assert list(g.outputs) == ["m", "n", "shape_sum"]

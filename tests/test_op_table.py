@@ -73,3 +73,23 @@ def test_shape_rule_matches_reference_evaluation(op, case, rng):
         assert got.dtype == np.dtype(NUMPY_DTYPE[declared.dtype]), \
             f"{op}: shape rule {declared}, NumPy gives {got.dtype}"
         compiler.verify(g)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_sample_arity_matches_reference_evaluation(op):
+    """The sample's input count equals what the reference evaluation takes (a ufunc's `nin`, or
+    a Python function's required positional parameters that are not attrs)."""
+    if op not in OP_SAMPLES:
+        pytest.skip("no sample (test_op_has_a_sample fails)")
+    fn = EVAL_RULES[op]
+    for case in OP_SAMPLES[op].cases:
+        if isinstance(fn, np.ufunc):
+            arity = fn.nin
+        elif inspect.isfunction(fn):
+            arity = len([p for p in inspect.signature(fn).parameters.values()
+                         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                         and p.default is p.empty and p.name not in case.attrs])
+        else:
+            pytest.skip(f"{op}: reference evaluation {fn!r} has no readable signature")
+        assert arity == len(case.types), f"{op} {case.label}: {len(case.types)} inputs, " \
+                                         f"reference evaluation takes {arity}"

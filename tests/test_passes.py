@@ -275,3 +275,159 @@ def test_outputs_never_alias_inputs():
     out = fn(x=x, z=z)
     np.testing.assert_array_equal(out["dx"], z)
     assert out["dx"] is not z and not np.shares_memory(out["dx"], z)
+
+
+# ---- the loss and its gradient share one log_softmax ---------------------------------------
+SHARE = text("graph g(s: f64[4,3], y: i64[4]) {",
+             ["loss: f64[] = softmax_cross_entropy(s, y)", "p: f64[4,3] = softmax(s) {axis=1}",
+              "q: f64[4,3] = softmax(s) {axis=0}"], "out=loss, p=p, q=q")
+
+
+def test_share_softmax_golden_and_sympy(rng):
+    g = compiler.parse_graph(SHARE)
+    out = run(g, ["share_softmax", "cse", "dce"])
+    assert str(out) == text("graph g(s: f64[4,3], y: i64[4]) {",
+                            ["logp: f64[4,3] = log_softmax(s) {axis=1}",
+                             "t0: f64[4] = pick(logp, y)",
+                             "t1: f64[] = mean(t0) {axes=(0,), keepdims=False}",
+                             "loss: f64[] = neg(t1)", "p: f64[4,3] = exp(logp)",
+                             "q: f64[4,3] = softmax(s) {axis=0}"],       # other axis: kept
+                            "out=loss, p=p, q=q")
+    import sympy as sp
+    syms = symbols_for(g, ["s"])
+    labels = {"y": np.array([0, 2, 1, 2])}
+    old, new = sympy_values(g, syms, labels), sympy_values(out, syms, labels)
+    for key in g.outputs:
+        a, b = old[g.outputs[key].name], new[out.outputs[key].name]
+        for idx in np.ndindex(*a.shape):
+            assert sp.simplify(sp.expand_log(a[idx] - b[idx], force=True)) == 0, (key, idx)
+    ins = {"s": rng.standard_normal((4, 3)), "y": labels["y"]}
+    values_match(g, out, ins, 1e-14)
+
+
+# ---- fusion groups (an analysis the LLVM backend reads) ------------------------------------
+def test_fusion_groups_of_the_two_layer_gradient():
+    from compiler.passes.fusion import fusion_groups
+    g = compiler.parse_graph(text(
+        "graph g(X: f64[4,2], W: f64[2,3], b: f64[3], G: f64[4,3]) {",
+        ["t0: f64[4,3] = matmul(X, W)", "t1: f64[4,3] = add(t0, b)", "h: f64[4,3] = relu(t1)",
+         C("z", 0.0), "t2: bool[4,3] = greater(h, z)", "t3: f64[4,3] = where(t2, G, z)",
+         "db: f64[3] = sum(t3) {axes=(0,), keepdims=False}", "t4: f64[4,3] = mul(h, h)",
+         "e: f64[4,3] = exp(t4)"], "h=h, db=db, e=e"))
+    groups = fusion_groups(g)
+    # bias + relu is one loop; relu's mask, the where and the bias gradient's sum are one loop
+    # closed by the reduction; h is read by three nodes, so the square starts a new group
+    assert [(gr.nodes, gr.inputs, gr.shape, gr.reduction) for gr in groups] == [
+        (("t1", "h"), ("t0", "b"), (4, 3), None),
+        (("t2", "t3", "db"), ("h", "z", "G"), (4, 3), "db"),
+        (("t4", "e"), ("h",), (4, 3), None)]
+    assert optimize(g, []) is g     # analysis only: nothing to check on the graph
+
+
+# ---- memory planning and the planned NumPy kernel -------------------------------------------
+def _big_two_layer():
+    """Two-layer gradient at sizes where every intermediate is planned (≥ MIN_ELEMENTS)."""
+    return compiler.grad(EXAMPLES["two_layer"].build("f64", n=128, d=128, hdim=128, c=72))
+
+
+def test_memory_plan_reuses_buffers_and_works_in_place():
+    from compiler.passes.memory import plan_memory
+    og = optimize(_big_two_layer())
+    plan = plan_memory(og)
+    producers = og.producers()
+    assert plan.inplace["t1"] == "t0" and plan.inplace["h"] == "t1"   # X@W1 + b1, relu: in place
+    assert len(plan.buffers) < len(plan.assign)
+    # a buffer is only ever shared by values whose live ranges do not overlap
+    order = {n.out.name: k for k, n in enumerate(og.nodes)}
+    last = {}
+    for k, n in enumerate(og.nodes):
+        for v in n.inputs:
+            last[v.name] = k
+    for v in og.outputs.values():
+        last[v.name] = len(og.nodes)
+    for b in set(plan.assign.values()):
+        users = sorted((order[v], last.get(v, order[v]), v) for v, x in plan.assign.items() if x == b)
+        for (s0, e0, v0), (s1, e1, v1) in zip(users, users[1:]):
+            assert e0 <= s1, (v0, v1)
+            if e0 == s1:   # handed over at the node that kills it: an elementwise node
+                assert plan.inplace.get(v1) == v0, (v0, v1, producers[v1].op)
+    report = plan.report()
+    assert report["buffer_bytes"] < report["unplanned_bytes_per_call"]
+    assert report["planned_fresh_bytes_per_call"] < report["unplanned_bytes_per_call"] / 4
+
+
+def test_planned_kernel_matches_the_interpreter_and_owns_its_buffers(rng):
+    dg = _big_two_layer()
+    fn = compiler.compile(dg)
+    assert fn.plan is not None and "out=_b" in fn.source and "np.matmul(X.T, " in fn.source
+    ins = EXAMPLES["two_layer"].inputs(rng, "f64", n=128, d=128, hdim=128, c=72)
+    ins2 = dict(ins, X=rng.standard_normal(ins["X"].shape))
+    want, want2 = compiler.interpret(dg, **ins), compiler.interpret(dg, **ins2)
+    first = fn(**ins)
+    second = fn(**ins2)                      # fresh results: the first call's stay intact
+    for k in want:
+        np.testing.assert_allclose(first[k], want[k], rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(second[k], want2[k], rtol=1e-10, atol=1e-13)
+    shared = fn(copy=False, **ins)
+    again = fn(copy=False, **ins2)           # no copy: the next call overwrites the buffers
+    assert np.shares_memory(shared["dW1"], again["dW1"])
+    np.testing.assert_allclose(again["dW1"], want2["dW1"], rtol=1e-10, atol=1e-13)
+    report = fn.memory_report()
+    assert report["planned"] and report["buffers"] == len(fn.plan.buffers)
+
+
+def test_small_graphs_keep_the_plain_emitter_and_passes_off_means_no_plan():
+    dg = compiler.grad(EXAMPLES["two_layer"].build("f64"))
+    assert compiler.compile(dg).plan is None                  # below MIN_ELEMENTS
+    assert compiler.compile(_big_two_layer(), passes=[]).plan is None
+    assert compiler.compile(dg).memory_report()["planned"] is False
+
+
+def test_fast_argument_path_gives_the_same_errors_and_results(rng):
+    g = compiler.parse_graph(text("graph g(x: f64[3], n: i64[3]) {",
+                                  ["t0: f64[3] = cast(n) {dtype='f64'}", "y: f64[3] = mul(x, t0)"],
+                                  "out=y"))
+    fn = compiler.compile(g)
+    x, n = rng.standard_normal(3), np.array([1, 2, 3])
+    np.testing.assert_array_equal(fn(x=x, n=n)["out"], x * n)
+    np.testing.assert_array_equal(fn(x=list(x), n=[1, 2, 3])["out"], x * n)   # the slow path
+    with pytest.raises(TypeError, match="'x'"):
+        fn(x=x.astype(np.complex128), n=n)
+    with pytest.raises(ValueError, match="'x'"):
+        fn(x=np.ones(4), n=n)
+    with pytest.raises(TypeError, match="missing 'n'"):
+        fn(x=x)
+
+
+def _forced_plan_kernel(graph):
+    """A planned kernel with every plannable node in a buffer (min_elements=1)."""
+    from compiler.codegen.numpy_planned import emit_planned
+    from compiler.passes.memory import plan_memory
+    from runtime.numpy_kernel import NumpyKernel
+    og = optimize(graph)
+    plan = plan_memory(og, min_elements=1)
+    return NumpyKernel(og, emit_planned(og, plan, og.name), og.name, plan=plan)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_planned_code_on_every_example_gradient(name, rng):
+    dg = compiler.grad(EXAMPLES[name].build("f64"))
+    fn = _forced_plan_kernel(dg)
+    for _ in range(2):                   # twice: buffers reused across calls
+        ins = EXAMPLES[name].inputs(rng, "f64")
+        want = compiler.interpret(dg, **ins)
+        got = fn(**ins)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("op,case", all_cases(), ids=[f"{op}-{c.label}" for op, c in all_cases()])
+def test_planned_code_on_every_op_sample(op, case, rng):
+    g = op_graph(op, case)
+    graph = compiler.grad(g, of="loss") if "loss" in g.outputs else g
+    fn = _forced_plan_kernel(graph)
+    ins = op_inputs(op, case, graph, rng)
+    want = compiler.interpret(graph, **ins)
+    got = fn(**ins)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-13, err_msg=k)

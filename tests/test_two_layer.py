@@ -119,3 +119,29 @@ def test_stable_for_huge_scores(rng):
     assert all(np.all(np.isfinite(v)) for v in got.values())
     for k, w in want.items():
         np.testing.assert_allclose(got[k], w, rtol=1e-9, atol=1e-9 * np.abs(w).max(), err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "svm"])
+def test_spiral_sized_net_matches_and_results_stay_fresh(kind, rng):
+    """300 points, 100 hidden units (the lecture's spiral net): big enough for the compiled code
+    to reuse buffers between calls; a result must not change when the function runs again."""
+    n, d, hdim, c = 300, 2, 100, 3
+    fn_model = MODELS[kind]
+    g = dsl.trace(fn_model, W1=f64[d, hdim], b1=f64[hdim], W2=f64[hdim, c], b2=f64[c],
+                  X=f64[n, d], y=i64[n])
+    fn = compiler.compile(compiler.grad(g), backend="numpy")
+
+    def inputs():
+        return {"W1": 0.1 * rng.standard_normal((d, hdim)), "b1": 0.1 * rng.standard_normal(hdim),
+                "W2": 0.1 * rng.standard_normal((hdim, c)), "b2": 0.1 * rng.standard_normal(c),
+                "X": rng.standard_normal((n, d)), "y": rng.integers(0, c, n)}
+    first_in, second_in = inputs(), inputs()
+    first = fn(**first_in)
+    kept = {k: np.copy(v) for k, v in first.items()}
+    second = fn(**second_in)
+    for got, ins in ((first, first_in), (second, second_in)):
+        want = reference(**ins, kind=kind)
+        for k, w in want.items():
+            np.testing.assert_allclose(got[k], w, rtol=1e-10, atol=1e-12, err_msg=f"{kind} {k}")
+    for k in kept:
+        np.testing.assert_array_equal(first[k], kept[k], err_msg=f"{k} changed by the next call")

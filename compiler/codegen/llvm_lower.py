@@ -5,7 +5,7 @@ integer-label operand and its bound, checked by the kernel before native code ru
 
 Elementwise ops give a scalar rule `(emitter, [operand scalars], node) -> scalar`; the emitter
 wraps it in a broadcasting loop.  Float semantics follow NumPy: maximum/minimum propagate NaN
-(llvm.maximum), comparisons are ordered (NaN compares false; != is unordered), exp/log/tanh
+(compare and select), comparisons are ordered (NaN compares false; != is unordered), exp/log/tanh
 and friends come from llvm_math (vectorizable IR), pow and sin/cos from libm.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _sigmoid64(b, x, name=""):
 def _softplus64(b, x, name=""):
     """log(1 + eˣ) = max(x, 0) + log1p(exp(−|x|))."""
     e = M.exp(b, b.fneg(b.call(M.intrinsic(b, "llvm.fabs", F64), [x])))
-    mx = b.call(M.intrinsic(b, "llvm.maximum", F64, 2), [x, M.c(0.0)])
+    mx = M.relu(b, x)
     return b.fadd(mx, M.log1p(b, e))
 
 
@@ -87,7 +87,7 @@ def _swish64(b, x, name=""):
 def _elu(em, a, node):
     """x for x > 0, else α·expm1(min(x, 0)) (in the operand's dtype, as NumPy)."""
     b, x = em.b, a[0]
-    neg = b.call(_intr(em, "llvm.minimum", x, 2), [x, _k(em, node, 0.0)])
+    neg = M.minimum(b, x, _k(em, node, 0.0))
     em1 = M.widened(M.expm1)(b, neg)
     return b.select(b.fcmp_ordered(">", x, _k(em, node, 0.0)), x,
                     b.fmul(_k(em, node, node.attrs["alpha"]), em1))
@@ -116,7 +116,7 @@ def _sign(em, a, node):
 
 def _relu(em, a, node):
     x = a[0]
-    return em.b.call(_intr(em, "llvm.maximum", x, 2), [x, _k(em, node, 0.0)])
+    return M.relu(em.b, x)
 
 
 def _leaky_relu(em, a, node):
@@ -211,8 +211,8 @@ LLVM_LOWERINGS: dict = {
     "mul": _arith("fmul", "mul"),
     "div": _arith("fdiv", "sdiv"),
     "pow": _binary_intrinsic("llvm.pow"),
-    "maximum": _binary_intrinsic("llvm.maximum"),
-    "minimum": _binary_intrinsic("llvm.minimum"),
+    "maximum": Elementwise(lambda em, a, node: M.maximum(em.b, a[0], a[1])),
+    "minimum": Elementwise(lambda em, a, node: M.minimum(em.b, a[0], a[1])),
     **{op: _compare(op) for op in ("greater", "greater_equal", "less", "less_equal", "equal",
                                    "not_equal")},
     "where": Elementwise(_where),

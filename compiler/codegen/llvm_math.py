@@ -138,6 +138,24 @@ def tanh(b: ir.IRBuilder, x, name: str = ""):
     return b.call(intrinsic(b, "llvm.copysign", F64, 2), [t, x], name=name)
 
 
+def maximum(b: ir.IRBuilder, x, y):
+    """NumPy's maximum: the larger, NaN if either is NaN (compare and select, which vectorize;
+    llvm.maximum does not on x86)."""
+    r = b.select(b.fcmp_ordered("<", x, y), y, x)          # x NaN -> x
+    return b.select(b.fcmp_unordered("uno", y, y), y, r)  # y NaN -> y
+
+
+def minimum(b: ir.IRBuilder, x, y):
+    """NumPy's minimum: the smaller, NaN if either is NaN."""
+    r = b.select(b.fcmp_ordered(">", x, y), y, x)
+    return b.select(b.fcmp_unordered("uno", y, y), y, r)
+
+
+def relu(b: ir.IRBuilder, x):
+    """max(x, 0) with NaN kept: 0 where x < 0, else x."""
+    return b.select(b.fcmp_ordered("<", x, ir.Constant(x.type, 0.0)), ir.Constant(x.type, 0.0), x)
+
+
 FUNCTIONS = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "tanh": tanh}
 
 

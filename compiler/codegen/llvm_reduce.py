@@ -4,7 +4,7 @@ log-softmax along an axis, the two losses and the label ops (pick, onehot).
 A reduction loops over its operand in memory order, accumulating into the output through a
 view with stride 0 along the reduced axes.  Where the innermost (collapsed) axis is reduced,
 the accumulator is a register for that loop (`reassoc` lets the vectorizer split the sum).
-sum/mean start at 0, max at −inf with llvm.maximum (NaN propagates, as np.max); mean divides
+sum/mean start at 0, max at −inf with a NaN-propagating maximum (NaN propagates, as np.max); mean divides
 by the count at the end.
 
 softmax(x)ᵢ = e^(xᵢ−m)/Σⱼe^(xⱼ−m), log_softmax(x)ᵢ = (xᵢ − m) − log Σⱼe^(xⱼ−m), m = maxⱼ xⱼ.
@@ -50,7 +50,7 @@ def _is_float(v) -> bool:
 def _combine(kind, em, acc, x):
     b = em.b
     if kind == "max":
-        return b.call(M.intrinsic(b, "llvm.maximum", x.type, 2), [acc, x])
+        return M.maximum(b, acc, x)
     if isinstance(x.type, ir.IntType):
         return b.add(acc, x)
     return b.fadd(acc, x, flags=REASSOC)
@@ -132,7 +132,7 @@ def _line_max(em, x, base, n, stride):
     m = em.var(ty, ir.Constant(ty, -math.inf))
     with em.loop(n, "j") as j:
         v = em.load(x, b.add(base, b.mul(j, const_i64(stride))))
-        b.store(b.call(M.intrinsic(b, "llvm.maximum", ty, 2), [em.get(m, ty), v]), m)
+        b.store(M.maximum(b, em.get(m, ty), v), m)
     return em.get(m, ty)
 
 
@@ -215,7 +215,7 @@ def _svm(em, node):
         base = b.mul(r, const_i64(c))
         with em.loop(c, "j") as j:
             d = b.fadd(b.fsub(em.load(scores, b.add(base, j)), correct), margin)
-            h = b.call(M.intrinsic(b, "llvm.maximum", ty, 2), [zero, d])
+            h = M.maximum(b, zero, d)
             h = b.select(b.icmp_signed("==", j, y), zero, h)
             b.store(b.fadd(em.get(total, ty), h), total)
     em.store(b.fdiv(em.get(total, ty), ir.Constant(ty, float(n))), out, const_i64(0))

@@ -4,7 +4,8 @@ reshape, transpose, getitem, putitem and broadcast_to are strided copies: the op
 (or, for putitem, written) through a view whose strides encode the op (a permutation of the
 strides; a slice's start·stride offset and step·stride; 0 along a new or broadcast axis).
 
-matmul calls BLAS gemm (runtime/blas.py binds the symbols).  Row-major C[M,N] = A[M,K]·B[K,N]
+matmul calls BLAS gemm (runtime/blas.py binds the symbols); a small product (m·n·k ≤ 32768)
+whose operands can be read contiguously is inline loops instead, cheaper than the call.  Row-major C[M,N] = A[M,K]·B[K,N]
 is column-major Cᵀ = Bᵀ·Aᵀ: gemm('N', 'N', N, M, K, 1, B, N, A, K, 0, C, N).  An operand that
 is a 2-D transpose of another value is passed untransposed with the flag 'T' instead.
 """
@@ -17,6 +18,7 @@ from llvmlite import ir
 from .llvm_emit import I8, I32, PTR, VOID, View, contiguous_strides
 
 GEMM = {"f64": "gradc_dgemm", "f32": "gradc_sgemm"}
+SMALL_GEMM = 1 << 15       # m·n·k up to this: inline loops instead of a BLAS call
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ def _matmul(em, node):
         return
     asrc, aflag, lda = _operand(em, a, bool(node.attrs.get("transpose_a")))
     bsrc, bflag, ldb = _operand(em, bm, bool(node.attrs.get("transpose_b")))
+    if m * n * k <= SMALL_GEMM and ((bflag == "N" and n >= 8) or (aflag, bflag) == ("N", "T")):
+        _small_matmul(em, out, (asrc, aflag), (bsrc, bflag), m, n, k)
+        return
 
     def cell(t, v, name):
         return em.var(t, ir.Constant(t, v), name=f"{out.name}.{name}")
@@ -123,6 +128,44 @@ def _matmul(em, node):
             em.ptr(bsrc), cell(I32, ldb, "lda"), em.ptr(asrc), cell(I32, lda, "ldb"),
             cell(ty, 0.0, "beta"), em.ptr(out), cell(I32, max(1, n), "ldc")]
     b.call(_gemm_decl(em, out.dtype), args)
+
+
+def _small_matmul(em, out, a, bm, m, n, k):
+    """C = op(A)·op(B) as loops (a BLAS call costs ~1 µs, more than a small product), in the
+    two orders that read memory contiguously: rows of C as axpys over rows of op(B) (vectorized
+    over j) when op(B) is untransposed and C has ≥ 8 columns, else (op(A) untransposed, op(B)
+    transposed) dot products of two contiguous rows."""
+    b = em.b
+    ty = em.ll(out.dtype)
+    fl = ("contract",)
+
+    def elem(operand, rows, cols, r, c):           # op(X)[r, c] of an op(X) of shape (rows, cols)
+        value, flag = operand
+        at = b.add(b.mul(r, i64(cols)), c) if flag == "N" else b.add(b.mul(c, i64(rows)), r)
+        return em.load(value, at)
+    zero = ir.Constant(ty, 0.0)
+    with em.loop(m, "i") as i:
+        if bm[1] == "N" and n >= 8:
+            row = b.mul(i, i64(n))
+            with em.loop(n, "j") as j:
+                em.store(zero, out, b.add(row, j))
+            with em.loop(k, "p") as p:
+                aip = elem(a, m, k, i, p)
+                with em.loop(n, "j") as j:
+                    at = b.add(row, j)
+                    prod = b.fmul(aip, elem(bm, k, n, p, j), flags=fl)
+                    em.store(b.fadd(em.load(out, at), prod, flags=fl), out, at)
+        else:
+            with em.loop(n, "j") as j:
+                acc = em.var(ty, zero)
+                with em.loop(k, "p") as p:
+                    prod = b.fmul(elem(a, m, k, i, p), elem(bm, k, n, p, j), flags=fl)
+                    b.store(b.fadd(em.get(acc, ty), prod, flags=("reassoc", "contract")), acc)
+                em.store(em.get(acc, ty), out, b.add(b.mul(i, i64(n)), j))
+
+
+def i64(v):
+    return ir.Constant(ir.IntType(64), int(v))
 
 
 class Matmul(Lowering):

@@ -39,9 +39,11 @@ def plan_inlining(graph: Graph) -> set:
     return inline
 
 
-def _comment(n: Node) -> str:
+def _comment(n: Node, of: str | None = None) -> str:
+    """`# <gate rule> [of <forward value>]  (<model line>)`; `of` is the forward value as the
+    code shows it (its name, or its inlined expression), None when it is not worth showing."""
     if n.rule:
-        return f"# {n.rule}" + (f"  ({n.loc})" if n.loc else "")
+        return f"# {n.rule}" + (f" [of {of}]" if of else "") + (f"  ({n.loc})" if n.loc else "")
     return f"# {n.loc}" if n.loc else ""
 
 
@@ -86,6 +88,16 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
         need(form)
         return form.render([render(v.name) for v in n.inputs], n.attrs, n), form.precedence(n.attrs)
 
+    known = set(producers) | {v.name for v in graph.inputs}
+
+    def of_text(n: Node) -> str | None:
+        """The forward value whose gate produced n: its name, or its inlined expression when
+        short; None when it no longer exists or is the value n itself defines."""
+        if not n.of or n.of == n.out.name or n.of not in known:
+            return None
+        text = render(n.of)[0]
+        return text if len(text) <= 40 else None
+
     body = []
     for n in graph.nodes:
         if n.out.name in inline:
@@ -98,7 +110,7 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
         else:
             lines = [f"{ident.get(n.out.name, n.out.name)} = "
                      + form.render([render(v.name) for v in n.inputs], n.attrs, n)]
-        comment = _comment(n)
+        comment = _comment(n, of_text(n))
         if comment:
             lines[0] = f"{lines[0]}  {comment}"
         body += lines

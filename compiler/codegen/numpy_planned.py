@@ -25,12 +25,13 @@ from ..ops import NUMPY_EMITTERS
 from ..passes.fusion import fusion_groups
 from ..passes.memory import UFUNCS, MemoryPlan
 from .forms import ATOM, Expr
-from .numpy_emit import _comment
+from .numpy_emit import _comment, _local_names
 
 
-def _planned_lines(n, args, buf, plan) -> list | None:
-    """Statements computing node n into buffer `buf` (None: the op has no out= form)."""
-    name, op, a = n.out.name, n.op, n.attrs
+def _planned_lines(n, name, args, buf, plan) -> list | None:
+    """Statements computing node n (as Python name `name`) into buffer `buf` (None: the op
+    has no out= form)."""
+    op, a = n.op, n.attrs
     if op in UFUNCS:
         return [f"{name} = {UFUNCS[op]}({', '.join(args)}, out={buf})"]
     if op == "relu":
@@ -57,6 +58,13 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
     fname = name or graph.name
     producers = graph.producers()
     helpers: list = []
+    ident = _local_names(graph)          # values named like a helper or `np` get a suffix
+    module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
+    while fname in module:
+        fname += "_"
+
+    def py(vname: str) -> str:
+        return ident.get(vname, vname)
     groups = {g.output: (k, g) for k, g in enumerate(fusion_groups(graph))}
 
     def need(form):
@@ -69,7 +77,7 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
         if n is not None and n.op == "const" and n.out.shape == ():
             form = NUMPY_EMITTERS["const"]
             return form.render([], n.attrs, n), form.precedence(n.attrs)
-        return v.name, ATOM
+        return py(v.name), ATOM
 
     body = []
     for n in graph.nodes:
@@ -77,15 +85,17 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
             continue
         args = [arg(v) for v in n.inputs]
         lines = None
+        out = py(n.out.name)
         if n.out.name in plan.assign:
-            lines = _planned_lines(n, [t for t, _ in args], f"_b{plan.assign[n.out.name]}", plan)
+            lines = _planned_lines(n, out, [t for t, _ in args],
+                                   f"_b{plan.assign[n.out.name]}", plan)
         if lines is None:
             form = NUMPY_EMITTERS[n.op]
             need(form)
             if isinstance(form, Expr):
-                lines = [f"{n.out.name} = " + form.render(args, n.attrs, n)]
+                lines = [f"{out} = " + form.render(args, n.attrs, n)]
             else:
-                lines = form.render(n.out.name, [t for t, _ in args], n.attrs, n)
+                lines = form.render(out, [t for t, _ in args], n.attrs, n)
         comment = _comment(n)
         if n.out.name in plan.inplace:
             comment = (comment + "  " if comment else "# ") + f"[in place of {plan.inplace[n.out.name]}]"
@@ -101,7 +111,7 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
         names = [f"_b{k}" for k in range(len(plan.buffers))]
         body.insert(0, f"{', '.join(names)}{',' if len(names) == 1 else ''} = _buf")
 
-    params = ", ".join([v.name for v in graph.inputs] + ["_buf=()"])
+    params = ", ".join([py(v.name) for v in graph.inputs] + ["_buf=()"])
     sig = "\n".join(f"        {v.name}: {v.type}" for v in graph.inputs)
     ret = "\n".join(f"        {k}: {v.type}" for k, v in graph.outputs.items())
     bufs = "\n".join(f"        _b{k}: {d}{list(s)}" for k, (d, s) in enumerate(plan.buffers))
@@ -114,4 +124,6 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
               f'    """Inputs:\n{sig}\n    Buffers (_buf, owned by the kernel, reused across '
               f'calls):\n{bufs}\n    Returns a dict:\n{ret}\n    """']
     parts += ["    " + line for line in body]
+    if fname != (name or graph.name):    # the entry point, for runtime/numpy_kernel.py
+        parts += ["", "", f"__all__ = [{fname!r}]"]
     return "\n".join(parts) + "\n"

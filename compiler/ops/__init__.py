@@ -41,3 +41,8 @@ def gate(*pairs):
 
 
 from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (fills the tables)
+
+# LLVM_LOWERINGS[op]: how the LLVM emitter lowers the op (compiler/codegen/llvm_lower.py, kept
+# beside the emitter for now; it belongs in the family modules above)
+from ..codegen.llvm_lower import LLVM_LOWERINGS  # noqa: E402
+REGISTRIES["LLVM lowering"] = LLVM_LOWERINGS

@@ -37,6 +37,44 @@ def _zeros_like(v):
     return v.b.const(0, v.dtype, v.shape)
 
 
+# ---- zero-safe gates (docs/numerics.md) ---------------------------------------------------
+# Gradients are linear in the upstream gradient G, so a gate rule of the form G·f'(x) must give 0
+# where G = 0; in floating point it gives NaN where f'(x) is inf or NaN (0·inf, 0/0).  Such
+# zeros come from a gate that selects: the inactive branch of where(x > 0, sqrt(x), 0), relu,
+# maximum, max, pick, getitem, dropout.  A gate wrapped by `zero_safe` answers
+# where(G == 0, 0, G·f'(x)) when G descends from a selecting gate (the test is on the graph,
+# so models without one get exactly the plain rule and the same code).
+SELECTING_OPS = frozenset({"where", "putitem", "onehot", "dropout", "greater", "greater_equal",
+                           "less", "less_equal", "equal", "not_equal"})
+
+
+def may_carry_selected_zeros(g) -> bool:
+    """Whether the upstream gradient `g` is computed (in the gradient part of the graph: nodes
+    that carry a gate rule) from a selecting op.  Memoized per builder, incrementally."""
+    b = g.b
+    memo = b.__dict__.setdefault("_selected_zeros", [0, set()])
+    nodes, marked = b.graph.nodes, memo[1]
+    for n in nodes[memo[0]:]:
+        if n.rule is not None and (n.op in SELECTING_OPS
+                                   or any(id(v) in marked for v in n.inputs)):
+            marked.add(id(n.out))
+    memo[0] = len(nodes)
+    return id(g.value) in marked
+
+
+def zero_safe(*pairs):
+    """`gate(...)` whose rules give exactly 0 where the upstream gradient is 0 (see above)."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)      # autodiff reads the rule's signature for its attrs
+        def rule(g, out, *ins, **attrs):
+            d = fn(g, out, *ins, **attrs)
+            return B.where(B.equal(g, 0), 0, d) if may_carry_selected_zeros(g) else d
+        return rule
+    return gate(*(wrap(p) if callable(p) else p for p in pairs))
+
+
 # ---- unary --------------------------------------------------------------------------------
 SHAPE_RULES["neg"] = lambda ins: _numeric(ins[0], "neg")
 EVAL_RULES["neg"] = np.negative
@@ -46,61 +84,61 @@ NUMPY_EMITTERS["neg"] = prefix("-")
 
 SHAPE_RULES["exp"] = float_unary("exp")
 EVAL_RULES["exp"] = np.exp
-GATE_RULES["exp"] = gate("dx = G·exp(x)", lambda g, out, x: g * out)
+GATE_RULES["exp"] = zero_safe("dx = G·exp(x)", lambda g, out, x: g * out)
 SYMPY_RULES["exp"] = elementwise(sp.exp)
 NUMPY_EMITTERS["exp"] = call("np.exp")
 
 SHAPE_RULES["log"] = float_unary("log")
 EVAL_RULES["log"] = np.log
-GATE_RULES["log"] = gate("dx = G/x", lambda g, out, x: g / x)
+GATE_RULES["log"] = zero_safe("dx = G/x", lambda g, out, x: g / x)
 SYMPY_RULES["log"] = elementwise(sp.log)
 NUMPY_EMITTERS["log"] = call("np.log")
 
 SHAPE_RULES["log1p"] = float_unary("log1p")
 EVAL_RULES["log1p"] = np.log1p
-GATE_RULES["log1p"] = gate("dx = G/(1+x)", lambda g, out, x: g / (1 + x))
+GATE_RULES["log1p"] = zero_safe("dx = G/(1+x)", lambda g, out, x: g / (1 + x))
 SYMPY_RULES["log1p"] = elementwise(lambda x: sp.log(1 + x))
 NUMPY_EMITTERS["log1p"] = call("np.log1p")
 
 SHAPE_RULES["sqrt"] = float_unary("sqrt")
 EVAL_RULES["sqrt"] = np.sqrt
-GATE_RULES["sqrt"] = gate("dx = G/(2·√x)", lambda g, out, x: g / (2 * out))
+GATE_RULES["sqrt"] = zero_safe("dx = G/(2·√x)", lambda g, out, x: g / (2 * out))
 SYMPY_RULES["sqrt"] = elementwise(sp.sqrt)
 NUMPY_EMITTERS["sqrt"] = call("np.sqrt")
 
 SHAPE_RULES["tanh"] = float_unary("tanh")
 EVAL_RULES["tanh"] = np.tanh
-GATE_RULES["tanh"] = gate("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out))
+GATE_RULES["tanh"] = zero_safe("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out))
 SYMPY_RULES["tanh"] = elementwise(sp.tanh)
 NUMPY_EMITTERS["tanh"] = call("np.tanh")
 
 SHAPE_RULES["sin"] = float_unary("sin")
 EVAL_RULES["sin"] = np.sin
-GATE_RULES["sin"] = gate("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x))
+GATE_RULES["sin"] = zero_safe("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x))
 SYMPY_RULES["sin"] = elementwise(sp.sin)
 NUMPY_EMITTERS["sin"] = call("np.sin")
 
 SHAPE_RULES["cos"] = float_unary("cos")
 EVAL_RULES["cos"] = np.cos
-GATE_RULES["cos"] = gate("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x)))
+GATE_RULES["cos"] = zero_safe("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x)))
 SYMPY_RULES["cos"] = elementwise(sp.cos)
 NUMPY_EMITTERS["cos"] = call("np.cos")
 
 SHAPE_RULES["sigmoid"] = float_unary("sigmoid")
 EVAL_RULES["sigmoid"] = sigmoid
-GATE_RULES["sigmoid"] = gate("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out)))
+GATE_RULES["sigmoid"] = zero_safe("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out)))
 SYMPY_RULES["sigmoid"] = elementwise(lambda x: 1 / (1 + sp.exp(-x)))
 NUMPY_EMITTERS["sigmoid"] = helper(sigmoid)
 
 SHAPE_RULES["softplus"] = float_unary("softplus")
 EVAL_RULES["softplus"] = lambda x: np.logaddexp(0, x)
-GATE_RULES["softplus"] = gate("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x))
+GATE_RULES["softplus"] = zero_safe("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x))
 SYMPY_RULES["softplus"] = elementwise(lambda x: sp.log(1 + sp.exp(x)))
 NUMPY_EMITTERS["softplus"] = template("np.logaddexp(0, {0})")
 
 SHAPE_RULES["swish"] = float_unary("swish")
 EVAL_RULES["swish"] = swish
-GATE_RULES["swish"] = gate("dx = G·(σ(x) + x·σ(x)(1−σ(x)))",
+GATE_RULES["swish"] = zero_safe("dx = G·(σ(x) + x·σ(x)(1−σ(x)))",
                            lambda g, out, x: g * _swish_slope(x, out))
 SYMPY_RULES["swish"] = elementwise(lambda x: x / (1 + sp.exp(-x)))
 NUMPY_EMITTERS["swish"] = helper(swish, also=(sigmoid,))
@@ -120,7 +158,7 @@ NUMPY_EMITTERS["leaky_relu"] = template("np.where({0} > 0, {0}, {alpha!r} * {0})
 
 SHAPE_RULES["elu"] = float_unary("elu")
 EVAL_RULES["elu"] = elu
-GATE_RULES["elu"] = gate("dx = G·(1 if x > 0 else elu(x) + α)",
+GATE_RULES["elu"] = zero_safe("dx = G·(1 if x > 0 else elu(x) + α)",
                          lambda g, out, x, alpha: B.where(x > 0, g, g * (out + alpha)))
 SYMPY_RULES["elu"] = elementwise(
     lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True)))
@@ -128,7 +166,7 @@ NUMPY_EMITTERS["elu"] = helper(elu, "alpha")
 
 SHAPE_RULES["abs"] = lambda ins: _numeric(ins[0], "abs")
 EVAL_RULES["abs"] = np.abs
-GATE_RULES["abs"] = gate("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x))
+GATE_RULES["abs"] = zero_safe("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x))
 SYMPY_RULES["abs"] = elementwise(sp.Abs)
 NUMPY_EMITTERS["abs"] = call("np.abs")
 
@@ -156,21 +194,21 @@ NUMPY_EMITTERS["sub"] = infix("-", ADD)
 
 SHAPE_RULES["mul"] = arith_binary("mul")
 EVAL_RULES["mul"] = np.multiply
-GATE_RULES["mul"] = gate("dA = G·B", lambda g, out, a, b: g * b,
+GATE_RULES["mul"] = zero_safe("dA = G·B", lambda g, out, a, b: g * b,
                          "dB = G·A", lambda g, out, a, b: g * a)
 SYMPY_RULES["mul"] = elementwise(lambda a, b: a * b)
 NUMPY_EMITTERS["mul"] = infix("*", MUL)
 
 SHAPE_RULES["div"] = float_binary("div")
 EVAL_RULES["div"] = np.divide
-GATE_RULES["div"] = gate("dA = G/B", lambda g, out, a, b: g / b,
+GATE_RULES["div"] = zero_safe("dA = G/B", lambda g, out, a, b: g / b,
                          "dB = −G·(A/B)/B", lambda g, out, a, b: -(g * out) / b)
 SYMPY_RULES["div"] = elementwise(lambda a, b: a / b)
 NUMPY_EMITTERS["div"] = infix("/", MUL)
 
 SHAPE_RULES["pow"] = float_binary("pow")
 EVAL_RULES["pow"] = np.power
-GATE_RULES["pow"] = gate("dA = G·B·A^(B−1)", lambda g, out, a, b: g * (b * a ** (b - 1)),
+GATE_RULES["pow"] = zero_safe("dA = G·B·A^(B−1)", lambda g, out, a, b: g * (b * a ** (b - 1)),
                          "dB = G·A^B·log A", lambda g, out, a, b: g * (out * B.log(a)))
 SYMPY_RULES["pow"] = elementwise(lambda a, b: a ** b)
 NUMPY_EMITTERS["pow"] = infix("**", POW)

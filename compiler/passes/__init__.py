@@ -10,6 +10,7 @@ computes (to rounding; the stability rewrites also fix overflow and underflow).
 
 The default pipeline:
     stability       log(softmax) → log_softmax, log(σ) → −softplus(−x), log(1+x) → log1p ...
+    share_softmax   a cross-entropy loss and its gradient share one log_softmax (losses.py)
     simplify        the rule table: x·1, x+0, −(−x), (Aᵀ)ᵀ, exp(log x) where valid, ...
     fold            constant folding (uniform results only)
     cse             common subexpression elimination
@@ -24,13 +25,15 @@ from ..ir import GradcError, Graph, verify
 from .cse import cse
 from .dce import dce
 from .fold import fold
+from .losses import share_softmax
 from .simplify import simplify
 from .stability import stability
 from .transpose import transpose_fold
 
-PASSES = {"stability": stability, "simplify": simplify, "fold": fold, "cse": cse,
-          "transpose_fold": transpose_fold, "dce": dce}
-DEFAULT_PIPELINE = ["stability", "simplify", "fold", "cse", "transpose_fold", "dce"]
+PASSES = {"stability": stability, "share_softmax": share_softmax, "simplify": simplify,
+          "fold": fold, "cse": cse, "transpose_fold": transpose_fold, "dce": dce}
+DEFAULT_PIPELINE = ["stability", "share_softmax", "simplify", "fold", "cse", "transpose_fold",
+                    "dce"]
 MAX_ROUNDS = 8
 
 
@@ -70,5 +73,5 @@ def optimize(graph: Graph, passes=None, trace: bool = False, check: bool = False
     return (g, history) if trace else g
 
 
-__all__ = ["optimize", "PASSES", "DEFAULT_PIPELINE", "stability", "simplify", "fold", "cse",
-           "transpose_fold", "dce"]
+__all__ = ["optimize", "PASSES", "DEFAULT_PIPELINE", "stability", "share_softmax", "simplify",
+           "fold", "cse", "transpose_fold", "dce"]

@@ -8,7 +8,7 @@ emitter (codegen/numpy_planned.py) and runtime.NumpyKernel read.
   the call.  A view (reshape, transpose, broadcast_to, getitem) shares its source's memory, so
   it extends the live range of the source's buffer (its root) rather than owning one.
 * Buffers.  Nodes whose op has an `out=` form (`PLANNABLE`: ufuncs, matmul, reductions, where,
-  cast) and a non-scalar result get a buffer: a free buffer of the same dtype and shape if one
+  cast) and a result of at least `MIN_ELEMENTS` elements get a buffer: a free buffer of the same dtype and shape if one
   is dead, else a new one.  Buffers are allocated once per compiled function, on its first call,
   and reused on every call.
 * In place.  An elementwise node may write into the buffer of an operand that dies at that node
@@ -80,8 +80,13 @@ def _inplace_operands(n) -> tuple:
     return tuple(k for k in cands if n.inputs[k].type == n.out.type)
 
 
-def plan_memory(graph: Graph) -> MemoryPlan:
-    """Liveness and buffer assignment for `graph` (see the module docstring)."""
+MIN_ELEMENTS = 1 << 13     # smaller results allocate as usual: NumPy's small-array path is
+                           # as fast as a call with out=, and the code keeps its inlined form
+
+
+def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
+    """Liveness and buffer assignment for `graph` (see the module docstring): every plannable
+    node with at least `min_elements` elements gets a buffer."""
     order = {n.out.name: k for k, n in enumerate(graph.nodes)}
     end = len(graph.nodes)
     producers = graph.producers()
@@ -117,7 +122,7 @@ def plan_memory(graph: Graph) -> MemoryPlan:
                     and producers[r].op != "const":
                 live -= nbytes(producers[r].out.type)
                 released.add(r)
-        if n.op in PLANNABLE and n.out.shape != ():
+        if n.op in PLANNABLE and n.out.shape != () and n.out.type.size >= min_elements:
             key = (n.out.dtype, n.out.shape)
             chosen = None
             for pos in _inplace_operands(n):

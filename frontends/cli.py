@@ -1,0 +1,550 @@
+"""The `gradc` command line: inspect, emit, check, draw and time a model's gradient.
+
+    gradc show  FILE:FUNC [--grad] [--passes]        the IR; the gradient IR; each pass's diff
+    gradc emit  FILE:FUNC [--backend numpy|llvm] [--forward] [--train-step adam] [--asm] [-o F]
+    gradc check FILE:FUNC                            SymPy + finite-difference reports
+    gradc dot   FILE:FUNC [--grad] [-o net.dot|net.svg|net.png]
+    gradc bench FILE:FUNC [--backend numpy,llvm] [--repeat 100]
+
+FILE:FUNC names a model function (`examples/lecture.py:neuron`; a dotted module name such as
+`examples.lecture:neuron` works too).  Its inputs' specs come from its annotations
+(`def neuron(w: f64[3], x: f64[2])`); `--shape NAME=SPEC` overrides one of them, with SPEC
+`f64[64,2]`, `i64[64]`, `f64[]` (a scalar), or bare dimensions `64,2` (the dtype stays the
+annotated one, f64 without annotation).  Shapes that must agree (X's rows, y's length) are
+overridden together.
+
+Which inputs get gradients: `--wrt a,b` names them; otherwise every float input except those
+named by `--data X,y` (integer inputs, labels, never get one).  `--train-step OPT` treats the same
+set as the parameters and appends the optimizer's update rule (compiler.optim): data inputs are
+the integer inputs and those named by --data.
+
+Exit status: 0 on success, 1 when `gradc check` finds a wrong gradient, 2 for a usage mistake (a
+bad path, a missing function, a bad shape, no annotations), reported as one line on stderr
+(`--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+
+import compiler
+from compiler.ir import GradcError, TensorType
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+OPTIMIZERS = {"sgd": "SGD", "momentum": "Momentum", "rmsprop": "RMSProp", "adam": "Adam",
+              "adamw": "AdamW"}
+_OPTIMIZER_DEFAULT_LR = {"sgd": 1e-2, "momentum": 1e-2, "rmsprop": 1e-3}
+
+
+class CliError(Exception):
+    """A user mistake: reported as one line, exit status 2."""
+
+
+# ---- loading the model -----------------------------------------------------------------------
+def _functions(module) -> list:
+    return sorted(k for k, v in vars(module).items()
+                  if inspect.isfunction(v) and v.__module__ == module.__name__
+                  and not k.startswith("_"))
+
+
+def _where(exc: BaseException, filename: str | None) -> str:
+    """` (file.py:12)`: the innermost traceback frame in `filename` (or any non-gradc file)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for fr in reversed(frames):
+        if filename is None or os.path.abspath(fr.filename) == os.path.abspath(filename):
+            return f" ({os.path.basename(fr.filename)}:{fr.lineno})"
+    return ""
+
+
+def load_function(target: str):
+    """`path/to/model.py:func` or `package.module:func` -> (function, model file path)."""
+    if ":" not in target:
+        raise CliError(f"{target!r}: name the function too, as FILE:FUNC "
+                       "(examples/lecture.py:neuron)")
+    where, func = target.rsplit(":", 1)
+    if os.path.isdir(where):
+        raise CliError(f"{where} is a directory; give a Python file (FILE:FUNC)")
+    if os.path.exists(where):
+        name = "gradc_model_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(where))[0])
+        spec = importlib.util.spec_from_file_location(name, where)
+        if spec is None or spec.loader is None:
+            raise CliError(f"{where}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        folder = os.path.dirname(os.path.abspath(where))
+        sys.path.insert(0, folder)
+        sys.modules[name] = module          # dataclasses and pickling look the module up
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as e:
+            del sys.modules[name]
+            raise CliError(f"{where}:{e.lineno}: syntax error: {e.msg}") from e
+        except Exception as e:
+            del sys.modules[name]
+            raise CliError(f"loading {where} failed: {type(e).__name__}: {e}"
+                           f"{_where(e, where)}") from e
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
+        path = where
+    elif re.fullmatch(r"[A-Za-z_][\w.]*", where) and not where.endswith(".py"):
+        sys.path.insert(0, os.getcwd())      # as `python -m` does
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise CliError(f"no file {where} and no importable module {where!r} ({e})") from e
+        except Exception as e:
+            raise CliError(f"importing {where} failed: {type(e).__name__}: {e}"
+                           f"{_where(e, None)}") from e
+        finally:
+            sys.path.remove(os.getcwd())
+        path = getattr(module, "__file__", where)
+    else:
+        raise CliError(f"no such file: {where}")
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        have = _functions(module)
+        close = difflib.get_close_matches(func, have, n=1)
+        raise CliError(f"{where} has no function {func!r}"
+                       + (f"; did you mean {close[0]!r}?" if close else "")
+                       + (f" (it defines: {', '.join(have)})" if have else ""))
+    return fn, path
+
+
+# ---- specs and the graph -------------------------------------------------------------------
+_SPEC = re.compile(r"^\s*(?:(f32|f64|i64)\s*)?\[?\s*\(?([\d\s,]*)\)?\s*\]?\s*$")
+
+
+def parse_spec(text: str, default_dtype: str = "f64") -> TensorType:
+    """`f64[64,2]`, `i64[64]`, `f64[]`, `f64[()]`, `64,2`, `[64, 2]`, `()` -> TensorType."""
+    m = _SPEC.match(text)
+    if not m:
+        raise CliError(f"bad shape {text!r}: write f64[64,2], i64[64], f64[] or 64,2")
+    dims = [d.strip() for d in m.group(2).split(",") if d.strip()]
+    return TensorType(m.group(1) or default_dtype, tuple(int(d) for d in dims))
+
+
+def specs_for(fn, shapes: list) -> dict:
+    """The --shape overrides as trace keywords, checked against fn's parameters; also checks
+    that every parameter without a default has a spec (annotation or override)."""
+    sig = inspect.signature(fn)
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:
+        hints = getattr(fn, "__annotations__", {}) or {}
+    out = {}
+    for item in shapes or []:
+        name, eq, text = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise CliError(f"bad --shape {item!r}: write NAME=f64[64,2] or NAME=64,2")
+        if name not in sig.parameters:
+            raise CliError(f"--shape {name}: {fn.__name__} has no parameter {name!r} "
+                           f"(its parameters: {', '.join(sig.parameters)})")
+        known = hints.get(name)
+        out[name] = parse_spec(text, known.dtype if isinstance(known, TensorType) else "f64")
+    for name, p in sig.parameters.items():
+        if name not in out and not isinstance(hints.get(name), TensorType) \
+                and p.default is inspect.Parameter.empty:
+            raise CliError(f"parameter {name!r} of {fn.__name__} has no spec: annotate it "
+                           f"({name}: f64[3]) or pass --shape {name}=f64[3]")
+    return out
+
+
+def _names(text: str | None) -> list:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+class Model:
+    """The model named on the command line: its function, traced graph and chosen inputs."""
+
+    def __init__(self, args):
+        self.target = args.target
+        self.fn, self.path = load_function(args.target)
+        self.specs = specs_for(self.fn, args.shape)
+        self.graph = self.trace()
+        floats = [v.name for v in self.graph.inputs if v.type.is_float]
+        names = {v.name for v in self.graph.inputs}
+        data = _names(getattr(args, "data", None))
+        for d in data:
+            if d not in names:
+                raise CliError(f"--data {d}: {self.graph.name} has no input {d!r} "
+                               f"(its inputs: {', '.join(sorted(names))})")
+        wrt = _names(getattr(args, "wrt", None))
+        for w in wrt:
+            if w not in floats:
+                raise CliError(f"--wrt {w}: not a float input of {self.graph.name} "
+                               f"(float inputs: {', '.join(floats)})")
+        self.wrt = wrt or [x for x in floats if x not in data]
+        self.data = [v.name for v in self.graph.inputs if v.name not in self.wrt]
+        self.of = getattr(args, "of", None)
+        if self.of is not None and self.of not in self.graph.outputs:
+            raise CliError(f"--of {self.of}: {self.graph.name} has no output {self.of!r} "
+                           f"(its outputs: {', '.join(self.graph.outputs)})")
+
+    def trace(self, **kw):
+        from frontends import dsl
+        try:
+            return dsl.trace(self.fn, **self.specs, **kw)
+        except GradcError:
+            raise
+        except Exception as e:
+            raise CliError(f"tracing {self.fn.__name__} failed: {type(e).__name__}: {e}"
+                           f"{_where(e, self.path)}") from e
+
+    def scalar_output(self) -> bool:
+        outs = list(self.graph.outputs.values())
+        v = self.graph.outputs[self.of] if self.of else (outs[0] if len(outs) == 1 else None)
+        return v is not None and v.shape == () and v.type.is_float
+
+    def gradient(self):
+        if not self.wrt:
+            raise CliError(f"{self.graph.name} has no float input to differentiate with "
+                           "respect to (check --wrt/--data)")
+        return compiler.grad(self.graph, wrt=self.wrt, of=self.of)
+
+    def train_step(self, optimizer: str):
+        """The train-step graph (as compiler.train_step builds it) and its layout."""
+        from compiler.optim import append_update
+        cls = getattr(compiler.optim, OPTIMIZERS[optimizer])
+        opt = cls(lr=_OPTIMIZER_DEFAULT_LR.get(optimizer, 1e-3))
+        g = self.trace(name=f"{self.fn.__name__}_step", training=True)
+        loss = self.of or ("loss" if "loss" in g.outputs else None)
+        if loss is None:
+            if len(g.outputs) != 1:
+                raise CliError(f"--train-step: {g.name} returns {list(g.outputs)}; name the "
+                               "loss with --of")
+            loss = next(iter(g.outputs))
+        dg = compiler.grad(g, wrt=self.wrt, of=loss)
+        layout = append_update(dg, list(self.wrt), opt, loss=loss)
+        return dg, layout
+
+    def about(self, grad: bool) -> str:
+        if not grad:
+            return f"{self.graph.name}"
+        return f"{self.graph.name} and its gradient with respect to {', '.join(self.wrt)}"
+
+
+def parse_pipeline(text: str | None):
+    """`default` -> None (the default pipeline), `none` -> [], `a,b` -> [a, b]."""
+    if text is None or text == "default":
+        return None
+    if text == "none":
+        return []
+    names = _names(text)
+    from compiler.passes import PASSES
+    for n in names:
+        if n not in PASSES:
+            raise CliError(f"--pipeline: unknown pass {n!r} (passes: {', '.join(PASSES)}; "
+                           "or default, none)")
+    return names
+
+
+def _maybe_optimize(graph, pipeline_text):
+    passes = parse_pipeline(pipeline_text)
+    return graph if passes == [] else compiler.optimize(graph, passes)
+
+
+def _write(text: str, path: str | None, what: str) -> None:
+    if path is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror}") from e
+    print(f"wrote {path} ({what}, {text.count(chr(10))} lines)")
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_show(args) -> int:
+    m = Model(args)
+    graph = m.gradient() if args.grad else m.graph
+    if not args.passes:
+        print(_maybe_optimize(graph, args.pipeline or "none"))
+        return EXIT_OK
+    passes = parse_pipeline(args.pipeline)
+    from compiler.passes import DEFAULT_PIPELINE
+    per_round = len(DEFAULT_PIPELINE if passes is None else passes)
+    final, history = compiler.optimize(graph, passes, trace=True)
+    print(f"== input ({len(graph.nodes)} nodes)")
+    print(graph)
+    before = graph
+    per_round = max(per_round, 1)
+    for start in range(0, len(history), per_round):
+        chunk = history[start:start + per_round]
+        rnd = start // per_round + 1
+        if all(g == before for _, g in chunk):
+            print(f"== round {rnd}: no pass changed the graph")
+            continue
+        for name, g in chunk:
+            head = f"== round {rnd}, pass {name}"
+            if g == before:
+                print(f"{head}: no change")
+                continue
+            print(f"{head}: {len(before.nodes)} -> {len(g.nodes)} nodes")
+            diff = difflib.unified_diff(str(before).splitlines(), str(g).splitlines(),
+                                        f"before {name}", f"after {name}", lineterm="", n=1)
+            print("\n".join(diff))
+            before = g
+    rounds = (len(history) + per_round - 1) // per_round
+    print(f"== result after {rounds} round(s) ({len(final.nodes)} nodes)")
+    print(final)
+    return EXIT_OK
+
+
+def _emit_graph(m: Model, args):
+    """(graph, layout or None, what) for emit/bench: the gradient by default when the model has
+    one scalar float output, the forward graph with --forward."""
+    if getattr(args, "train_step", None):
+        dg, layout = m.train_step(args.train_step)
+        return dg, layout, (f"a train step ({OPTIMIZERS[args.train_step]}) of "
+                            f"{m.graph.name}, parameters {', '.join(m.wrt)}")
+    want_grad = args.grad or (not args.forward and m.scalar_output())
+    if args.grad and args.forward:
+        raise CliError("--grad and --forward exclude each other")
+    if want_grad:
+        return m.gradient(), None, m.about(True)
+    return m.graph, None, m.about(False)
+
+
+def cmd_emit(args) -> int:
+    m = Model(args)
+    graph, layout, what = _emit_graph(m, args)
+    passes = parse_pipeline(args.pipeline)
+    if args.backend == "numpy":
+        if args.asm:
+            raise CliError("--asm is for --backend llvm")
+        if args.kernel:
+            text = compiler.compile(graph, backend="numpy", passes=passes).source
+        else:
+            from compiler.export import export_module
+            text = export_module(graph, passes=passes, origin=args.target, what=what,
+                                 layout=layout,
+                                 lr=_OPTIMIZER_DEFAULT_LR.get(args.train_step, 1e-3))
+        _write(text, args.output, "NumPy source")
+        return EXIT_OK
+    fn = compiler.compile(graph, backend="llvm", passes=passes)
+    _write(fn.asm if args.asm else fn.source, args.output,
+           "assembly" if args.asm else "LLVM IR")
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    m = Model(args)
+    ok, ran = True, 0
+    if args.only in (None, "sympy"):
+        try:
+            r = compiler.check_against_sympy(m.graph, m.wrt, m.of, points=args.points,
+                                             seed=args.seed, time_budget=args.time_budget)
+        except GradcError as e:
+            print(f"check_against_sympy: skipped: {e}")
+        else:
+            print(r)
+            ok, ran = ok and r.ok, ran + 1
+    if args.only in (None, "fd"):
+        r = compiler.check_finite_differences(m.graph, m.wrt, m.of, points=args.points,
+                                              seed=args.seed)
+        print(r)
+        ok, ran = ok and r.ok, ran + 1
+    if not ran:
+        raise CliError("no check could run")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_dot(args) -> int:
+    from compiler.dot import render, to_dot
+    m = Model(args)
+    graph = _maybe_optimize(m.gradient() if args.grad else m.graph, args.pipeline or "none")
+    text = to_dot(graph, fusion=not args.no_fusion)
+    ext = os.path.splitext(args.output or "")[1].lstrip(".").lower()
+    if args.output is None or ext in ("dot", "gv"):
+        _write(text, args.output, "Graphviz DOT")
+    else:
+        render(text, args.output)
+        print(f"wrote {args.output} (rendered by Graphviz dot)")
+    return EXIT_OK
+
+
+def _seconds(s: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def random_inputs(graph, seed: int = 0) -> dict:
+    """Floats ~ N(0, 1); integer labels in range of the class count their consumers imply;
+    bool masks True with probability ½."""
+    from compiler.check import label_values
+    from compiler.ir import NUMPY_DTYPE
+    rng = np.random.default_rng(seed)
+    out = label_values(graph, rng)
+    for v in graph.inputs:
+        if v.type.is_float:
+            out[v.name] = rng.standard_normal(v.shape).astype(NUMPY_DTYPE[v.dtype])
+        elif v.dtype == "bool":
+            out[v.name] = rng.random(v.shape) < 0.5
+        elif v.name not in out:
+            out[v.name] = np.zeros(v.shape, dtype=NUMPY_DTYPE[v.dtype])
+    return out
+
+
+def cmd_bench(args) -> int:
+    m = Model(args)
+    graph, _, what = _emit_graph(m, args)
+    backends = _names(args.backend)
+    for b in backends:
+        if b not in compiler.BACKENDS:
+            raise CliError(f"--backend {b}: backends are {', '.join(compiler.BACKENDS)}")
+    if args.repeat < 1:
+        raise CliError("--repeat must be at least 1")
+    inputs = random_inputs(graph, args.seed)
+    sig = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs)
+    print(f"bench: {what}")
+    print(f"  inputs ({sig}), random (seed {args.seed}); {args.repeat} timed calls after one "
+          "warm-up call")
+    rows = [("backend", "compile", "median/call", "min/call")]
+    passes = parse_pipeline(args.pipeline)
+    for b in backends:
+        t0 = time.perf_counter()
+        fn = compiler.compile(graph, backend=b, passes=passes)
+        compile_s = time.perf_counter() - t0
+        fn(**inputs)
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            fn(**inputs)
+            times.append(time.perf_counter() - t0)
+        rows.append((b, _seconds(compile_s), _seconds(statistics.median(times)),
+                     _seconds(min(times))))
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    for r in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return EXIT_OK
+
+
+# ---- the parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("target", metavar="FILE:FUNC",
+                        help="the model function, e.g. examples/lecture.py:neuron")
+    common.add_argument("--shape", action="append", metavar="NAME=SPEC",
+                        help="override an input's spec: X=f64[64,2], y=i64[64], X=64,2 "
+                             "(repeatable)")
+    common.add_argument("--wrt", metavar="A,B", help="differentiate with respect to these "
+                        "inputs (default: every float input not named by --data)")
+    common.add_argument("--data", metavar="X,Y", help="inputs that are data, not parameters: "
+                        "no gradient, not trained")
+    common.add_argument("--of", metavar="OUTPUT", help="the output to differentiate (a model "
+                        "with several outputs)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+    def pipeline(p, default):
+        p.add_argument("-O", "--pipeline", metavar="PASSES", help="the passes to run first: "
+                       f"default, none, or a comma list of pass names (default: {default})")
+
+    parser = argparse.ArgumentParser(
+        prog="gradc", description="gradc: trace a Python model, differentiate it as a graph, "
+        "and inspect, emit, check, draw or time the result.",
+        epilog="FILE:FUNC's inputs take their specs from the function's annotations "
+               "(def neuron(w: f64[3], x: f64[2])); --shape overrides them.  Exit status: 0 ok, "
+               "1 a check failed, 2 a usage mistake.  See docs/inspecting.md.")
+    parser.add_argument("--version", action="version", version="gradc 0.1.0")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("show", parents=[common], help="print the IR (--grad: the gradient IR; "
+                       "--passes: the graph after each pass with a diff)",
+                       description="Print the traced graph's IR.")
+    p.add_argument("--grad", action="store_true", help="the gradient graph (compiler.grad)")
+    p.add_argument("--passes", action="store_true", help="run the pass pipeline and show a "
+                   "unified diff after each pass that changed the graph")
+    pipeline(p, "none; with --passes, default")
+    p.set_defaults(run=cmd_show)
+
+    p = sub.add_parser("emit", parents=[common], help="generate code: a standalone NumPy "
+                       "module or LLVM IR", description="Generate code. The gradient by default "
+                       "when the model has one scalar float output.  --backend numpy writes a "
+                       "standalone module (needs only numpy; see compiler/export.py).")
+    p.add_argument("--backend", choices=compiler.BACKENDS, default="numpy")
+    p.add_argument("--grad", action="store_true", help="emit the gradient graph")
+    p.add_argument("--forward", action="store_true", help="emit the forward graph only")
+    p.add_argument("--train-step", choices=sorted(OPTIMIZERS), metavar="OPTIMIZER",
+                   help=f"emit a train step ({', '.join(sorted(OPTIMIZERS))}): forward, "
+                   "backward and the update of the parameters (float inputs not in --data)")
+    p.add_argument("--asm", action="store_true", help="with --backend llvm: the assembly")
+    p.add_argument("--kernel", action="store_true", help="with --backend numpy: the source "
+                   "compiler.compile runs (memory-planned), not the standalone module")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
+    pipeline(p, "default")
+    p.set_defaults(run=cmd_emit)
+
+    p = sub.add_parser("check", parents=[common], help="check the gradient against SymPy and "
+                       "finite differences (exit 1 when wrong)",
+                       description="Check gradc's gradient against SymPy (symbolic and 30-digit "
+                       "numeric) and against float64 central differences.")
+    p.add_argument("--only", choices=("sympy", "fd"), help="run one of the two checks")
+    p.add_argument("--points", type=int, default=3, help="random points (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-budget", type=float, default=10.0, metavar="SECONDS",
+                   help="for SymPy's simplification (default 10)")
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("dot", parents=[common], help="draw the graph (Graphviz DOT; .svg/.png "
+                       "when `dot` is installed)", description="Draw the graph: forward nodes "
+                       "blue, gradient nodes orange, fusion groups as dashed clusters.")
+    p.add_argument("--grad", action="store_true", help="the gradient graph")
+    p.add_argument("--no-fusion", action="store_true", help="no fusion-group clusters")
+    p.add_argument("-o", "--output", metavar="FILE", help="FILE.dot (text), or FILE.svg, .png, "
+                   ".pdf rendered by Graphviz's dot (default: DOT text on stdout)")
+    pipeline(p, "none")
+    p.set_defaults(run=cmd_dot)
+
+    p = sub.add_parser("bench", parents=[common], help="time the compiled function on random "
+                       "inputs", description="Compile and time the function (the gradient by "
+                       "default for a scalar-output model) on random inputs.")
+    p.add_argument("--backend", default="numpy", metavar="B[,B]",
+                   help="numpy, llvm, or numpy,llvm (default numpy)")
+    p.add_argument("--repeat", type=int, default=100, help="timed calls (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grad", action="store_true", help="time the gradient graph")
+    p.add_argument("--forward", action="store_true", help="time the forward graph only")
+    pipeline(p, "default")
+    p.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return args.run(args)
+    except (CliError, GradcError) as e:
+        if debug:
+            traceback.print_exc()
+        print(f"gradc {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:            # `gradc emit ... | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
