@@ -27,11 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import importlib
-import importlib.util
-import inspect
 import os
-import re
 import statistics
 import sys
 import time
@@ -40,215 +36,11 @@ import traceback
 import numpy as np
 
 import compiler
-from compiler.ir import GradcError, TensorType
+from compiler.ir import GradcError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-OPTIMIZERS = {"sgd": "SGD", "momentum": "Momentum", "rmsprop": "RMSProp", "adam": "Adam",
-              "adamw": "AdamW"}
-_OPTIMIZER_DEFAULT_LR = {"sgd": 1e-2, "momentum": 1e-2, "rmsprop": 1e-3}
-
-
-class CliError(Exception):
-    """A user mistake: reported as one line, exit status 2."""
-
-
-# ---- loading the model -----------------------------------------------------------------------
-def _functions(module) -> list:
-    return sorted(k for k, v in vars(module).items()
-                  if inspect.isfunction(v) and v.__module__ == module.__name__
-                  and not k.startswith("_"))
-
-
-def _where(exc: BaseException, filename: str | None) -> str:
-    """` (file.py:12)`: the innermost traceback frame in `filename` (or any non-gradc file)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    for fr in reversed(frames):
-        if filename is None or os.path.abspath(fr.filename) == os.path.abspath(filename):
-            return f" ({os.path.basename(fr.filename)}:{fr.lineno})"
-    return ""
-
-
-def load_function(target: str):
-    """`path/to/model.py:func` or `package.module:func` -> (function, model file path)."""
-    if ":" not in target:
-        raise CliError(f"{target!r}: name the function too, as FILE:FUNC "
-                       "(examples/lecture.py:neuron)")
-    where, func = target.rsplit(":", 1)
-    if os.path.isdir(where):
-        raise CliError(f"{where} is a directory; give a Python file (FILE:FUNC)")
-    if os.path.exists(where):
-        name = "gradc_model_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(where))[0])
-        spec = importlib.util.spec_from_file_location(name, where)
-        if spec is None or spec.loader is None:
-            raise CliError(f"{where}: not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        folder = os.path.dirname(os.path.abspath(where))
-        sys.path.insert(0, folder)
-        sys.modules[name] = module          # dataclasses and pickling look the module up
-        try:
-            spec.loader.exec_module(module)
-        except SyntaxError as e:
-            del sys.modules[name]
-            raise CliError(f"{where}:{e.lineno}: syntax error: {e.msg}") from e
-        except Exception as e:
-            del sys.modules[name]
-            raise CliError(f"loading {where} failed: {type(e).__name__}: {e}"
-                           f"{_where(e, where)}") from e
-        finally:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(folder)
-        path = where
-    elif re.fullmatch(r"[A-Za-z_][\w.]*", where) and not where.endswith(".py"):
-        sys.path.insert(0, os.getcwd())      # as `python -m` does
-        try:
-            module = importlib.import_module(where)
-        except ImportError as e:
-            raise CliError(f"no file {where} and no importable module {where!r} ({e})") from e
-        except Exception as e:
-            raise CliError(f"importing {where} failed: {type(e).__name__}: {e}"
-                           f"{_where(e, None)}") from e
-        finally:
-            sys.path.remove(os.getcwd())
-        path = getattr(module, "__file__", where)
-    else:
-        raise CliError(f"no such file: {where}")
-    fn = getattr(module, func, None)
-    if not callable(fn):
-        have = _functions(module)
-        close = difflib.get_close_matches(func, have, n=1)
-        raise CliError(f"{where} has no function {func!r}"
-                       + (f"; did you mean {close[0]!r}?" if close else "")
-                       + (f" (it defines: {', '.join(have)})" if have else ""))
-    return fn, path
-
-
-# ---- specs and the graph -------------------------------------------------------------------
-_SPEC = re.compile(r"^\s*(?:(f32|f64|i64)\s*)?\[?\s*\(?([\d\s,]*)\)?\s*\]?\s*$")
-
-
-def parse_spec(text: str, default_dtype: str = "f64") -> TensorType:
-    """`f64[64,2]`, `i64[64]`, `f64[]`, `f64[()]`, `64,2`, `[64, 2]`, `()` -> TensorType."""
-    m = _SPEC.match(text)
-    if not m:
-        raise CliError(f"bad shape {text!r}: write f64[64,2], i64[64], f64[] or 64,2")
-    dims = [d.strip() for d in m.group(2).split(",") if d.strip()]
-    return TensorType(m.group(1) or default_dtype, tuple(int(d) for d in dims))
-
-
-def specs_for(fn, shapes: list) -> dict:
-    """The --shape overrides as trace keywords, checked against fn's parameters; also checks
-    that every parameter without a default has a spec (annotation or override)."""
-    sig = inspect.signature(fn)
-    try:
-        hints = inspect.get_annotations(fn, eval_str=True)
-    except Exception:
-        hints = getattr(fn, "__annotations__", {}) or {}
-    out = {}
-    for item in shapes or []:
-        name, eq, text = item.partition("=")
-        name = name.strip()
-        if not eq or not name:
-            raise CliError(f"bad --shape {item!r}: write NAME=f64[64,2] or NAME=64,2")
-        if name not in sig.parameters:
-            raise CliError(f"--shape {name}: {fn.__name__} has no parameter {name!r} "
-                           f"(its parameters: {', '.join(sig.parameters)})")
-        known = hints.get(name)
-        out[name] = parse_spec(text, known.dtype if isinstance(known, TensorType) else "f64")
-    for name, p in sig.parameters.items():
-        if name not in out and not isinstance(hints.get(name), TensorType) \
-                and p.default is inspect.Parameter.empty:
-            raise CliError(f"parameter {name!r} of {fn.__name__} has no spec: annotate it "
-                           f"({name}: f64[3]) or pass --shape {name}=f64[3]")
-    return out
-
-
-def _names(text: str | None) -> list:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-class Model:
-    """The model named on the command line: its function, traced graph and chosen inputs."""
-
-    def __init__(self, args):
-        self.target = args.target
-        self.fn, self.path = load_function(args.target)
-        self.specs = specs_for(self.fn, args.shape)
-        self.graph = self.trace()
-        floats = [v.name for v in self.graph.inputs if v.type.is_float]
-        names = {v.name for v in self.graph.inputs}
-        data = _names(getattr(args, "data", None))
-        for d in data:
-            if d not in names:
-                raise CliError(f"--data {d}: {self.graph.name} has no input {d!r} "
-                               f"(its inputs: {', '.join(sorted(names))})")
-        wrt = _names(getattr(args, "wrt", None))
-        for w in wrt:
-            if w not in floats:
-                raise CliError(f"--wrt {w}: not a float input of {self.graph.name} "
-                               f"(float inputs: {', '.join(floats)})")
-        self.wrt = wrt or [x for x in floats if x not in data]
-        self.data = [v.name for v in self.graph.inputs if v.name not in self.wrt]
-        self.of = getattr(args, "of", None)
-        if self.of is not None and self.of not in self.graph.outputs:
-            raise CliError(f"--of {self.of}: {self.graph.name} has no output {self.of!r} "
-                           f"(its outputs: {', '.join(self.graph.outputs)})")
-
-    def trace(self, **kw):
-        from frontends import dsl
-        try:
-            return dsl.trace(self.fn, **self.specs, **kw)
-        except GradcError:
-            raise
-        except Exception as e:
-            raise CliError(f"tracing {self.fn.__name__} failed: {type(e).__name__}: {e}"
-                           f"{_where(e, self.path)}") from e
-
-    def scalar_output(self) -> bool:
-        outs = list(self.graph.outputs.values())
-        v = self.graph.outputs[self.of] if self.of else (outs[0] if len(outs) == 1 else None)
-        return v is not None and v.shape == () and v.type.is_float
-
-    def gradient(self):
-        if not self.wrt:
-            raise CliError(f"{self.graph.name} has no float input to differentiate with "
-                           "respect to (check --wrt/--data)")
-        return compiler.grad(self.graph, wrt=self.wrt, of=self.of)
-
-    def train_step(self, optimizer: str):
-        """The train-step graph (as compiler.train_step builds it) and its layout."""
-        from compiler.optim import append_update
-        cls = getattr(compiler.optim, OPTIMIZERS[optimizer])
-        opt = cls(lr=_OPTIMIZER_DEFAULT_LR.get(optimizer, 1e-3))
-        g = self.trace(name=f"{self.fn.__name__}_step", training=True)
-        loss = self.of or ("loss" if "loss" in g.outputs else None)
-        if loss is None:
-            if len(g.outputs) != 1:
-                raise CliError(f"--train-step: {g.name} returns {list(g.outputs)}; name the "
-                               "loss with --of")
-            loss = next(iter(g.outputs))
-        dg = compiler.grad(g, wrt=self.wrt, of=loss)
-        layout = append_update(dg, list(self.wrt), opt, loss=loss)
-        return dg, layout
-
-    def about(self, grad: bool) -> str:
-        if not grad:
-            return f"{self.graph.name}"
-        return f"{self.graph.name} and its gradient with respect to {', '.join(self.wrt)}"
-
-
-def parse_pipeline(text: str | None):
-    """`default` -> None (the default pipeline), `none` -> [], `a,b` -> [a, b]."""
-    if text is None or text == "default":
-        return None
-    if text == "none":
-        return []
-    names = _names(text)
-    from compiler.passes import PASSES
-    for n in names:
-        if n not in PASSES:
-            raise CliError(f"--pipeline: unknown pass {n!r} (passes: {', '.join(PASSES)}; "
-                           "or default, none)")
-    return names
+from .target import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, OPTIMIZERS, _OPTIMIZER_DEFAULT_LR,
+                     CliError, Model, _names, parse_pipeline)
+from .target import load_function, parse_spec, specs_for  # noqa: F401  (re-exported)
 
 
 def _maybe_optimize(graph, pipeline_text):
@@ -277,12 +69,11 @@ def cmd_show(args) -> int:
         return EXIT_OK
     passes = parse_pipeline(args.pipeline)
     from compiler.passes import DEFAULT_PIPELINE
-    per_round = len(DEFAULT_PIPELINE if passes is None else passes)
+    per_round = max(len(DEFAULT_PIPELINE if passes is None else passes), 1)
     final, history = compiler.optimize(graph, passes, trace=True)
     print(f"== input ({len(graph.nodes)} nodes)")
     print(graph)
     before = graph
-    per_round = max(per_round, 1)
     for start in range(0, len(history), per_round):
         chunk = history[start:start + per_round]
         rnd = start // per_round + 1
@@ -312,15 +103,16 @@ def _emit_graph(m: Model, args):
         dg, layout = m.train_step(args.train_step)
         return dg, layout, (f"a train step ({OPTIMIZERS[args.train_step]}) of "
                             f"{m.graph.name}, parameters {', '.join(m.wrt)}")
-    want_grad = args.grad or (not args.forward and m.scalar_output())
     if args.grad and args.forward:
         raise CliError("--grad and --forward exclude each other")
-    if want_grad:
+    if args.grad or (not args.forward and m.scalar_output()):
         return m.gradient(), None, m.about(True)
     return m.graph, None, m.about(False)
 
 
 def cmd_emit(args) -> int:
+    if args.kernel and args.backend != "numpy":
+        raise CliError("--kernel is for --backend numpy (the LLVM IR is the kernel)")
     m = Model(args)
     graph, layout, what = _emit_graph(m, args)
     passes = parse_pipeline(args.pipeline)
@@ -544,6 +336,11 @@ def main(argv=None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+
+
+
+__all__ = ["main", "build_parser", "random_inputs", "CliError", "Model", "load_function",
+           "parse_spec", "specs_for"]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The module reads like a hand-written forward/backward pass: one statement per gate (a
 temporary used once, inside the same source line or the same gate rule, is inlined into its
 consumer), names from the model (`h`, `scores`, `dscores`, `dW1`), each gradient line commented
-with the gate rule that produced it and the model line it belongs to, and a docstring header
+with the gate rule that produced it, the forward value whose gate it was (`[of h]`, or the
+inlined expression `[of h @ W2]`) and the model line it belongs to, and a docstring header
 holding the graph's IR.  Ops are written through `NUMPY_EMITTERS` only (forms.py).
 """
 from __future__ import annotations
