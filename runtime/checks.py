@@ -19,8 +19,8 @@ def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
     names = [v.name for v in graph.inputs]
     missing = [n for n in names if n not in kwargs]
     extra = [n for n in kwargs if n not in names]
-    sig = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs)
     if missing or extra:
+        sig = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs)
         what = []
         if missing:
             what.append(f"missing {', '.join(map(repr, missing))}")
@@ -57,13 +57,14 @@ def label_checks(graph) -> list:
     if cached is not None and cached[0] == len(graph.nodes):
         return cached[1]
     pos = {v.name: k for k, v in enumerate(graph.inputs)}
-    found = []
+    smallest: dict = {}       # one check per input: the smallest class count among its readers
     for n in graph.nodes:
         if n.op in _LABEL_OPS:
             lab = n.inputs[_LABEL_OPS[n.op]]
             depth = n.attrs["depth"] if n.op == "onehot" else n.inputs[0].shape[-1]
-            if lab.name in pos:
-                found.append((pos[lab.name], lab.name, int(depth), n.op))
+            if lab.name in pos and (lab.name not in smallest or depth < smallest[lab.name][2]):
+                smallest[lab.name] = (pos[lab.name], lab.name, int(depth), n.op)
+    found = list(smallest.values())
     graph.__dict__["_label_checks"] = (len(graph.nodes), found)
     return found
 

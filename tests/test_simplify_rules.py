@@ -216,3 +216,12 @@ def test_rules_keep_dtype_f32():
                                                           "y: f32[3] = add(a, zero)"], "out=y"))
     after = optimize(g, ["simplify", "dce"])
     assert after.outputs["out"].type == g.outputs["out"].type and after.nodes == []
+
+
+def test_rules_keep_names_the_model_gave():
+    """A named −y (`data_loss = -mean(...)`) is not absorbed into its reader; a generated
+    temporary that a rule keeps takes the replaced node's real name."""
+    g = compiler.parse_graph(text("graph g(x: f64[3], r: f64[3]) {",
+                                  ["data_loss: f64[3] = neg(x)", "loss: f64[3] = add(data_loss, r)"],
+                                  "out=loss"))
+    assert str(optimize(g, ["simplify", "dce"])) == str(g)

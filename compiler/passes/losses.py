@@ -25,8 +25,6 @@ def share_softmax(graph: Graph) -> Graph:
     sce = {n.inputs[0].name for n in graph.nodes if n.op == "softmax_cross_entropy"}
     soft = {n.inputs[0].name for n in graph.nodes if n.op == "softmax" and n.attrs["axis"] == 1}
     shared = sce & soft
-    if not shared:
-        return graph
     rw = Rewriter(graph)
     for n in graph.nodes:
         rw.current = n

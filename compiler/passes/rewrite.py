@@ -18,7 +18,7 @@ renamed (`dq = 1.0 * z` with z a model variable makes dq an alias of z).
 """
 from __future__ import annotations
 
-from ..ir import Graph, Namer, Node, Value
+from ..ir import GradcError, Graph, Namer, Node, Value
 from ..ops import SHAPE_RULES
 
 
@@ -100,6 +100,9 @@ class Rewriter:
     def replace(self, n: Node, value: Value) -> None:
         """The old node `n` is not copied; its value is `value` (of the new graph) from now on.
         A temporary replacement takes `n`'s real name (see the module docstring)."""
+        if value.type != n.out.type:
+            raise GradcError(f"internal: a pass replaced {n.out.name}: {n.out.type} = "
+                             f"{n.op}(...) by {value.name}: {value.type}")
         self.changed = True
         fresh = value.name not in self.old_names     # built while rewriting n
         if value.name in self.producer and (fresh or (
@@ -126,18 +129,3 @@ class Rewriter:
         if hasattr(self.old, "origin"):
             self.graph.origin = self.old.origin
         return self.graph
-
-
-def rewrite(graph: Graph, rule) -> tuple:
-    """Walk `graph` in order; `rule(rw, node)` returns a new-graph value replacing the node, or
-    None to copy it.  Returns (new graph, whether anything changed)."""
-    rw = Rewriter(graph)
-    for n in graph.nodes:
-        rw.current = n
-        r = rule(rw, n)
-        if r is None:
-            rw.keep(n)
-        else:
-            rw.replace(n, r)
-    rw.current = None
-    return rw.finish(), rw.changed

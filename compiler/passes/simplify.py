@@ -215,12 +215,18 @@ def add_zero(rw, n, a, b):
     return None
 
 
+def _temp_neg(rw, v) -> bool:
+    """v = −y with a generated name: absorbing it loses no name the model gave (a model's
+    `data_loss = -mean(...)` stays a line of the generated code)."""
+    return op_of(rw, v) == "neg" and v.temp
+
+
 @rule("add")
 def add_neg(rw, n, a, b):
     """x + (−y) = x − y and (−y) + x = x − y (exact)."""
-    if op_of(rw, b) == "neg":
+    if _temp_neg(rw, b):
         return rw.emit("sub", [a, rw.node_of(b).inputs[0]])
-    if op_of(rw, a) == "neg":
+    if _temp_neg(rw, a):
         return rw.emit("sub", [b, rw.node_of(a).inputs[0]])
     return None
 
@@ -243,7 +249,7 @@ def zero_sub(rw, n, a, b):
 @rule("sub")
 def sub_neg(rw, n, a, b):
     """x − (−y) = x + y (exact)."""
-    if op_of(rw, b) == "neg":
+    if _temp_neg(rw, b):
         return rw.emit("add", [a, rw.node_of(b).inputs[0]])
     return None
 
