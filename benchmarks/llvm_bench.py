@@ -128,6 +128,25 @@ def bench_two_layer(size: str, dtype: str) -> dict:
             "compile": compile_s, "cached": fn.cached}
 
 
+def bench_train_step(size: str, dtype: str) -> dict:
+    """compiler.train_step (forward, gradient, SGD update, params updated in place) per call,
+    LLVM and NumPy backends: the public API including its Python bookkeeping."""
+    n, d, hdim, c = SIZES[size]
+    spec = {"f64": f64, "f32": f32}[dtype]
+    npdt = np.float64 if dtype == "f64" else np.float32
+    rng = np.random.default_rng(0)
+    params = {"W1": (0.01 * rng.standard_normal((d, hdim))).astype(npdt),
+              "b1": np.zeros(hdim, npdt), "W2": (0.01 * rng.standard_normal((hdim, c))).astype(npdt),
+              "b2": np.zeros(c, npdt)}
+    X, y = rng.standard_normal((n, d)).astype(npdt), rng.integers(0, c, n)
+    out = {}
+    for backend in ("llvm", "numpy"):
+        step = compiler.train_step(two_layer, params=params, inputs={"X": spec[n, d], "y": i64[n]},
+                                   optimizer=compiler.optim.SGD(lr=1e-3), backend=backend)
+        out[backend] = median_time(lambda: step(X=X, y=y))
+    return out
+
+
 def neuron(w, x):
     return dsl.sigmoid(w[0] * x[0] + w[1] * x[1] + w[2])
 
@@ -142,7 +161,8 @@ _CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
 t0 = time.perf_counter()
-import compiler, benchmarks.llvm_bench as B
+sys.path.insert(0, {bench!r})
+import compiler, llvm_bench as B
 from frontends import dsl
 from frontends.dsl import f64, i64
 n, d, h, c = B.SIZES["cifar"]
@@ -161,7 +181,8 @@ def compile_times() -> tuple:
         env = dict(os.environ, GRADC_CACHE_DIR=tmp)
         out = []
         for _ in range(2):
-            r = subprocess.run([sys.executable, "-c", _CHILD.format(root=root)], env=env,
+            code = _CHILD.format(root=root, bench=os.path.dirname(os.path.abspath(__file__)))
+            r = subprocess.run([sys.executable, "-c", code], env=env,
                                capture_output=True, text=True, check=True)
             secs, cached = r.stdout.split()
             out.append((float(secs), cached == "True"))
@@ -184,6 +205,13 @@ def main(argv=None) -> None:
                   f"{r['llvm'] / r['floor']:>9.2f}x {r['compile']:>7.3f}s"
                   + (" (cached)" if r["cached"] else ""))
     print(f"sigmoid neuron value+grad per call (public callable): {_fmt(bench_neuron())}")
+    for size in a.sizes.split(","):
+        try:
+            r = bench_train_step(size, "f64")
+            print(f"compiler.train_step {size} f64 (SGD): llvm {_fmt(r['llvm'])}, "
+                  f"numpy backend {_fmt(r['numpy'])}")
+        except Exception as e:  # train_step belongs to another part of gradc
+            print(f"compiler.train_step {size}: unavailable ({type(e).__name__}: {e})")
     if not a.no_compile:
         (cold, _), (warm, hit) = compile_times()
         print(f"cifar step compile in a new process: cold {cold * 1e3:.0f} ms, warm disk cache "

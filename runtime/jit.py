@@ -63,9 +63,22 @@ def _optimized(ir_text: str):
     return mod
 
 
+_LIBC = {"llvm.memset": "memset", "llvm.memcpy": "memcpy", "llvm.memmove": "memmove"}
+
+
 def externals(mod) -> list:
-    """Names of the functions the module declares but does not define."""
-    return [f.name for f in mod.functions if f.is_declaration and not f.name.startswith("llvm.")]
+    """Names of the functions the module declares but does not define (a memset/memcpy/memmove
+    intrinsic becomes a libc call in code generation, so those count too)."""
+    out = []
+    for f in mod.functions:
+        if not f.is_declaration:
+            continue
+        if not f.name.startswith("llvm."):
+            out.append(f.name)
+        for prefix, libc in _LIBC.items():
+            if f.name.startswith(prefix) and libc not in out:
+                out.append(libc)
+    return out
 
 
 def check_externals(names) -> None:
@@ -106,6 +119,6 @@ def loaded(symbol: str) -> int | None:
 
 
 def assembly(ir_text: str) -> str:
+    """The optimized module as the host's assembly text."""
     with _lock:
-        return _state["tm"].emit_assembly(_optimized(ir_text)) if _state else \
-            _init()["tm"].emit_assembly(_optimized(ir_text))
+        return _init()["tm"].emit_assembly(_optimized(ir_text))

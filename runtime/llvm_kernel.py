@@ -19,9 +19,13 @@ import numpy as np
 from compiler.ir import NUMPY_DTYPE
 
 from . import cache, jit
-from .checks import check_arguments
+from .checks import _convert, check_arguments
 
 PLACEHOLDER = "gradc_entry"
+
+
+def _usable(flags) -> bool:
+    return flags.c_contiguous and flags.aligned
 
 
 class LLVMKernel:
@@ -34,11 +38,11 @@ class LLVMKernel:
     check_finite = False     # compile(..., check_finite=True): NaN/inf inputs are refused
 
     def __init__(self, graph, fname: str | None = None, fuse: bool = True):
-        from compiler.codegen.llvm_emit import buffer_values, emit_llvm
+        from compiler.codegen.llvm_emit import buffer_values, emit_llvm_plan
         from compiler.codegen.llvm_lower import LLVM_LOWERINGS
         self.graph = graph
         self.ir = str(graph)
-        text = emit_llvm(graph, PLACEHOLDER, fuse)
+        text, untouched = emit_llvm_plan(graph, PLACEHOLDER, fuse)
         self.key = cache.key(text, jit.target_key())
         safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in (fname or graph.name))
         self.symbol = f"gradc_{safe}_{self.key[:16]}"
@@ -53,7 +57,8 @@ class LLVMKernel:
         self._buffers = {}
         n_in = len(graph.inputs)
         for k, v in enumerate(values[n_in:], start=n_in):
-            buf = np.empty(v.shape, dtype=NUMPY_DTYPE[v.dtype])
+            shape = (0,) if v.name in untouched else v.shape     # never read nor written
+            buf = np.empty(shape, dtype=NUMPY_DTYPE[v.dtype])
             self._buffers[v.name] = buf
             self._ptrs[k] = buf.ctypes.data
         self._in_slots = list(range(n_in))
@@ -63,7 +68,8 @@ class LLVMKernel:
             got = fn(n) if fn else None
             if got is not None and got[0].name in {v.name for v in graph.inputs}:
                 self._labels.append((graph.inputs.index(got[0]), got[0].name, int(got[1]), n.op))
-        self._specs = [(v.name, np.dtype(NUMPY_DTYPE[v.dtype]), v.shape) for v in graph.inputs]
+        self._specs = [(v.name, np.dtype(NUMPY_DTYPE[v.dtype]), v.shape, v.type)
+                       for v in graph.inputs]
         self._last = [None] * n_in       # the arrays whose pointers are in the slots
         self._out_plan = []              # (name, own buffer or None, (scalar type, input slot))
         for k, v in graph.outputs.items():
@@ -98,14 +104,17 @@ class LLVMKernel:
         return self._asm
 
     def __call__(self, **kwargs) -> dict:
-        # fast path: exactly the declared arrays (dtype, shape, C-contiguous, aligned)
+        # fast path: every name present; arrays already of the declared dtype and shape,
+        # C-contiguous and aligned are used as they are, anything else goes through the checks
         if len(kwargs) == len(self._specs) and not self.check_finite:
             args = []
-            for name, dt, shape in self._specs:
+            for name, dt, shape, t in self._specs:
                 a = kwargs.get(name)
-                if (type(a) is not np.ndarray or a.dtype != dt or a.shape != shape
-                        or not a.flags.c_contiguous or not a.flags.aligned):
-                    break
+                if (type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt)
+                        or a.shape != shape or not _usable(a.flags)):
+                    if a is None and name not in kwargs:
+                        break
+                    a = np.require(_convert(name, a, t), requirements=("C", "A"))
                 args.append(a)
             else:
                 return self._run(args)
@@ -115,7 +124,8 @@ class LLVMKernel:
     def _run(self, args) -> dict:
         for k, name, depth, op in self._labels:
             lab = args[k]
-            if lab.size and (lab.min() < 0 or lab.max() >= depth):
+            # one pass: as unsigned, a negative label is huge, so max() < depth checks both ends
+            if lab.size and lab.view(np.uint64).max() >= depth:
                 bad = lab[(lab < 0) | (lab >= depth)].ravel()[0]
                 raise ValueError(f"argument {name!r}: label {int(bad)} is outside [0, {depth}) "
                                  f"(the {op} op has {depth} classes)")

@@ -5,10 +5,15 @@ node's output, in graph order; see `buffer_values`).  Every buffer is C-contiguo
 Loops: each node is lowered (through `LLVM_LOWERINGS`, llvm_lower.py) to a nest of counted
 loops over its output; a fusion group (compiler/passes/fusion.py: elementwise nodes of one
 shape whose intermediates have no other reader, maybe closed by a reduction) is one loop nest
-whose intermediates stay in registers.  An operand is read through a strided *view*: an element offset and one
-stride per loop dimension (0 along a broadcast axis), so broadcasting, transposes and slices are
-strides, never copies.  Dimensions of size 1 are dropped and adjacent dimensions merged where
-every view is contiguous across them, so a same-shape elementwise op is one flat loop.
+whose intermediates stay in registers.  An operand is read through a strided *view*: an element
+offset and one stride per loop dimension (0 along a broadcast axis), so broadcasting,
+transposes and slices are strides, never copies.  Dimensions of size 1 are dropped and adjacent
+dimensions merged where every view is contiguous across them, so a same-shape elementwise op
+is one flat loop.  y = A·B + u writes u into y's buffer and lets gemm add the product onto it.
+
+Aliasing: every buffer is its own alias scope (metadata on each load and store), so loops
+vectorize without runtime overlap checks; buffers never overlap (each value owns its buffer,
+inputs are only read).
 
 Names: the buffer pointers carry the value names of the model (`%h`, `%dW1`), loop counters
 `%h.i0`, blocks `h.loop0`.
@@ -28,6 +33,7 @@ I64 = ir.IntType(64)
 I8 = ir.IntType(8)
 I32 = ir.IntType(32)
 LL_TYPES = {"f64": ir.DoubleType(), "f32": ir.FloatType(), "i64": I64, "bool": I8}
+MAX_SCOPED_BUFFERS = 400
 
 
 def const_i64(v: int) -> ir.Constant:
@@ -105,6 +111,8 @@ class ModuleEmitter:
             self.ptrs[v.name] = self.b.load(slot, typ=PTR, name=v.name)
         self._labels = 0
         self.node: Node | None = None
+        self._domain = None
+        self._scopes: dict = {}
 
     # ---- types and memory -------------------------------------------------------------
     @staticmethod
@@ -124,10 +132,31 @@ class ModuleEmitter:
                           source_etype=self.ll(value.dtype))
 
     def load(self, value: Value, index, name: str = ""):
-        return self.b.load(self.address(value, index), typ=self.ll(value.dtype), name=name)
+        return self._scoped(self.b.load(self.address(value, index), typ=self.ll(value.dtype),
+                                        name=name), value)
 
     def store(self, x, value: Value, index):
-        self.b.store(x, self.address(value, index))
+        self._scoped(self.b.store(x, self.address(value, index)), value)
+
+    def _scoped(self, instr, value: Value):
+        """Alias scopes: every buffer is its own scope, disjoint from all others (each value
+        owns its buffer; inputs are only read), so the vectorizer needs no runtime overlap
+        checks.  Skipped for very large graphs (the metadata grows as buffers²)."""
+        if len(self.slots) > MAX_SCOPED_BUFFERS:
+            return instr
+        md = self._scopes.get(value.name)
+        if md is None:
+            mod = self.module
+            if self._domain is None:
+                self._domain = mod.add_metadata([ir.MetaDataString(mod, "gradc buffers")])
+                self._scope = {v: mod.add_metadata([ir.MetaDataString(mod, v), self._domain])
+                               for v in self.slots}
+            others = [sc for v, sc in self._scope.items() if v != value.name]
+            md = (mod.add_metadata([self._scope[value.name]]), mod.add_metadata(others))
+            self._scopes[value.name] = md
+        instr.set_metadata("alias.scope", md[0])
+        instr.set_metadata("noalias", md[1])
+        return instr
 
     def immediate(self, value: Value):
         """A constant standing for every element of `value`, if its lowering gives one."""
@@ -259,7 +288,7 @@ class ModuleEmitter:
                 inside.update(g.nodes[:-1])
         return last, inside
 
-    def fused(self, group) -> None:
+    def fused(self, group, store: str | None = None) -> None:
         """One loop nest for a fusion group: external inputs loaded (or immediates), member
         values kept in registers, the last elementwise value stored or reduced."""
         nodes = [self.producers[m] for m in group.nodes]
@@ -284,34 +313,104 @@ class ModuleEmitter:
         sources = [self.view(v, shape) for v in loaded]
         if red is None:
             out = ew[-1].out
+            if store is not None:       # stop before the last member, keep `store` in its buffer
+                ew = [n for n in ew if n is not ew[-1]]
+                last = ew[-1].out.name
+                assert last == store, (last, store)
             self.nest(shape, [self.view(out)] + sources,
                       lambda idx: self.store(compute(idx[1:]), out, idx[0]))
         else:
             self.lowerings[red.op].reduce_with(self, red, sources, compute)
 
+    def accumulation_plan(self, groups, inside) -> dict:
+        """{sum node: (product node, other operand)} for y = P + u where P's lowering can add
+        into a buffer (`accumulate_into`: gemm with beta = 1), P has no other reader, and u has
+        y's shape or broadcasts to it: u is written into y's buffer (by u's fusion group, or a
+        copy) and P accumulates onto it, saving a pass over y."""
+        outputs = {v.name for v in self.graph.outputs.values()}
+        users = self.graph.users()
+        plan = {}
+        for n in self.graph.nodes:
+            if not getattr(self.lowerings[n.op], "accumulates", False) or n.out.name in inside:
+                continue
+            group = groups.get(n.out.name)
+            if group is not None and group.reduction:
+                continue
+            for k, v in enumerate(n.inputs):
+                prod = self.producers.get(v.name)
+                other = n.inputs[1 - k]
+                if (prod is None or other is v or v.name in outputs or v.shape != n.out.shape
+                        or len(users.get(v.name, [])) != 1 or v.name in inside):
+                    continue
+                can = getattr(self.lowerings[prod.op], "can_accumulate", None)
+                if can is None or not can(self, prod):
+                    continue
+                if group is not None:
+                    internal = other.name in group.nodes
+                    if not internal or other.shape != n.out.shape:
+                        continue
+                plan[n.out.name] = (prod, other)
+                break
+        return plan
+
     def emit(self) -> str:
         skip = self.skipped()
         groups, inside = self.fusion_plan() if self.fuse else ({}, set())
+        accum = self.accumulation_plan(groups, inside) if self.fuse else {}
+        deferred = {prod.out.name for prod, _ in accum.values()}
+        self.untouched = skip | inside | deferred
         for node in self.graph.nodes:
-            if node.out.name in skip or node.out.name in inside:
+            name = node.out.name
+            if name in skip or name in inside or name in deferred:
                 continue
             self.node = node
-            if node.out.name in groups:
-                self.fused(groups[node.out.name])
+            if name in accum:
+                prod, other = accum[name]
+                self.b.comment(f"{_describe(node)}: {other.name} into {name}, then "
+                               f"{_describe(prod)} added onto it")
+                if name in groups:
+                    self.fused(groups[name], store=other.name)
+                else:
+                    self.copy(self.view(node.out), self.view(other, node.out.shape),
+                              node.out.shape)
+                self.node = prod
+                self.lowerings[prod.op].accumulate_into(self, prod, node.out)
                 continue
+            if name in groups:
+                members = [self.producers[m] for m in groups[name].nodes]
+                self.b.comment("fused loop: " + "; ".join(_describe(n) for n in members))
+                self.fused(groups[name])
+                continue
+            self.b.comment(_describe(node))
             self.lowerings[node.op].lower(self, node)
         self.node = None
         self.b.ret_void()
         return str(self.module)
 
 
+def _describe(node: Node) -> str:
+    """`h = relu(t1)  [rule]` for a comment line of the IR."""
+    text = f"{node.out.name} = {node.op}({', '.join(v.name for v in node.inputs)})"
+    if node.rule:
+        text += f"  [{node.rule}]"
+    return text.replace("\n", " ")
+
+
 def emit_llvm(graph: Graph, symbol: str, fuse: bool = True) -> str:
     """The LLVM IR module of `graph`: one function `void @symbol(ptr %buffers)`, headed by the
     graph's text form as comments and the buffer slot of every value."""
+    return emit_llvm_plan(graph, symbol, fuse)[0]
+
+
+def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
+    """(IR text, names of the values whose buffers the code never touches: fused-away
+    intermediates and transposes folded into gemm; the runtime need not allocate them)."""
     from .llvm_lower import LLVM_LOWERINGS
-    body = ModuleEmitter(graph, symbol, LLVM_LOWERINGS, fuse).emit()
+    em = ModuleEmitter(graph, symbol, LLVM_LOWERINGS, fuse)
+    body = em.emit()
     head = [f"; gradc: graph {graph.name!r} lowered to LLVM IR", ";"]
     head += ["; " + line for line in str(graph).splitlines()]
     head += [";", "; buffers (slot: value):"]
-    head += [f";   {k}: %{v.name}: {v.type}" for k, v in enumerate(buffer_values(graph))]
-    return "\n".join(head) + "\n" + body
+    head += [f";   {k}: %{v.name}: {v.type}" + ("  (unused)" if v.name in em.untouched else "")
+             for k, v in enumerate(buffer_values(graph))]
+    return "\n".join(head) + "\n" + body, frozenset(em.untouched)

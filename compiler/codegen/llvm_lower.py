@@ -31,6 +31,12 @@ class Elementwise:
         em.elementwise(node, self.scalar)
 
 
+class Sum(Elementwise):
+    """add: a sum of its two operands, so an operand that can accumulate into a buffer
+    (matmul through gemm's beta) may be added in place (llvm_emit.accumulation_plan)."""
+    accumulates = True
+
+
 @dataclass(frozen=True)
 class Const:
     def immediate(self, em, node):
@@ -206,7 +212,7 @@ LLVM_LOWERINGS: dict = {
     "sign": Elementwise(_sign),
     "sin": _libm("llvm.sin"),
     "cos": _libm("llvm.cos"),
-    "add": _arith("fadd", "add"),
+    "add": Sum(_arith("fadd", "add").scalar),
     "sub": _arith("fsub", "sub"),
     "mul": _arith("fmul", "mul"),
     "div": _arith("fdiv", "sdiv"),

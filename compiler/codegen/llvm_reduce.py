@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from . import llvm_math as M
-from .llvm_emit import I64, View, const_i64, contiguous_strides
+from .llvm_emit import View, const_i64, contiguous_strides
 
 REASSOC = ("reassoc", "contract")
 

@@ -5,9 +5,10 @@ reshape, transpose, getitem, putitem and broadcast_to are strided copies: the op
 strides; a slice's start·stride offset and step·stride; 0 along a new or broadcast axis).
 
 matmul calls BLAS gemm (runtime/blas.py binds the symbols); a small product (m·n·k ≤ 32768)
-whose operands can be read contiguously is inline loops instead, cheaper than the call.  Row-major C[M,N] = A[M,K]·B[K,N]
-is column-major Cᵀ = Bᵀ·Aᵀ: gemm('N', 'N', N, M, K, 1, B, N, A, K, 0, C, N).  An operand that
-is a 2-D transpose of another value is passed untransposed with the flag 'T' instead.
+whose operands can be read contiguously is inline loops instead, cheaper than the call.
+Row-major C[M,N] = A[M,K]·B[K,N] is column-major Cᵀ = Bᵀ·Aᵀ:
+gemm('N', 'N', N, M, K, 1, B, N, A, K, 0, C, N).  An operand that is a 2-D transpose of another
+value (or has the node's transpose_a/transpose_b set) is passed with the flag 'T' instead.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .llvm_emit import I8, I32, PTR, VOID, View, contiguous_strides
 
 GEMM = {"f64": "gradc_dgemm", "f32": "gradc_sgemm"}
 SMALL_GEMM = 1 << 15       # m·n·k up to this: inline loops instead of a BLAS call
+UNROLL_K = 8               # a product this short is written out in the loop over j
 
 
 @dataclass(frozen=True)
@@ -102,39 +104,55 @@ def _gemm_decl(em, dtype):
     return fn
 
 
+def _product(em, node) -> tuple:
+    """(m, n, k, (A buffer, flag, lda), (B buffer, flag, ldb)) of C = op(A)·op(B)."""
+    a, bm = node.inputs
+    m, n = node.out.shape
+    k = a.shape[0] if node.attrs.get("transpose_a") else a.shape[1]
+    return (m, n, k, _operand(em, a, bool(node.attrs.get("transpose_a"))),
+            _operand(em, bm, bool(node.attrs.get("transpose_b"))))
+
+
+def _inline(m, n, k, aflag, bflag) -> bool:
+    return m * n * k <= SMALL_GEMM and (k <= UNROLL_K or (bflag == "N" and n >= 8)
+                                        or (aflag, bflag) == ("N", "T"))
+
+
 def _matmul(em, node):
     """C = op(A)·op(B) (op = transpose where the node's transpose_a/transpose_b is set)."""
-    a, bm = node.inputs
     out = node.out
-    m, n = out.shape
-    k = a.shape[0] if node.attrs.get("transpose_a") else a.shape[1]
+    m, n, k, (asrc, aflag, _), (bsrc, bflag, _) = _product(em, node)
     if m == 0 or n == 0:
         return
-    b = em.b
-    ty = em.ll(out.dtype)
     if k == 0:
-        em.fill(out, ir.Constant(ty, 0.0))
+        em.fill(out, ir.Constant(em.ll(out.dtype), 0.0))
         return
-    asrc, aflag, lda = _operand(em, a, bool(node.attrs.get("transpose_a")))
-    bsrc, bflag, ldb = _operand(em, bm, bool(node.attrs.get("transpose_b")))
-    if m * n * k <= SMALL_GEMM and ((bflag == "N" and n >= 8) or (aflag, bflag) == ("N", "T")):
+    if _inline(m, n, k, aflag, bflag):
         _small_matmul(em, out, (asrc, aflag), (bsrc, bflag), m, n, k)
         return
+    _gemm(em, node, out, 0.0)
+
+
+def _gemm(em, node, dest, beta: float):
+    """dest = op(A)·op(B) + beta·dest through BLAS."""
+    m, n, k, (asrc, aflag, lda), (bsrc, bflag, ldb) = _product(em, node)
+    ty = em.ll(dest.dtype)
 
     def cell(t, v, name):
-        return em.var(t, ir.Constant(t, v), name=f"{out.name}.{name}")
+        return em.var(t, ir.Constant(t, v), name=f"{node.out.name}.{name}")
     args = [cell(I8, ord(bflag), "transa"), cell(I8, ord(aflag), "transb"),
             cell(I32, n, "m"), cell(I32, m, "n"), cell(I32, k, "k"), cell(ty, 1.0, "alpha"),
             em.ptr(bsrc), cell(I32, ldb, "lda"), em.ptr(asrc), cell(I32, lda, "ldb"),
-            cell(ty, 0.0, "beta"), em.ptr(out), cell(I32, max(1, n), "ldc")]
-    b.call(_gemm_decl(em, out.dtype), args)
+            cell(ty, beta, "beta"), em.ptr(dest), cell(I32, max(1, n), "ldc")]
+    em.b.call(_gemm_decl(em, dest.dtype), args)
 
 
 def _small_matmul(em, out, a, bm, m, n, k):
-    """C = op(A)·op(B) as loops (a BLAS call costs ~1 µs, more than a small product), in the
-    two orders that read memory contiguously: rows of C as axpys over rows of op(B) (vectorized
-    over j) when op(B) is untransposed and C has ≥ 8 columns, else (op(A) untransposed, op(B)
-    transposed) dot products of two contiguous rows."""
+    """C = op(A)·op(B) as loops (a BLAS call costs ~1 µs, more than a small product): for
+    k ≤ 8 the sum over p written out inside a loop over j (vectorized, A[i, p] hoisted); else
+    in the two orders that read memory contiguously: rows of C as axpys over rows of op(B)
+    (vectorized over j) when op(B) is untransposed and C has ≥ 8 columns, else (op(A)
+    untransposed, op(B) transposed) dot products of two contiguous rows."""
     b = em.b
     ty = em.ll(out.dtype)
     fl = ("contract",)
@@ -145,7 +163,14 @@ def _small_matmul(em, out, a, bm, m, n, k):
         return em.load(value, at)
     zero = ir.Constant(ty, 0.0)
     with em.loop(m, "i") as i:
-        if bm[1] == "N" and n >= 8:
+        if k <= UNROLL_K:           # C[i, j] = Σₚ A[i, p]·B[p, j], p unrolled, j vectorized
+            with em.loop(n, "j") as j:
+                acc = None
+                for p in range(k):
+                    prod = b.fmul(elem(a, m, k, i, i64(p)), elem(bm, k, n, i64(p), j), flags=fl)
+                    acc = prod if acc is None else b.fadd(acc, prod, flags=fl)
+                em.store(acc, out, b.add(b.mul(i, i64(n)), j))
+        elif bm[1] == "N" and n >= 8:
             row = b.mul(i, i64(n))
             with em.loop(n, "j") as j:
                 em.store(zero, out, b.add(row, j))
@@ -169,10 +194,18 @@ def i64(v):
 
 
 class Matmul(Lowering):
-    """matmul; `folds(node)` names the operands read through a transpose flag."""
+    """matmul; `folds(node)` names the operands read through a transpose flag;
+    `accumulate_into(dest)` adds the product onto dest (gemm's beta = 1), for y = A·B + u."""
 
     def folds(self, em, node):
         return [v for v in node.inputs if transposed_source(em, v) is not None]
+
+    def can_accumulate(self, em, node) -> bool:
+        m, n, k, (_, aflag, _), (_, bflag, _) = _product(em, node)
+        return min(m, n, k) > 0 and not _inline(m, n, k, aflag, bflag)
+
+    def accumulate_into(self, em, node, dest):
+        _gemm(em, node, dest, 1.0)
 
 
 class Transpose(Lowering):
