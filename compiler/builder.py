@@ -287,7 +287,7 @@ def where(cond, a, b) -> Var:
 
 def cast(x: Var, dtype) -> Var:
     dtype = getattr(dtype, "dtype", dtype)
-    if x.dtype == dtype:
+    if _var("cast", x).dtype == dtype:
         return x
     return x.b.emit("cast", [x], dtype=dtype)
 
@@ -308,7 +308,7 @@ def normalize_axes(axis, ndim: int, where: str = "", op: str = "") -> tuple:
 
 
 def reduce_(op: str, x: Var, axis=None, keepdims=False) -> Var:
-    axes = normalize_axes(axis, x.ndim, _at(x), op)
+    axes = normalize_axes(axis, _var(op, x).ndim, _at(x), op)
     return x.b.emit(op, [x], axes=axes, keepdims=bool(keepdims))
 
 
@@ -318,13 +318,14 @@ def max(x, axis=None, keepdims=False): return reduce_("max", x, axis, keepdims) 
 
 
 def broadcast_to(x: Var, shape) -> Var:
-    if tuple(shape) == x.shape:
+    if tuple(shape) == _var("broadcast_to", x).shape:
         return x
     return x.b.emit("broadcast_to", [x], shape=tuple(int(d) for d in shape))
 
 
 def reshape(x: Var, shape) -> Var:
     shape = tuple(int(d) for d in shape)
+    _var("reshape", x)
     if shape.count(-1) == 1:
         known = 1
         for d in shape:
@@ -423,17 +424,18 @@ def _var(op: str, x) -> Var:
 
 
 def onehot(labels: Var, depth: int, dtype="f64") -> Var:
-    return labels.b.emit("onehot", [labels], depth=int(depth), dtype=getattr(dtype, "dtype", dtype))
+    return _var("onehot", labels).b.emit("onehot", [labels], depth=int(depth),
+                                         dtype=getattr(dtype, "dtype", dtype))
 
 
 def pick(x: Var, labels: Var) -> Var:
     """x[i, labels[i]] for each row i."""
-    return x.b.emit("pick", [x, labels])
+    return _var("pick", x).b.emit("pick", [x, labels])
 
 
 def softmax_cross_entropy(scores: Var, labels: Var) -> Var:
     """Mean over rows of -log softmax(scores)[i, labels[i]], computed through log-sum-exp."""
-    return scores.b.emit("softmax_cross_entropy", [scores, labels])
+    return _var("softmax_cross_entropy", scores).b.emit("softmax_cross_entropy", [scores, labels])
 
 
 def dropout(x: Var, p: float) -> Var:
@@ -454,4 +456,4 @@ def dropout(x: Var, p: float) -> Var:
 
 def svm_loss(scores: Var, labels: Var, margin=1.0) -> Var:
     """Mean over rows of Σ_{j≠y} max(0, s_j − s_y + margin): the multiclass hinge loss."""
-    return scores.b.emit("svm_loss", [scores, labels], margin=float(margin))
+    return _var("svm_loss", scores).b.emit("svm_loss", [scores, labels], margin=float(margin))

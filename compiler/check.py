@@ -19,7 +19,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .autodiff import _pick_output, _wrt_list, grad
+from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .ir import GradcError, Graph
 from .report import CheckReport, GradientRow
 from .mpeval import evaluate
@@ -149,6 +149,7 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     wrt = _wrt_list(graph, wrt)
     of, target = _pick_output(graph, of)
     dg = grad(graph, wrt, of)
+    names = {x: gradient_name(graph.outputs, of, x) for x in wrt}
     rng = np.random.default_rng(seed)
     labels = label_values(graph, rng)
     syms = input_symbols(graph)
@@ -158,7 +159,7 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     for x in wrt:
         theirs[x] = np.vectorize(lambda s: sp.diff(fwd, s), otypes=[object])(syms[x]) \
             if syms[x].size else syms[x]
-        mine[x] = mine_env[dg.outputs["d" + x].name]
+        mine[x] = mine_env[dg.outputs[names[x]].name]
     flat = [fwd] + [e for x in wrt for e in list(theirs[x].ravel()) + list(mine[x].ravel())]
     kink_exprs = kinks(flat)
     samples, skipped = _sample(graph, syms, rng, points, flat, kink_exprs, labels)
@@ -171,7 +172,7 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     offset = 1
     for x in wrt:
         n = syms[x].size
-        row = GradientRow("d" + x, syms[x].shape)
+        row = GradientRow(names[x], syms[x].shape)
         for p, (point, vals) in enumerate(samples):
             ref = vals[offset:offset + n]
             got = vals[offset + n:offset + 2 * n]
@@ -180,7 +181,7 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
                                 exprs=(theirs[x].ravel()[k], mine[x].ravel()[k]),
                                 err=float(got[k] - ref[k]))
             for name, fn in compiled.items():
-                out = fn(**point)["d" + x]
+                out = fn(**point)[names[x]]
                 row.add_backend(name, np.ravel(out), [float(r) for r in ref])
         proven = unknown = 0
         for k in range(n):
@@ -277,7 +278,8 @@ def check_finite_differences(graph: Graph, wrt=None, of=None, *, eps: float = 1e
     of, target = _pick_output(graph, of)
     dg = grad(graph, wrt, of)
     rng = np.random.default_rng(seed)
-    rows = {x: GradientRow("d" + x, graph.input(x).shape) for x in wrt}
+    names = {x: gradient_name(graph.outputs, of, x) for x in wrt}
+    rows = {x: GradientRow(names[x], graph.input(x).shape) for x in wrt}
     notes = []
     for p in range(points):
         point = {v.name: rng.standard_normal(v.shape) for v in graph.inputs if v.type.is_float}
@@ -287,7 +289,7 @@ def check_finite_differences(graph: Graph, wrt=None, of=None, *, eps: float = 1e
         def f(pt):
             return float(interpret(graph, pt)[of])
         for x in wrt:
-            g = np.asarray(grads["d" + x], dtype=np.float64)
+            g = np.asarray(grads[names[x]], dtype=np.float64)
             if g.size <= max_elements:
                 for k in range(g.size):
                     fd = _central(f, point, x, np.eye(1, g.size, k).reshape(g.shape), eps)

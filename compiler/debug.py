@@ -100,6 +100,7 @@ class Culprit:
     index: tuple
     value: float
     operands: list = field(default_factory=list)   # "x: f64[4] in [-1, 4]" per node input
+    inherited: bool = False     # its operands already held NaN/inf (no node made one afresh)
 
     def __str__(self) -> str:
         what = "input" if self.node is None else f"{self.node.op}("
@@ -109,7 +110,8 @@ class Culprit:
         rule = f" [{self.node.rule}]" if self.node is not None and self.node.rule else ""
         at = f" at index {self.index}" if self.index != () else ""
         ops = f"; operands: {', '.join(self.operands)}" if self.operands else ""
-        return (f"{self.name} = {what}{where}{rule} produced {self.value}{at} "
+        verb = "passed on" if self.inherited else "produced"
+        return (f"{self.name} = {what}{where}{rule} {verb} {self.value}{at} "
                 f"({self.count} of {self.size} values){ops}")
 
 
@@ -174,7 +176,11 @@ def _first(graph: Graph, values: dict, nodes, with_inputs: bool):
     for n in bad:   # prefer the node that made the first one from finite operands
         if not any(_bad(values[v.name]) for v in n.inputs):
             return _culprit(n.out.name, n, values)
-    return _culprit(bad[0].out.name, bad[0], values) if bad else None
+    if not bad:
+        return None
+    c = _culprit(bad[0].out.name, bad[0], values)
+    c.inherited = True
+    return c
 
 
 def debug_nans(graph: Graph, inputs: dict | None = None, *, of=None, wrt=None,

@@ -10,7 +10,8 @@ import sympy as sp
 
 _FUNCS = {
     sp.exp: mpmath.exp, sp.log: mpmath.log, sp.tanh: mpmath.tanh, sp.sin: mpmath.sin,
-    sp.cos: mpmath.cos, sp.Abs: abs, sp.sign: mpmath.sign,
+    sp.cos: mpmath.cos, sp.Abs: abs, sp.sign: mpmath.sign, sp.sinh: mpmath.sinh,
+    sp.cosh: mpmath.cosh,
 }
 
 
@@ -103,6 +104,8 @@ def _one(node, memo, subs):
         return any(args)
     if isinstance(node, sp.Not):
         return not args[0]
+    if isinstance(node, sp.ITE):
+        return args[1] if args[0] else args[2]
     fn = _FUNCS.get(node.func)
     if fn is None:
         raise ValueError(f"cannot evaluate SymPy function {node.func}")

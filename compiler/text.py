@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import keyword
 import re
+import warnings
 
 from .ir import GradcError, Graph, Node, TensorType, Value
 
@@ -97,7 +98,9 @@ def parse_attrs(text: str, line: int) -> dict:
     if not text:
         return {}
     try:
-        call = ast.parse("f(" + text[1:-1] + ")", mode="eval").body
+        with warnings.catch_warnings():   # bad text is a ParseError, not a SyntaxWarning
+            warnings.simplefilter("ignore", SyntaxWarning)
+            call = ast.parse("f(" + text[1:-1] + ")", mode="eval").body
     except SyntaxError as e:
         raise ParseError(f"bad attributes {text!r}: {e.msg}", line) from None
     if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):

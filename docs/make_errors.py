@@ -69,6 +69,11 @@ def square_root(x):
     return dsl.sum(dsl.sqrt(x))
 
 
+def log_tanh(x):
+    y = dsl.log(x)
+    return dsl.sum(dsl.tanh(y) * 2)
+
+
 def _trace(fn, **kw):
     return lambda: dsl.trace(fn, **kw)
 
@@ -81,7 +86,7 @@ def _call(backend, check_finite=False, **args):
     return run
 
 
-# (section, title, thunk, expected type: an exception class or a warning class)
+# (section, title, thunk, expected: an exception or warning class, or None for a report)
 CASES = [
     ("Trace time", "matmul operands that do not chain",
      _trace(two_layer, X=f64[64, 3], W1=f64[2, 100], W2=f64[100, 3]), compiler.ShapeError),
@@ -120,6 +125,20 @@ CASES = [
      lambda: compiler.compile(dsl.trace(bad_labels, scores=f64[2, 3], y=i64[2]),
                               backend="llvm")(scores=np.zeros((2, 3)), y=np.array([0, 3])),
      ValueError),
+    ("Calling a compiled function", "a negative label (NumPy backend: it would wrap around)",
+     lambda: compiler.compile(dsl.trace(bad_labels, scores=f64[2, 3], y=i64[2]))(
+         scores=np.zeros((2, 3)), y=np.array([0, -1])), ValueError),
+    ("Differentiating and compiling", "the gradient of a vector output",
+     lambda: compiler.grad(dsl.trace(lambda x: dsl.exp(x), x=f64[3])), compiler.GradcError),
+    ("Differentiating and compiling", "a gradient with respect to integer labels",
+     lambda: compiler.grad(dsl.trace(bad_labels, scores=f64[2, 3], y=i64[2]), wrt=["y"]),
+     compiler.UnsupportedError),
+    ("Differentiating and compiling", "an unknown backend",
+     lambda: compiler.compile(dsl.trace(square_root, x=f64[3]), backend="cuda"),
+     compiler.UnsupportedError),
+    ("Finding NaNs", "compiler.debug_nans(graph, x=[1, -1, 0]) (a report, not an error)",
+     lambda: compiler.debug_nans(dsl.trace(log_tanh, x=f64[3]), x=np.array([1.0, -1.0, 0.0])),
+     None),
     ("Reading IR text", "a malformed line",
      lambda: compiler.parse_graph("graph g(x: f64[3]) {\n  y: f64[3] = exp(x\n  return out=y\n}"),
      compiler.ParseError),
@@ -131,9 +150,11 @@ def run_case(thunk, expected):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            thunk()
+            result = thunk()
         except Exception as e:  # noqa: BLE001  (we record whatever it is)
             return type(e), f"{type(e).__name__}: {e}"
+    if expected is None:            # a report, shown as printed
+        return type(result), str(result)
     for w in caught:
         if issubclass(w.category, expected):
             return w.category, f"{w.category.__name__}: {w.message}"

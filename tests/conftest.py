@@ -8,6 +8,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import hypothesis_profiles  # noqa: E402,F401  (registers 'ci' and 'long' before tests run)
+
 
 @pytest.fixture
 def rng():

@@ -167,6 +167,16 @@ def test_relu_at_zero_has_slope_zero(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fn,slopes", [
+    (lambda x: dsl.leaky_relu(x, 0.1), [0.1, 0.1, 1.0]),     # x = 0 takes the negative side
+    (lambda x: dsl.elu(x, 0.5), [0.5 * np.exp(-1), 0.5, 1.0]),
+    (dsl.abs, [-1.0, 0.0, 1.0])])                             # sign(0) = 0
+def test_kinks_at_zero(backend, fn, slopes):
+    out = run(grad_of(lambda x: dsl.sum(fn(x)), x=f64[3]), backend, x=np.array([-1.0, 0.0, 2.0]))
+    assert np.allclose(out["dx"], slopes, rtol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", ["maximum", "minimum"])
 def test_maximum_and_minimum_split_a_tie(backend, op):
     g = compiler.grad(dsl.trace(lambda a, b: dsl.sum(getattr(dsl, op)(a, b)),

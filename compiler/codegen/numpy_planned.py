@@ -96,7 +96,7 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
                 lines = [f"{out} = " + form.render(args, n.attrs, n)]
             else:
                 lines = form.render(out, [t for t, _ in args], n.attrs, n)
-        comment = _comment(n)
+        comment = _comment(n, n.of if n.of and n.of != n.out.name else None)
         if n.out.name in plan.inplace:
             comment = (comment + "  " if comment else "# ") + f"[in place of {plan.inplace[n.out.name]}]"
         if comment:

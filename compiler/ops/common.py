@@ -88,7 +88,7 @@ def sym_bool_to_number(c):
         return sp.Integer(1)
     if c is False or c == sp.false:
         return sp.Integer(0)
-    return sp.Piecewise((1, c), (0, True))
+    return sp.Piecewise((1, c), (0, True), evaluate=False)
 
 
 def sym_where(c, a, b):
@@ -96,7 +96,9 @@ def sym_where(c, a, b):
         return a
     if c is False or c == sp.false:
         return b
-    return sp.Piecewise((a, c), (b, True))
+    # evaluate=False: SymPy's Piecewise folding of nested conditions (simplify_logic, trigsimp)
+    # took minutes on the zero-safe gate guards; the unevaluated form means the same
+    return sp.Piecewise((a, c), (b, True), evaluate=False)
 
 
 def obj_array(shape, fill=0):
