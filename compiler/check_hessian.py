@@ -19,11 +19,11 @@ import time
 import numpy as np
 import sympy as sp
 
-from .autodiff import _pick_output, _wrt_list, grad
+from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .check import (KINK_MARGIN, _sample, _simplifies_to_zero, as_float64, kinks, label_values,
                     reduced_copy)
 from .higher import hessian, hvp
-from .ir import GradcError, Graph
+from .ir import GradcError, Graph, Node
 from .report import CheckReport, GradientRow
 from .symbolic import input_symbols, render
 
@@ -34,14 +34,53 @@ def _no_delta(expr):
         if expr.has(sp.DiracDelta) else expr
 
 
-def _no_ite(expr):
-    """ITE(c, a, b) (SymPy's boolean if-then-else, which Piecewise conditions of the zero-safe
-    gates turn into) as (c ∧ a) ∨ (¬c ∧ b), which compiler/mpeval evaluates."""
-    if not isinstance(expr, sp.Basic) or not expr.has(sp.ITE):
+_REWRITES = (   # forms SymPy's derivatives take, in terms compiler/mpeval evaluates
+    # ITE(c, a, b) (boolean if-then-else, from Piecewise conditions) = (c ∧ a) ∨ (¬c ∧ b)
+    (sp.ITE, lambda e: sp.Or(sp.And(e.args[0], e.args[1]), sp.And(sp.Not(e.args[0]), e.args[2]))),
+    (sp.cosh, lambda e: (sp.exp(e.args[0]) + sp.exp(-e.args[0])) / 2),
+    (sp.sinh, lambda e: (sp.exp(e.args[0]) - sp.exp(-e.args[0])) / 2),
+)
+
+
+def _evaluable(expr):
+    """`expr` rewritten (same value) so that compiler/mpeval can evaluate it."""
+    if not isinstance(expr, sp.Basic):
         return expr
-    return expr.replace(lambda e: isinstance(e, sp.ITE),
-                        lambda e: sp.Or(sp.And(e.args[0], e.args[1]),
-                                        sp.And(sp.Not(e.args[0]), e.args[2])))
+    for kind, fn in _REWRITES:
+        if expr.has(kind):
+            expr = expr.replace(lambda e, k=kind: isinstance(e, k), fn)
+    return expr
+
+
+def _is_guard(node, producers) -> bool:
+    """A zero-safe guard that a gate rule built: where(G == 0, 0, d), d linear in G."""
+    if node.op != "where" or node.rule is None:
+        return False
+    cond, zero = producers.get(node.inputs[0].name), producers.get(node.inputs[1].name)
+    return (cond is not None and cond.op == "equal" and zero is not None and zero.op == "const"
+            and zero.attrs["value"] == 0 and _is_zero(producers.get(cond.inputs[1].name)))
+
+
+def _is_zero(node) -> bool:
+    return node is not None and node.op == "const" and node.attrs["value"] == 0
+
+
+def _unguarded(graph: Graph) -> Graph:
+    """The graph with each zero-safe guard where(G == 0, 0, d) read as d (for rendering only).
+    Equal wherever d is finite, which holds at every sampled point; SymPy folds the guards'
+    nested Piecewise conditions very slowly (minutes for a 6-element Hessian).  The compiled
+    backends still run the guarded graph."""
+    producers = {n.out.name: n for n in graph.nodes}
+    alias: dict = {}
+    out = Graph(graph.name, list(graph.inputs))
+    for n in graph.nodes:
+        if _is_guard(n, producers):
+            alias[n.out.name] = alias.get(n.inputs[2].name, n.inputs[2])
+            continue
+        ins = tuple(alias.get(v.name, v) for v in n.inputs)
+        out.nodes.append(Node(n.op, ins, n.attrs, n.out, n.loc, n.rule, n.of))
+    out.outputs = {k: alias.get(v.name, v) for k, v in graph.outputs.items()}
+    return out
 
 
 def _deltas(exprs) -> list:
@@ -78,34 +117,37 @@ def check_hessian_against_sympy(graph: Graph, wrt=None, of=None, *, points: int 
     zs = [s for x in wrt for s in syms[x].ravel()]
     vs = [s for x in wrt for s in syms["v_" + x].ravel()]
     full = sp.hessian(fwd, zs) if zs else sp.zeros(0, 0)
+    delta_kinks = _deltas(list(full))       # where a DiracDelta term would not be 0
     full = full.applyfunc(_no_delta)
 
     rows, pairs = [], []          # pairs: (row, their expr, my expr), in evaluation order
     start = 0
     for x in wrt:
         n = syms[x].size
-        mine = render(blocks[x], labels, syms)[blocks[x].outputs["hessian_" + x].name]
+        plain = _unguarded(blocks[x])
+        mine = render(plain, labels, syms)[plain.outputs["hessian_" + x].name]
         row = GradientRow("hessian_" + x, mine.shape)
         theirs = full[start:start + n, start:start + n]
         for k, e in enumerate(mine.ravel()):
             pairs.append((row, theirs[k // n, k % n] if n else 0, e))
         rows.append(row)
         start += n
-    hv_env = render(hv_graph, labels, syms)
+    plain = _unguarded(hv_graph)
+    hv_env = render(plain, labels, syms)
     hv_ref = full * sp.Matrix(vs) if zs else sp.zeros(0, 1)
     start = 0
     for x in wrt:
         n = syms[x].size
-        mine = hv_env[hv_graph.outputs["hv_" + x].name]
+        mine = hv_env[plain.outputs["hv_" + x].name]
         row = GradientRow("hv_" + x, mine.shape)
         for k, e in enumerate(mine.ravel()):
             pairs.append((row, hv_ref[start + k], e))
         rows.append(row)
         start += n
 
-    flat = [_no_ite(e) for e in
+    flat = [_evaluable(e) for e in
             [fwd] + [e for _, a, b in pairs for e in (sp.sympify(a), sp.sympify(b))]]
-    kink_exprs = [_no_ite(e) for e in dict.fromkeys(kinks(flat) + _deltas(flat))]
+    kink_exprs = [_evaluable(e) for e in dict.fromkeys(kinks(flat) + delta_kinks)]
     samples, skipped = _sample(hv_graph, syms, rng, points, flat, kink_exprs, labels)
     if skipped:
         notes.append(f"sampled away from kinks: {skipped} candidate point(s) within "
@@ -192,7 +234,8 @@ def check_hessian_finite_differences(graph: Graph, wrt=None, of=None, *, eps: fl
             plus = interpret(dg, dict(point, **{x: point[x] + eps * v[x] for x in wrt}))
             minus = interpret(dg, dict(point, **{x: point[x] - eps * v[x] for x in wrt}))
             for x in wrt:
-                fd = (np.asarray(plus["d" + x]) - np.asarray(minus["d" + x])) / (2 * eps)
+                key = gradient_name(graph.outputs, of, x)
+                fd = (np.asarray(plus[key]) - np.asarray(minus[key])) / (2 * eps)
                 for k, (a, b) in enumerate(zip(np.ravel(fd), np.ravel(got["hv_" + x]))):
                     rows[x].add_numeric(float(a), float(b), tol, where=(p, k))
     report = CheckReport(f"check_hessian_finite_differences: {graph.name}, H·v of {of} over "

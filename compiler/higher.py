@@ -28,16 +28,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import builder as B
-from .autodiff import _copy_forward, _pick_output, _wrt_list, grad
+from .autodiff import _copy_forward, _pick_output, _wrt_list, grad, gradient_name
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer
 
 HESSIAN_MAX_ELEMENTS = 256
 
 
-def _with_dot(first: Graph, wrt: list, name: str):
+def _with_dot(first: Graph, wrt: list, name: str, dnames: dict):
     """A copy of the gradient graph `first` with new inputs v_<x> and the scalar
-    gv = Σ_x Σ d<x> ⊙ v_<x> as its only output (the seed of the second reverse pass)."""
+    gv = Σ_x Σ d<x> ⊙ v_<x> as its only output (the seed of the second reverse pass);
+    `dnames[x]` is the output name of d<x> in `first`."""
     new, env = _copy_forward(first, name)
     b = Builder(new, Namer(env))
     for x in wrt:
@@ -48,7 +49,7 @@ def _with_dot(first: Graph, wrt: list, name: str):
     b.rule, b.of = "hvp: gv = ⟨∇f, v⟩ = Σ d<x>·v_<x>", None
     total = None
     for x in wrt:
-        d = Var(b, env[first.outputs["d" + x].name])
+        d = Var(b, env[first.outputs[dnames[x]].name])
         term = B.sum(d * dirs[x])
         total = term if total is None else total + term
     b.rename(total, "gv")
@@ -66,15 +67,19 @@ def hvp(graph: Graph, wrt=None, of=None) -> Graph:
     wrt = _wrt_list(graph, wrt)
     of, _ = _pick_output(graph, of)
     first = grad(graph, wrt, of)
-    seeded = _with_dot(first, wrt, f"{graph.name}_hvp")
+    dnames = {x: gradient_name(graph.outputs, of, x) for x in wrt}
+    seeded = _with_dot(first, wrt, f"{graph.name}_hvp", dnames)
     second = grad(seeded, wrt, of="gv")
     vals = second.values()
+    created = {n.out.name for n in second.nodes[len(seeded.nodes):]}
     outputs = {k: vals[v.name] for k, v in first.outputs.items()}
     for x in wrt:
         key = "hv_" + x
         if key in outputs:
             raise GradcError(f"hvp: output name {key!r} is taken; rename the input {x!r}")
         hv = second.outputs["d" + x]
+        if hv.name in created and key not in vals:    # `hv_w = ...` in the emitted code
+            hv.name = key
         outputs[key] = hv
     second.outputs = outputs
     return second
@@ -99,8 +104,8 @@ def hessian(graph: Graph, wrt=None, of=None, max_elements: int = HESSIAN_MAX_ELE
                          f"{max_elements}): the Hessian is stacked from one reverse pass per "
                          "element; use hvp(graph, wrt) for H·v at this size")
     first = grad(graph, [w], of)
-    current, env = _copy_forward(first, f"{graph.name}_hessian")
-    dname = first.outputs["d" + w].name
+    current, _ = _copy_forward(first, f"{graph.name}_hessian")
+    dname = first.outputs[gradient_name(graph.outputs, of, w)].name
     rows = []
     for idx in np.ndindex(*wtype.shape):
         b = Builder(current, Namer(current.values()))
