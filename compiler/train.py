@@ -33,7 +33,7 @@ import json
 
 import numpy as np
 
-from .ir import GradcError, TensorType
+from .ir import NUMPY_DTYPE, GradcError, TensorType
 from .optim import Optimizer, append_update
 
 _FLOAT_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -118,15 +118,13 @@ class TrainStep:
         c = self._compiled(self._shapes(batch), training=True)
         self._last = c
         lay = c.layout
-        args = dict(self._params)
+        args = dict(c.fixed)           # params, buffers, lr and t: the same arrays every call
         args.update(batch)
         for name, p, shape in c.dropout:
             args[name] = self.rng.random(shape) >= p
-        args[lay.base_lr] = np.float64(self.optimizer.lr)
-        args[lay.t] = np.int64(self.t)
-        for inp, key in lay.state.items():
-            args[inp] = self.state[key]
-        out = c.kernel(**args)
+        c.fixed[lay.base_lr][...] = self.optimizer.lr
+        c.fixed[lay.t][...] = self.t
+        out = c.kernel(copy=False, **args)   # written back into our arrays at once, below
         for inp, key in lay.writeback:
             if inp == lay.t:
                 self.t = int(out[key])
@@ -229,7 +227,14 @@ class TrainStep:
         kw = {} if self.passes is None else {"passes": self.passes}
         kernel = compile_graph(g, backend=self.backend, **kw)
         self.compilations += 1
-        return _Compiled(kernel, g, layout, dropout, loss_key)
+        c = _Compiled(kernel, g, layout, dropout, loss_key)
+        if training:   # 0-d arrays updated in place keep the kernels' argument fast paths
+            types = {v.name: v.type for v in g.inputs}
+            c.fixed = dict(self._params)
+            c.fixed.update({inp: self.state[key] for inp, key in layout.state.items()})
+            for k in (layout.base_lr, layout.t):
+                c.fixed[k] = np.zeros((), dtype=NUMPY_DTYPE[types[k].dtype])
+        return c
 
 
 def _loss_key(g) -> str:

@@ -68,6 +68,7 @@ class LLVMKernel:
             got = fn(n) if fn else None
             if got is not None and got[0].name in {v.name for v in graph.inputs}:
                 self._labels.append((graph.inputs.index(got[0]), got[0].name, int(got[1]), n.op))
+        self._names = {v.name for v in graph.inputs}
         self._specs = [(v.name, np.dtype(NUMPY_DTYPE[v.dtype]), v.shape, v.type)
                        for v in graph.inputs]
         self._last = [None] * n_in       # the arrays whose pointers are in the slots
@@ -104,6 +105,11 @@ class LLVMKernel:
         return self._asm
 
     def __call__(self, **kwargs) -> dict:
+        """Run on keyword arrays; returns the outputs as fresh arrays, or with `copy=False` as
+        views of the kernel's own buffers, which the next call overwrites."""
+        copy = True
+        if "copy" in kwargs and "copy" not in self._names:
+            copy = bool(kwargs.pop("copy"))
         # fast path: every name present; arrays already of the declared dtype and shape,
         # C-contiguous and aligned are used as they are, anything else goes through the checks
         if len(kwargs) == len(self._specs) and not self.check_finite:
@@ -117,11 +123,11 @@ class LLVMKernel:
                     a = np.require(_convert(name, a, t), requirements=("C", "A"))
                 args.append(a)
             else:
-                return self._run(args)
+                return self._run(args, copy)
         args = check_arguments(self.graph, kwargs, check_finite=self.check_finite)
-        return self._run([np.require(a, requirements=("C", "A")) for a in args])
+        return self._run([np.require(a, requirements=("C", "A")) for a in args], copy)
 
-    def _run(self, args) -> dict:
+    def _run(self, args, copy: bool = True) -> dict:
         for k, name, depth, op in self._labels:
             lab = args[k]
             # one pass: as unsigned, a negative label is huge, so max() < depth checks both ends
@@ -139,7 +145,8 @@ class LLVMKernel:
             out = {}
             for key, src, scalar in self._out_plan:
                 buf = src if src is not None else last[scalar[1]]
-                out[key] = scalar[0](buf[()]) if scalar[0] is not None else buf.copy()
+                out[key] = (scalar[0](buf[()]) if scalar[0] is not None
+                            else buf.copy() if copy else buf)
         return out
 
     def __repr__(self) -> str:
