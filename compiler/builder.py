@@ -9,7 +9,8 @@ from __future__ import annotations
 import builtins
 import numbers
 
-from .ir import FLOAT_DTYPES, Graph, Namer, Node, ShapeError, TensorType, UnsupportedError, Value
+from .ir import (Graph, Namer, Node, ShapeError, TensorType, UnsupportedError, Value,
+                 const_value)
 
 
 class Builder:
@@ -58,13 +59,8 @@ class Builder:
         return Var(self, out)
 
     def const(self, value, dtype: str, shape=()) -> "Var":
-        if dtype in FLOAT_DTYPES:
-            value = float(value)
-        elif dtype == "bool":
-            value = bool(value)
-        else:
-            value = int(value)
-        return self.emit("const", [], value=value, dtype=dtype, shape=tuple(shape))
+        return self.emit("const", [], value=const_value(value, dtype), dtype=dtype,
+                         shape=tuple(shape))
 
     def rename(self, var: "Var", name: str) -> None:
         """Give a temporary a real name (the DSL names values after the model's variables)."""

@@ -129,6 +129,20 @@ def reduced_copy(graph: Graph, limit: int):
     return g, f"checked on a reduced copy of the model (same code, dimensions {changed})"
 
 
+def renderable(graph: Graph, max_symbols: int, notes: list, check: str, instead: str) -> Graph:
+    """The graph in float64, or its reduced copy when it has more than `max_symbols` float
+    input elements (a note says so); an error naming `instead` when it cannot be reduced."""
+    nsym = sum(v.type.size for v in graph.inputs if v.type.is_float)
+    if nsym > max_symbols:
+        small, why = reduced_copy(graph, max_symbols)
+        if small is None:
+            raise GradcError(f"{check}: {graph.name} has {nsym} float input elements (limit "
+                             f"{max_symbols}) and {why}; use {instead} for a model this size")
+        graph = small
+        notes.append(why)
+    return as_float64(graph)
+
+
 # ---- the check -----------------------------------------------------------------------------
 def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, seed: int = 0,
                         tol: float = 1e-9, time_budget: float = 10.0, max_symbols: int = 150,
@@ -136,16 +150,8 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     """Compare gradc's gradient of output `of` w.r.t. `wrt` with SymPy's derivative."""
     started = time.perf_counter()
     notes = []
-    nsym = sum(v.type.size for v in graph.inputs if v.type.is_float)
-    if nsym > max_symbols:
-        small, why = reduced_copy(graph, max_symbols)
-        if small is None:
-            raise GradcError(f"check_against_sympy: {graph.name} has {nsym} float input "
-                             f"elements (limit {max_symbols}) and {why}; use "
-                             "check_finite_differences for a model this size")
-        graph = small
-        notes.append(why)
-    graph = as_float64(graph)
+    graph = renderable(graph, max_symbols, notes, "check_against_sympy",
+                       "check_finite_differences")
     wrt = _wrt_list(graph, wrt)
     of, target = _pick_output(graph, of)
     dg = grad(graph, wrt, of)

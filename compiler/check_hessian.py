@@ -21,9 +21,9 @@ import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .check import (KINK_MARGIN, _sample, _simplifies_to_zero, as_float64, kinks, label_values,
-                    reduced_copy)
+                    renderable)
 from .higher import hessian, hvp
-from .ir import GradcError, Graph, Node
+from .ir import Graph, Node
 from .report import CheckReport, GradientRow
 from .symbolic import input_symbols, render
 
@@ -96,16 +96,8 @@ def check_hessian_against_sympy(graph: Graph, wrt=None, of=None, *, points: int 
     reduced copy (as check_against_sympy does)."""
     started = time.perf_counter()
     notes = []
-    nsym = sum(v.type.size for v in graph.inputs if v.type.is_float)
-    if nsym > max_symbols:
-        small, why = reduced_copy(graph, max_symbols)
-        if small is None:
-            raise GradcError(f"check_hessian_against_sympy: {graph.name} has {nsym} float input "
-                             f"elements (limit {max_symbols}) and {why}; use "
-                             "check_hessian_finite_differences for a model this size")
-        graph = small
-        notes.append(why)
-    graph = as_float64(graph)
+    graph = renderable(graph, max_symbols, notes, "check_hessian_against_sympy",
+                       "check_hessian_finite_differences")
     wrt = _wrt_list(graph, wrt)
     of, target = _pick_output(graph, of)
     hv_graph = hvp(graph, wrt, of)

@@ -176,6 +176,15 @@ class Graph:
                 f"outputs {list(self.outputs)}>")
 
 
+def const_value(value, dtype: str):
+    """A constant's value as its dtype's Python type (float, bool or int)."""
+    if dtype in FLOAT_DTYPES:
+        return float(value)
+    if dtype == "bool":
+        return bool(value)
+    return int(value)
+
+
 class Namer:
     """Hands out unique, valid, non-keyword names.  Temporaries are `t0, t1, ...`; a requested
     name that is taken gets a numeric suffix (`h`, `h_1`, `h_2`)."""

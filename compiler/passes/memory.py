@@ -87,7 +87,6 @@ MIN_ELEMENTS = 1 << 13     # smaller results allocate as usual: NumPy's small-ar
 def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
     """Liveness and buffer assignment for `graph` (see the module docstring): every plannable
     node with at least `min_elements` elements gets a buffer."""
-    order = {n.out.name: k for k, n in enumerate(graph.nodes)}
     end = len(graph.nodes)
     producers = graph.producers()
     root: dict = {}                    # value -> the value owning its memory

@@ -18,7 +18,7 @@ renamed (`dq = 1.0 * z` with z a model variable makes dq an alias of z).
 """
 from __future__ import annotations
 
-from ..ir import GradcError, Graph, Namer, Node, Value
+from ..ir import GradcError, Graph, Namer, Node, Value, const_value
 from ..ops import SHAPE_RULES
 
 
@@ -79,13 +79,8 @@ class Rewriter:
 
     def const(self, value, dtype: str, shape=()) -> Value:
         """A constant node (the value normalized as `Builder.const` does)."""
-        if dtype in ("f32", "f64"):
-            value = float(value)
-        elif dtype == "bool":
-            value = bool(value)
-        else:
-            value = int(value)
-        return self.emit("const", [], value=value, dtype=dtype, shape=tuple(shape))
+        return self.emit("const", [], value=const_value(value, dtype), dtype=dtype,
+                         shape=tuple(shape))
 
     def keep(self, n: Node) -> Value:
         """Copy the old node `n` unchanged (inputs mapped into the new graph)."""
