@@ -8,7 +8,9 @@ cold compile time, and warm-disk-cache compile time in a new process.
     python benchmarks/llvm_bench.py --sizes tiny    # a subset
 
 Times are medians.  tiny N=64,D=2,H=100,C=3; cifar N=200,D=3072,H=100,C=10;
-big N=1024,D=1024,H=1024,C=10.
+big N=1024,D=1024,H=1024,C=10.  On a machine shared with other work, multithreaded BLAS makes
+the GEMM-bound sizes erratic: `OPENBLAS_NUM_THREADS=1 python benchmarks/llvm_bench.py` gives
+stable ratios (NumPy's and SciPy's OpenBLAS both read it).
 """
 from __future__ import annotations
 

@@ -7,11 +7,14 @@
    allocated per call, the peak of live intermediate bytes (unplanned code), and the planned
    buffers (allocated once, reused across calls).
 2. One SGD train step (forward + gradient + update) of the two-layer net (relu hidden layer,
-   softmax cross-entropy), timed in the same run, interleaved, median of `reps`:
+   softmax cross-entropy), timed in the same run, interleaved (in a shuffled order each round),
+   median of `reps`:
      hand     a hand-written CS231n-style NumPy step (the oracle and the baseline)
      kernel   the compiled step graph (compiler.train_step's graph, passes + memory planning),
-              called directly with copy=False and the new parameters copied back in place
-              (what the train step object could do; its own loop asks for fresh copies)
+              called directly by keyword with copy=False (every argument checked) and the new
+              parameters copied back in place
+     bound    the same kernel through `kernel.bind(params, donate=...)`: parameters checked
+              once, updates computed into the parameter arrays (what the train step does)
      step     the public compiler.train_step object (its own bookkeeping included)
      nopass   compiler.train_step with passes=[] (no passes, no planning)
    The ratio is time / hand (below 1.0: faster than the hand-written step).
@@ -122,18 +125,24 @@ def time_steps(size, dtype, reps):
     kernel = _kernel_runner(step, X, y)
     if kernel is not None:
         runners["kernel"] = kernel
+        if hasattr(step._last.kernel, "bind"):
+            runners["bound"] = _bound_runner(step, X, y)
     times = {k: [] for k in runners}
     for _ in range(3):                 # warm up (buffers allocated, caches filled)
         for f in runners.values():
             f()
+    order = list(runners)
+    shuffle = np.random.default_rng(1).shuffle
     for _ in range(reps):
-        for k, f in runners.items():   # interleaved: the machine's noise hits all alike
+        shuffle(order)                 # interleaved, in a new order each round: the machine's
+        for k in order:                # noise hits all alike, and no runner always starts on
+            f = runners[k]             # the caches the same other one left behind
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in times.items()}
     line = f"  {size:6s} {dtype}  hand {med['hand'] * 1e3:9.3f} ms"
-    for k in ("kernel", "step", "nopass"):
+    for k in ("kernel", "bound", "step", "nopass"):
         if k in med:
             line += f"   {k} {med[k] * 1e3:9.3f} ms ({med[k] / med['hand']:.2f}x)"
     print(line, flush=True)
@@ -157,6 +166,26 @@ def _kernel_runner(step, X, y):
             np.copyto(params[inp], out[key])
         return out[c.loss_key]
     return run
+
+
+def _bound_runner(step, X, y):
+    """The step's kernel bound to the parameters (NumpyKernel.bind), updates computed into
+    them.  Parameters of its own (copies), so that it trains alongside the others."""
+    c = step._last
+    lay = c.layout
+    fixed = {k: v.copy() for k, v in step.params.items()}
+    fixed[lay.base_lr], fixed[lay.t] = np.full((), LR), np.zeros((), np.int64)
+    run = c.kernel.bind(fixed, donate={key: inp for inp, key in lay.writeback
+                                       if inp in step.params})
+    back = [(fixed[inp], key) for inp, key in lay.writeback if inp in step.params]
+
+    def go():
+        out = run(X=X, y=y)
+        for dst, key in back:
+            if out[key] is not dst:
+                np.copyto(dst, out[key])
+        return float(out[c.loss_key])
+    return go
 
 
 def main(argv=None):

@@ -10,7 +10,10 @@ respect to the parameters (`compiler.grad`), the optimizer's update rule is appe
 (`compiler.optim.append_update`: optimizer buffers and the step counter are graph inputs, their
 new values graph outputs), and the graph is compiled with `compiler.compile(backend=...)`.  The
 step object owns the parameter and buffer arrays and, after each call, writes the `*_next`
-outputs back into them in place (so `step.params["W1"]` keeps its identity).
+outputs back into them in place (so `step.params["W1"]` keeps its identity).  The NumPy kernel
+is called through `NumpyKernel.bind`: those arrays are checked once, and each update is computed
+straight into its array (`W1_next = np.subtract(W1, ..., out=W1)`, in the kernel's
+`bound_source`; `step.source` is the plain emitted function).
 
 `loss` returns the scalar loss, or a dict with a `"loss"` entry and other outputs (scores, ...)
 that `step.evaluate` returns.  Input shapes other than the declared ones (a smaller last batch)
@@ -47,6 +50,17 @@ class _Compiled:
         self.kernel, self.graph, self.layout = kernel, graph, layout
         self.dropout = dropout          # [(graph input name, p, shape)] in input order
         self.loss_key = loss_key
+        self.shapes: dict = {}          # training variants: batch input name -> shape
+
+    def takes(self, batch: dict) -> bool:
+        """Whether `batch` is arrays of exactly this variant's input shapes (no re-tracing)."""
+        if len(batch) != len(self.shapes):
+            return False
+        for k, shape in self.shapes.items():
+            a = batch.get(k)
+            if type(a) is not np.ndarray or a.shape != shape:
+                return False
+        return True
 
 
 class TrainStep:
@@ -115,24 +129,24 @@ class TrainStep:
 
     def __call__(self, **batch) -> float:
         """One update on `batch`; returns the loss computed before it."""
-        c = self._compiled(self._shapes(batch), training=True)
-        self._last = c
+        c = self._last
+        if not c.takes(batch):          # the hot path: the same shapes as the last call
+            c = self._compiled(self._shapes(batch), training=True)
+            self._last = c
         lay = c.layout
-        args = dict(c.fixed)           # params, buffers, lr and t: the same arrays every call
-        args.update(batch)
         for name, p, shape in c.dropout:
-            args[name] = self.rng.random(shape) >= p
+            batch[name] = self.rng.random(shape) >= p
         c.fixed[lay.base_lr][...] = self.optimizer.lr
         c.fixed[lay.t][...] = self.t
-        out = c.kernel(copy=False, **args)   # written back into our arrays at once, below
-        for inp, key in lay.writeback:
-            if inp == lay.t:
-                self.t = int(out[key])
-            elif inp in lay.state:
-                np.copyto(self.state[lay.state[inp]], out[key])
-            else:
-                np.copyto(self._params[inp], out[key])
-        self.last = {k: float(v) for k, v in out.items() if np.ndim(v) == 0 and k in _SCALARS}
+        if c.run is not None:          # the kernel holds our arrays, checked once (bind)
+            out = c.run(**batch)
+        else:                          # params, buffers, lr and t: the same arrays every call
+            out = c.kernel(copy=False, **c.fixed, **batch)
+        for dst, key in c.copy_back:
+            if out[key] is not dst:        # not already computed into it (NumpyKernel.bind)
+                np.copyto(dst, out[key])
+        self.t = int(out[c.t_key])
+        self.last = {k: float(out[k]) for k in c.scalar_keys}
         return self.last["loss"]
 
     def evaluate(self, **batch) -> dict:
@@ -234,6 +248,15 @@ class TrainStep:
             c.fixed.update({inp: self.state[key] for inp, key in layout.state.items()})
             for k in (layout.base_lr, layout.t):
                 c.fixed[k] = np.zeros((), dtype=NUMPY_DTYPE[types[k].dtype])
+            c.shapes = {k: t.shape for k, t in specs.items()}   # the batch this variant takes
+            c.copy_back = [(self._params[inp] if inp in self._params
+                            else self.state[layout.state[inp]], key)
+                           for inp, key in layout.writeback if inp != layout.t]
+            c.t_key = dict(layout.writeback)[layout.t]
+            c.scalar_keys = [k for k, v in g.outputs.items() if v.shape == () and k in _SCALARS]
+            bind = getattr(kernel, "bind", None)     # the NumPy kernel's cheaper call, with
+            c.run = None if bind is None else bind(   # each update computed into its array
+                c.fixed, donate={key: inp for inp, key in layout.writeback if inp != layout.t})
         return c
 
 

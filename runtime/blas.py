@@ -1,8 +1,11 @@
 """BLAS for native code: the addresses of SciPy's Fortran `dgemm`/`sgemm` (LP64), bound to the
 JIT's symbol table under gradc's own names so that emitted code calls them by name.
 
-The addresses come from `scipy.linalg.cython_blas.__pyx_capi__` (PyCapsules), so emitted
-objects never hold an absolute address: a cached object is relinked by name in each process.
+The addresses come from SciPy's bundled OpenBLAS (`scipy.libs/libscipy_openblas*.so`, its
+`scipy_dgemm_`/`scipy_sgemm_`: loading that library takes ~5 ms, importing scipy's extension
+~25 ms or more), else from `scipy.linalg.cython_blas.__pyx_capi__` (PyCapsules that wrap the
+same routines).  Emitted objects never hold an absolute address: a cached object is relinked by
+name in each process.
 
 Fortran convention: every argument by pointer; column-major.  A row-major C[M,N] = A[M,K]·B[K,N]
 is the column-major Cᵀ = Bᵀ·Aᵀ, i.e. gemm('N', 'N', N, M, K, 1, B, N, A, K, 0, C, N); a
@@ -57,8 +60,33 @@ def _cython_blas():
     return cython_blas
 
 
+def _bundled_openblas() -> dict:
+    """{gradc symbol: address} from the OpenBLAS library a SciPy wheel ships, or {}."""
+    import importlib.util
+    import os
+    try:
+        import glob
+        spec = importlib.util.find_spec("scipy")
+        root = os.path.dirname(os.path.dirname(spec.origin))
+        found = sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*")))
+        if len(found) != 1:          # none, or several and no way to tell which scipy uses
+            return {}
+        lib = ctypes.CDLL(found[0])
+        out = {}
+        for sym, fortran in SYMBOLS.items():
+            addr = ctypes.cast(getattr(lib, f"scipy_{fortran}_"), ctypes.c_void_p).value
+            if not addr:
+                return {}
+            out[sym] = addr
+        return out
+    except Exception:  # any layout surprise: scipy's own Cython interface
+        return {}
+
+
 def addresses() -> dict:
-    """{gradc symbol: address} of the BLAS routines (imported from SciPy on first use)."""
+    """{gradc symbol: address} of the BLAS routines (loaded from SciPy on first use)."""
+    if not _bound:
+        _bound.update(_bundled_openblas())
     if not _bound:
         cython_blas = _cython_blas()
         for sym, fortran in SYMBOLS.items():

@@ -1,7 +1,10 @@
 """On-disk cache of native object code.
 
-Key: sha256 of the LLVM IR text and `jit.target_key()` (llvmlite and LLVM versions, target
-triple, CPU name and features), so code built for another CPU or LLVM is never reused.
+Key: sha256 of the compiled text and `jit.target_key()` (llvmlite and LLVM versions, target
+triple, CPU name and features), so code built for another CPU or LLVM is never reused.  The
+LLVM kernel (runtime/llvm_kernel.py) keys on the graph's text form plus `codegen_version()` (a
+hash of the code generator's sources) rather than on the LLVM IR, so a warm cache hit never
+emits IR.
 Objects hold no absolute addresses (externals are relinked by name), so they are valid in any
 process.  Location: $GRADC_CACHE_DIR, else ~/.cache/gradc.
 
@@ -11,9 +14,15 @@ truncated, altered or unreadable is ignored and rebuilt, never trusted.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
+
+try:                        # the builtin SHA-256 (importing hashlib loads OpenSSL: ~9 ms)
+    from _sha2 import sha256          # Python >= 3.12
+except ImportError:
+    try:
+        from _sha256 import sha256    # Python 3.10, 3.11
+    except ImportError:
+        from hashlib import sha256
 
 MAGIC = b"GRADC-OBJ-1\n"
 
@@ -23,8 +32,34 @@ def cache_dir() -> str:
         os.path.expanduser("~"), ".cache", "gradc")
 
 
+_CODEGEN_FILES = ("compiler/codegen/llvm_emit.py", "compiler/codegen/llvm_lower.py",
+                  "compiler/codegen/llvm_math.py", "compiler/codegen/llvm_reduce.py",
+                  "compiler/codegen/llvm_shape.py", "compiler/codegen/llvm_labels.py",
+                  "compiler/passes/fusion.py", "compiler/passes/fold.py", "compiler/ir.py",
+                  "runtime/jit.py")
+_version: list = []
+
+
+def codegen_version() -> str:
+    """sha256 of the sources that turn a graph into object code (the LLVM lowerings, the fusion
+    analysis, the JIT's optimization settings): a kernel keyed by its graph's text plus this
+    never reuses an object built by other code generator sources."""
+    if not _version:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        h = sha256()
+        for rel in _CODEGEN_FILES:
+            try:
+                with open(os.path.join(root, rel), "rb") as f:
+                    h.update(f.read())
+            except OSError:
+                h.update(b"missing " + rel.encode())
+            h.update(b"\0")
+        _version.append(h.hexdigest())
+    return _version[0]
+
+
 def key(ir_text: str, target: str) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     h.update(target.encode())
     h.update(b"\0")
     h.update(ir_text.encode())
@@ -46,7 +81,7 @@ def get(k: str):
     if len(data) < head or not data.startswith(MAGIC):
         return None
     digest, payload = data[len(MAGIC):head], data[head:]
-    if hashlib.sha256(payload).digest() != digest:
+    if sha256(payload).digest() != digest:
         return None
     line, sep, obj = payload.partition(b"\n")
     if not sep or not obj:
@@ -58,10 +93,11 @@ def get(k: str):
 def put(k: str, obj: bytes, ext) -> bool:
     """Store an entry atomically; False (and no error) if the directory is not writable."""
     payload = ",".join(ext).encode("ascii") + b"\n" + obj
-    data = MAGIC + hashlib.sha256(payload).digest() + payload
+    data = MAGIC + sha256(payload).digest() + payload
     target = path_for(k)
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        import tempfile
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target))
         try:
             with os.fdopen(fd, "wb") as f:

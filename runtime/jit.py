@@ -114,6 +114,18 @@ def load(obj: bytes, symbol: str, ext) -> int:
         return addr
 
 
+def address(symbol: str) -> int:
+    """The address of another function of an object already loaded by `load`."""
+    with _lock:
+        if symbol in _loaded:
+            return _loaded[symbol]
+        addr = _init()["engine"].get_function_address(symbol)
+        if not addr:
+            raise RuntimeError(f"native function {symbol!r} not found in the loaded code")
+        _loaded[symbol] = addr
+        return addr
+
+
 def loaded(symbol: str) -> int | None:
     return _loaded.get(symbol)
 

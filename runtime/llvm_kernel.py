@@ -2,11 +2,14 @@
 `void f(void **buffers)` (compiler/codegen/llvm_emit.py), built through the process JIT
 (runtime/jit.py) and the on-disk object cache (runtime/cache.py).
 
-A call: check every argument (names, dtypes, shapes; runtime/checks.py) and every integer
-label against its class count, all BEFORE native code runs; make inputs C-contiguous; write
-their data pointers into the prepared pointer array (intermediate and output buffers are
-allocated once, at compile time); one native call; copy the outputs out (so the caller owns
-them and the next call cannot overwrite them).  A kernel is not re-entrant: one call at a time
+A call: check every argument (names, dtypes, shapes; runtime/checks.py; an array already of
+the declared dtype, shape and C-contiguous strides passes in a few comparisons), make inputs
+C-contiguous, write their data pointers into the prepared pointer array (intermediate and
+output buffers are allocated once, at compile time), then check every integer label against
+its class count with the module's second native function (it only reads the labels; a bad
+label raises before the graph's function runs); one native call; the outputs are the caller's
+own: small ones copied out, large ones (≥ 64 KiB) written by the native code straight into
+arrays allocated for this call (no copy pass).  A kernel is not re-entrant: one call at a time
 per kernel object (a lock serializes calls from several threads).
 """
 from __future__ import annotations
@@ -22,10 +25,17 @@ from . import cache, jit
 from .checks import _convert, check_arguments
 
 PLACEHOLDER = "gradc_entry"
+FRESH_BYTES = 1 << 16     # outputs this large are written into a new array per call, not copied
 
 
 def _usable(flags) -> bool:
     return flags.c_contiguous and flags.aligned
+
+
+# scalar argument types taken as they are for a 0-d input, by (dtype kind, itemsize): the ones
+# check_arguments converts without loss (a Python float is weakly typed, as in NumPy)
+_SCALAR_TYPES = {("f", 8): (float, int, np.float64), ("f", 4): (float, int, np.float32),
+                 ("i", 8): (int, np.int64), ("b", 1): (bool, np.bool_)}
 
 
 class LLVMKernel:
@@ -38,18 +48,31 @@ class LLVMKernel:
     check_finite = False     # compile(..., check_finite=True): NaN/inf inputs are refused
 
     def __init__(self, graph, fname: str | None = None, fuse: bool = True):
-        from compiler.codegen.llvm_emit import buffer_values, emit_llvm_plan
+        from compiler.codegen.llvm_emit import buffer_values, plan_untouched
+        from compiler.codegen.llvm_labels import label_checks
         from compiler.codegen.llvm_lower import LLVM_LOWERINGS
         self.graph = graph
         self.ir = str(graph)
-        text, untouched = emit_llvm_plan(graph, PLACEHOLDER, fuse)
-        self.key = cache.key(text, jit.target_key())
+        self._fuse = fuse
+        self._source = None
+        self._untouched = None
+        # keyed by the graph's text (complete: it parses back to an equal graph) and the code
+        # generator's sources, so a warm cache hit loads the object without emitting any IR
+        from compiler.codegen import llvm_emit, llvm_shape
+        tunables = (f"fuse={bool(fuse)}; small gemm {llvm_shape.SMALL_GEMM}, unroll "
+                    f"{llvm_shape.UNROLL_K}; scoped {llvm_emit.MAX_SCOPED_BUFFERS}")
+        self.key = cache.key(f"{self.ir}\n; {tunables}\n",
+                             f"{jit.target_key()}; codegen {cache.codegen_version()}")
         safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in (fname or graph.name))
         self.symbol = f"gradc_{safe}_{self.key[:16]}"
-        self.source = text.replace(f'@"{PLACEHOLDER}"', f'@"{self.symbol}"')
         self.cached = False
         self.address = self._build()
+        untouched = (self._untouched if self._untouched is not None
+                     else plan_untouched(graph, fuse))
         self._cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)
+        self._labels = label_checks(graph, LLVM_LOWERINGS)
+        self._check = (ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(
+            jit.address(self.symbol + "_labels")) if self._labels else None)
         values = buffer_values(graph)
         self._slot = {v.name: k for k, v in enumerate(values)}
         self._ptrs = (ctypes.c_void_p * max(1, len(values)))()
@@ -61,25 +84,118 @@ class LLVMKernel:
             buf = np.empty(shape, dtype=NUMPY_DTYPE[v.dtype])
             self._buffers[v.name] = buf
             self._ptrs[k] = buf.ctypes.data
-        self._in_slots = list(range(n_in))
-        self._labels = []
-        for n in graph.nodes:
-            fn = getattr(LLVM_LOWERINGS[n.op], "labels", None)
-            got = fn(n) if fn else None
-            if got is not None and got[0].name in {v.name for v in graph.inputs}:
-                self._labels.append((graph.inputs.index(got[0]), got[0].name, int(got[1]), n.op))
         self._names = {v.name for v in graph.inputs}
+        self._n_in = n_in
         self._specs = [(v.name, np.dtype(NUMPY_DTYPE[v.dtype]), v.shape, v.type)
                        for v in graph.inputs]
+        # (name, dtype, shape, C-contiguous strides, type): an argument matching all of these
+        # is used as it is (alignment is checked when its pointer is first taken)
+        self._fast = [(name, dt, shape, np.empty(shape, dt).strides, t)
+                      for name, dt, shape, t in self._specs]
         self._last = [None] * n_in       # the arrays whose pointers are in the slots
-        self._out_plan = []              # (name, own buffer or None, (scalar type, input slot))
+        counts: dict = {}
+        for v in graph.outputs.values():
+            counts[v.name] = counts.get(v.name, 0) + 1
+        # per output: (name, kind, buffer or input slot); kinds: "scalar" (a NumPy scalar of
+        # the buffer, or of the input at the slot), "own" (a copy of the kernel's buffer),
+        # "fresh" (a new array the native code writes into), "input" (a copy of an input)
+        self._out_plan = []
+        self._fresh = []                 # (slot, own buffer, its pointer) of "fresh" outputs
         for k, v in graph.outputs.items():
-            conv = np.dtype(NUMPY_DTYPE[v.dtype]).type if v.shape == () else None
-            self._out_plan.append((k, self._buffers.get(v.name),
-                                   (conv, self._slot[v.name] if v.name not in self._buffers
-                                    else None)))
+            buf = self._buffers.get(v.name)
+            if v.shape == ():
+                self._out_plan.append((k, "scalar", buf if buf is not None
+                                       else self._slot[v.name]))
+            elif buf is None:
+                self._out_plan.append((k, "input", self._slot[v.name]))
+            elif buf.nbytes >= FRESH_BYTES and counts[v.name] == 1:
+                slot = self._slot[v.name]
+                self._out_plan.append((k, "fresh", slot))
+                self._fresh.append((slot, buf, buf.ctypes.data))
+            else:
+                self._out_plan.append((k, "own", buf))
+        self._installed = {slot: buf for slot, buf, _ in self._fresh}   # array in each slot
         self._lock = threading.Lock()
         self._asm = None
+        self._fastcall = self._specialize()
+
+    def _specialize(self):
+        """The common call as straight-line Python made for this kernel (each input and output
+        named, no loops, no dict of plans): `fast(kwargs, copy)` runs the kernel when every
+        argument is an array of exactly the declared dtype, shape and C-contiguous strides, else
+        returns None (and the general path converts or refuses)."""
+        env = {"ndarray": np.ndarray, "empty": np.empty, "last": self._last, "self": self,
+               "acquire": self._lock.acquire, "release": self._lock.release,
+               "installed": self._installed, "ptrs": self._ptrs, "addr": self._ptrs_addr}
+        code = ["def fast(kw, copy):"]
+        boxed = []
+        for k, (name, dt, shape, strides, _) in enumerate(self._fast):
+            env.update({f"dt{k}": dt, f"sh{k}": shape, f"st{k}": strides})
+            code.append(f"    a{k} = kw.get({name!r})")
+            if shape == ():   # a Python or NumPy scalar goes through a 0-d array we own
+                env[f"ok{k}"] = _SCALAR_TYPES[dt.kind, dt.itemsize]
+                env[f"box{k}"] = np.zeros((), dtype=dt)
+                boxed.append(k)
+                code += [f"    if type(a{k}) is ndarray:",
+                         f"        if a{k}.dtype is not dt{k} or a{k}.shape != ():",
+                         "            return None",
+                         f"    elif type(a{k}) not in ok{k}:", "        return None"]
+                continue
+            code += [f"    if (type(a{k}) is not ndarray or a{k}.dtype is not dt{k} or "
+                     f"a{k}.shape != sh{k} or a{k}.strides != st{k}):", "        return None"]
+        code += ["    acquire()", "    try:"]
+        for k in boxed:
+            code += [f"        if type(a{k}) is not ndarray:",
+                     f"            box{k}[()] = a{k}", f"            a{k} = box{k}"]
+        for k in range(len(self._fast)):
+            code.append(f"        if a{k} is not last[{k}]: self._install({k}, a{k})")
+        if self._check is not None:
+            code += ["        bad = self._check(addr)",
+                     "        if bad: raise self._label_error(last, bad)"]
+        if self._fresh:
+            code.append("        if copy:")
+            for j, (slot, own, _) in enumerate(self._fresh):
+                env[f"own{j}"] = own
+                code += [f"            f{j} = installed[{slot}] = empty(own{j}.shape, own{j}.dtype)",
+                         f"            ptrs[{slot}] = f{j}.ctypes.data"]
+            code += ["        else:", "            self._restore()"]
+        code += ["        self._cfunc(addr)", "        return {"]
+        for j, (key, kind, src) in enumerate(self._out_plan):
+            env[f"o{j}"] = src
+            ref = f"o{j}" if type(src) is not int else f"last[{src}]"
+            expr = (f"{ref}[()]" if kind == "scalar" else f"installed[{src}]" if kind == "fresh"
+                    else f"({ref}.copy() if copy else {ref})")
+            code.append(f"            {key!r}: {expr},")
+        code += ["        }", "    finally:", "        release()"]
+        exec(compile("\n".join(code), f"<gradc call of {self.symbol}>", "exec"), env)
+        return env["fast"]
+
+    def _install(self, k: int, a) -> None:
+        """Put input `a`'s data pointer in slot k (an unaligned array is copied first)."""
+        if not a.flags.aligned:
+            a = a.copy()
+        self._ptrs[k] = a.ctypes.data
+        self._last[k] = a
+
+    def _restore(self) -> None:
+        """The kernel's own buffers back in the slots of the "fresh" outputs (copy=False)."""
+        for slot, own, ptr in self._fresh:
+            if self._installed[slot] is not own:
+                self._ptrs[slot] = ptr
+                self._installed[slot] = own
+
+    def _emit(self) -> None:
+        from compiler.codegen.llvm_emit import emit_llvm_plan
+        text, self._untouched = emit_llvm_plan(self.graph, PLACEHOLDER, self._fuse)
+        # the entry and its label check (PLACEHOLDER + "_labels") take the kernel's symbol
+        self._source = text.replace(f'@"{PLACEHOLDER}', f'@"{self.symbol}')
+
+    @property
+    def source(self) -> str:
+        """The LLVM IR (emitted on first use when the object came from the cache)."""
+        if self._source is None:
+            self._emit()
+        return self._source
 
     def _build(self) -> int:
         addr = jit.loaded(self.symbol)
@@ -110,14 +226,17 @@ class LLVMKernel:
         copy = True
         if "copy" in kwargs and "copy" not in self._names:
             copy = bool(kwargs.pop("copy"))
-        # fast path: every name present; arrays already of the declared dtype and shape,
-        # C-contiguous and aligned are used as they are, anything else goes through the checks
-        if len(kwargs) == len(self._specs) and not self.check_finite:
+        # fast path: every name present; arrays already of the declared dtype and shape and
+        # C-contiguous are used as they are, anything else goes through the checks
+        if len(kwargs) == self._n_in and not self.check_finite:
+            out = self._fastcall(kwargs, copy)
+            if out is not None:
+                return out
             args = []
-            for name, dt, shape, t in self._specs:
+            for name, dt, shape, strides, t in self._fast:
                 a = kwargs.get(name)
-                if (type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt)
-                        or a.shape != shape or not _usable(a.flags)):
+                if (type(a) is not np.ndarray or a.dtype is not dt or a.shape != shape
+                        or a.strides != strides):
                     if a is None and name not in kwargs:
                         break
                     a = np.require(_convert(name, a, t), requirements=("C", "A"))
@@ -127,26 +246,55 @@ class LLVMKernel:
         args = check_arguments(self.graph, kwargs, check_finite=self.check_finite)
         return self._run([np.require(a, requirements=("C", "A")) for a in args], copy)
 
+    def _label_error(self, args, code: int) -> ValueError:
+        k, name, depth, op = self._labels[code - 1]
+        lab = args[k]
+        bad = lab[(lab < 0) | (lab >= depth)].ravel()[0]
+        return ValueError(f"argument {name!r}: label {int(bad)} is outside [0, {depth}) "
+                          f"(the {op} op has {depth} classes)")
+
     def _run(self, args, copy: bool = True) -> dict:
-        for k, name, depth, op in self._labels:
-            lab = args[k]
-            # one pass: as unsigned, a negative label is huge, so max() < depth checks both ends
-            if lab.size and lab.view(np.uint64).max() >= depth:
-                bad = lab[(lab < 0) | (lab >= depth)].ravel()[0]
-                raise ValueError(f"argument {name!r}: label {int(bad)} is outside [0, {depth}) "
-                                 f"(the {op} op has {depth} classes)")
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             ptrs, last = self._ptrs, self._last
-            for k, a in enumerate(args):
+            k = 0
+            for a in args:
                 if a is not last[k]:       # an array's data pointer is fixed for its lifetime
+                    if not a.flags.aligned:
+                        a = a.copy()
                     ptrs[k] = a.ctypes.data
                     last[k] = a
+                k += 1
+            # every label in range, checked by native code that only reads the labels
+            if self._check is not None:
+                code = self._check(self._ptrs_addr)
+                if code:
+                    raise self._label_error(last, code)
+            installed = self._installed
+            if copy:
+                for slot, own, _ in self._fresh:      # the caller gets the array written
+                    a = np.empty(own.shape, own.dtype)
+                    ptrs[slot] = a.ctypes.data
+                    installed[slot] = a
+            else:
+                for slot, own, ptr in self._fresh:    # the kernel's own buffer back in place
+                    if installed[slot] is not own:
+                        ptrs[slot] = ptr
+                        installed[slot] = own
             self._cfunc(self._ptrs_addr)
             out = {}
-            for key, src, scalar in self._out_plan:
-                buf = src if src is not None else last[scalar[1]]
-                out[key] = (scalar[0](buf[()]) if scalar[0] is not None
-                            else buf.copy() if copy else buf)
+            for key, kind, src in self._out_plan:
+                if kind == "own":
+                    out[key] = src.copy() if copy else src
+                elif kind == "scalar":
+                    out[key] = (src if type(src) is not int else last[src])[()]
+                elif kind == "fresh":
+                    out[key] = installed[src]
+                else:
+                    out[key] = last[src].copy() if copy else last[src]
+        finally:
+            lock.release()
         return out
 
     def __repr__(self) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 
 from compiler.ir import NUMPY_DTYPE
 
-from .checks import check_arguments, check_labels
+from .checks import check_arguments, label_checks
 
 
 class NumpyKernel:
@@ -32,37 +32,40 @@ class NumpyKernel:
         self._buffers = None
         self.source = source
         self.ir = str(graph)
-        filename = f"<gradc:{graph.name}:{id(self):x}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        namespace = {"__name__": f"gradc_generated_{graph.name}"}
-        exec(compile(source, filename, "exec"), namespace)  # our own emitted code
-        self._fn = namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
+        self.bound_source = None     # see bind
+        self._fn = self._load(source, fname)
         self._out_types = [(k, v.type) for k, v in graph.outputs.items()]
         self._copy_keys = _aliasing_outputs(graph)
         self._specs = [(v.name, np.dtype(NUMPY_DTYPE[v.dtype]), v.shape) for v in graph.inputs]
         self._out_specs = [(k, np.dtype(NUMPY_DTYPE[t.dtype]), t.shape == ())
                            for k, t in self._out_types]
+        self._copy_kw = not any(v.name == "copy" for v in graph.inputs)  # else an input's name
+        self._labels = [(k, depth) for k, _, depth, _ in label_checks(graph)]
 
     def _exact_arguments(self, kwargs: dict):
         """The arguments in order when each already is an ndarray of exactly the declared
         dtype and shape (the hot path of a training loop: what check_arguments would return
-        unchanged); None sends the call through the full checks, which phrase the errors."""
+        unchanged) and every label is in range; None sends the call through the full checks,
+        which phrase the errors."""
         if len(kwargs) != len(self._specs):
             return None
         out = []
         for name, dt, shape in self._specs:
             a = kwargs.get(name)
-            if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape:
-                if shape != () or type(a) is not dt.type:   # a NumPy scalar of the dtype
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype is not dt:
+                if type(a) is np.ndarray and a.shape == shape and a.dtype == dt:
+                    pass                  # an equal dtype object that is not NumPy's own
+                elif shape != () or type(a) is not dt.type:   # a NumPy scalar of the dtype
                     return None
             out.append(a)
-        check_labels(self.graph, out)     # labels in [0, C) (NumPy would wrap -1 around)
+        for k, depth in self._labels:     # labels in [0, C) (NumPy would wrap -1 around):
+            lab = out[k]                  # one reduction, negatives read as huge unsigned
+            if lab.size and lab.view(np.uint64).max() >= depth:
+                return None
         return out
 
     def __call__(self, **kwargs) -> dict:
-        copy = True
-        if "copy" in kwargs and not any(v.name == "copy" for v in self.graph.inputs):
-            copy = bool(kwargs.pop("copy"))      # an input named `copy` keeps its name
+        copy = kwargs.pop("copy", True) if self._copy_kw else True
         args = None if self.check_finite else self._exact_arguments(kwargs)
         if args is None:
             args = check_arguments(self.graph, kwargs, check_finite=self.check_finite)
@@ -78,10 +81,80 @@ class NumpyKernel:
         out = {}
         for k, dt, scalar in self._out_specs:
             val = raw[k]
-            out[k] = dt.type(val) if scalar else (
-                np.array(val, dtype=dt) if fresh is None or k in fresh
-                else np.asarray(val, dtype=dt))
+            if scalar:
+                out[k] = val if type(val) is dt.type else dt.type(val)
+            elif fresh is None or k in fresh:
+                out[k] = np.array(val, dtype=dt)
+            else:          # a fresh array of the computed value (or a buffer, with copy=False)
+                out[k] = val if type(val) is np.ndarray and val.dtype == dt else \
+                    np.asarray(val, dtype=dt)
         return out
+
+    def bind(self, fixed: dict, donate: dict | None = None):
+        """`run = kernel.bind({"W1": W1, ...})`: the function with these arguments fixed, for a
+        caller that owns them (compiler/train.py: parameters, optimizer buffers, learning rate,
+        step counter).  They are checked once, here, and must keep their dtype and shape (their
+        values may change in place between calls).  `run(**rest)` checks only the others and
+        returns the outputs as computed: arrays may be the kernel's buffers or an argument
+        (what copy=False gives; read them before the next call), scalars may be 0-d arrays.
+        `donate` (output key -> fixed input name): outputs the code may compute straight into
+        that input's array, overwriting it (`W1_next` into `W1`: the update in place, no copy
+        back), where the graph allows (codegen/numpy_emit.donations); the caller finds
+        `out[key] is fixed[name]` where it was done.  The source then run is `bound_source`.
+        None when check_finite is on or a fixed argument is not an ndarray of exactly the
+        declared dtype and shape (the caller then calls the kernel as usual)."""
+        specs = {name: (k, dt, shape) for k, (name, dt, shape) in enumerate(self._specs)}
+        if self.check_finite or not set(fixed) <= set(specs):
+            return None
+        base = [None] * len(self._specs)
+        for name, a in fixed.items():
+            k, dt, shape = specs[name]
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt:
+                return None
+            base[k] = a
+        free = [(name,) + specs[name] for name in specs if name not in fixed]
+        labels, fn, plan = self._labels, self._fn, self.plan
+        donate = {k: v for k, v in (donate or {}).items() if v in fixed}
+        if donate:
+            fn = self._donating(donate)
+
+        def run(**rest):
+            args = list(base)
+            for name, k, dt, shape in free:
+                a = rest.get(name)
+                if type(a) is not np.ndarray or a.shape != shape or a.dtype is not dt:
+                    if not (type(a) is np.ndarray and a.shape == shape and a.dtype == dt):
+                        return self(copy=False, **fixed, **rest)   # converts, or says why not
+                args[k] = a
+            if len(rest) != len(free):
+                return self(copy=False, **fixed, **rest)
+            for k, depth in labels:
+                lab = args[k]
+                if lab.size and lab.view(np.uint64).max() >= depth:
+                    return self(copy=False, **fixed, **rest)
+            with np.errstate(all="ignore"):
+                if plan is None:
+                    return fn(*args)
+                if self._buffers is None:
+                    self._buffers = [np.empty(s, dtype=NUMPY_DTYPE[d]) for d, s in plan.buffers]
+                return fn(*args, _buf=self._buffers)
+        return run
+
+    def _donating(self, donate: dict):
+        """The function emitted again with `donate` (see bind); `bound_source` is its source."""
+        from compiler.codegen.numpy_emit import emit_numpy
+        from compiler.codegen.numpy_planned import emit_planned
+        name = self.graph.name
+        self.bound_source = (emit_numpy(self.graph, name, donate) if self.plan is None
+                             else emit_planned(self.graph, self.plan, name, donate))
+        return self._load(self.bound_source, name, "bound")
+
+    def _load(self, source: str, fname: str, tag: str = ""):
+        filename = f"<gradc:{self.graph.name}:{tag + ':' if tag else ''}{id(self):x}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        namespace = {"__name__": f"gradc_generated_{self.graph.name}"}
+        exec(compile(source, filename, "exec"), namespace)  # our own emitted code
+        return namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
 
     def memory_report(self) -> dict:
         """Bytes: allocated per call without planning, their peak while live, the planned

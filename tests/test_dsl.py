@@ -40,7 +40,7 @@ def test_values_are_named_after_the_source():
     dg = compiler.grad(g)
     assert {"dh", "dscores", "dW1", "dW2", "dX"} <= set(_names(dg)) | set(dg.outputs)
     src = compiler.compile(dg, passes=[]).source
-    assert re.search(r"^\s+h = np\.maximum\(X @ W1, 0\)", src, re.M), src
+    assert re.search(r"^\s+h = np\.maximum\(X @ W1, 0\.0\)", src, re.M), src
     assert re.search(r"^\s+scores = h @ W2", src, re.M), src
 
 

@@ -315,3 +315,142 @@ def test_cache_entries_round_trip_and_reject_damage(tmp_path, monkeypatch):
     blocker.write_text("not a directory")
     monkeypatch.setenv("GRADC_CACHE_DIR", str(blocker))
     assert cache.put(k, obj, []) is False
+
+
+def test_large_outputs_are_the_callers_own_and_copy_false_views():
+    """An output of ≥ 64 KiB is written straight into a new array per call: two calls give two
+    arrays, each right; copy=False returns the kernel's own buffer (the same object each time),
+    also right, and a later copy=True call does not write into it.  Checked against NumPy."""
+    from frontends import dsl
+    from frontends.dsl import f64
+    g = dsl.trace(lambda A, B: dsl.tanh(A @ B) * 2.0, A=f64[120, 30], B=f64[30, 110])
+    fn = compiler.compile(g, backend="llvm")
+    rng = np.random.default_rng(11)
+    A, B = rng.standard_normal((120, 30)), rng.standard_normal((30, 110))
+    want = lambda a: 2 * np.tanh(a @ B)     # noqa: E731
+    first, second = fn(A=A, B=B)["out"], fn(A=A * 2, B=B)["out"]
+    assert first is not second and fn._fresh
+    np.testing.assert_allclose(first, want(A), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(second, want(A * 2), rtol=1e-12, atol=1e-14)
+    own = fn(A=A, B=B, copy=False)["out"]
+    assert fn(A=A * 3, B=B, copy=False)["out"] is own
+    np.testing.assert_allclose(own, want(A * 3), rtol=1e-12, atol=1e-14)
+    third = fn(A=A, B=B)["out"]
+    np.testing.assert_allclose(third, want(A), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(own, want(A * 3), rtol=1e-12, atol=1e-14)
+
+
+def test_fast_path_sees_in_place_changes_and_unaligned_arrays():
+    """The same array object passed again with new contents gives new results (its pointer is
+    reused, its data is read afresh); an unaligned array of the right dtype, shape and strides
+    is copied to an aligned one; vs NumPy."""
+    from frontends import dsl
+    from frontends.dsl import f64
+    fn = compiler.compile(dsl.trace(lambda x, y: dsl.sum(x * y), x=f64[5], y=f64[5]),
+                          backend="llvm")
+    x, y = np.arange(5.0), np.ones(5)
+    assert fn(x=x, y=y)["out"] == 10.0
+    x[:] = 2.0
+    assert fn(x=x, y=y)["out"] == 10.0 and fn(x=x, y=y * 3)["out"] == 30.0
+    raw = np.zeros(5 * 8 + 1, np.uint8)
+    odd = np.frombuffer(raw.data, dtype=np.float64, count=5, offset=1)
+    assert not odd.flags.aligned and odd.strides == (8,)
+    assert fn(x=odd, y=y)["out"] == 0.0
+
+
+def test_labels_checked_by_native_code_for_every_label_op():
+    """One label input read by two label ops of different class counts: every label must lie
+    in [0, classes) of each; the error names the op whose bound is broken.  The check is the
+    module's second function and runs before the graph's (which is made to fail here)."""
+    from frontends import dsl
+    from frontends.dsl import f64, i64
+    g = dsl.trace(lambda s, y: dsl.softmax_cross_entropy(s, y) + dsl.sum(dsl.onehot(y, 5)),
+                  s=f64[4, 3], y=i64[4])
+    fn = compiler.compile(g, backend="llvm")
+    assert f'@"{fn.symbol}_labels"' in fn.source
+    s = np.random.default_rng(2).standard_normal((4, 3))
+    y = np.array([0, 2, 1, 2])
+    want = -np.mean(s[np.arange(4), y] - np.log(np.exp(s).sum(1))) + 4
+    np.testing.assert_allclose(fn(s=s, y=y)["out"], want, rtol=1e-12)
+    fn._cfunc = None          # the graph's function must not be reached below
+    for bad, op in ((3, "softmax_cross_entropy"), (5, "softmax_cross_entropy"), (-2, "")):
+        with pytest.raises(ValueError, match=f"label {bad} is outside.*{op}"):
+            fn(s=s, y=np.where(np.arange(4) == 3, bad, y))
+
+
+@pytest.mark.parametrize("dtype", ["f64", "f32"])
+def test_reduction_and_elementwise_groups_share_one_loop(dtype):
+    """Σ W² and c·W (weight decay's loss term and gradient) read W in one loop, whichever
+    comes first in the graph; a group that reads a computed value is left alone; vs NumPy."""
+    from frontends import dsl
+    from frontends.dsl import f32, f64
+    t = {"f64": f64, "f32": f32}[dtype]
+    npdt = np.float64 if dtype == "f64" else np.float32
+
+    def model(W, V, U):
+        a = dsl.exp(W) * 2.0 + 1.0
+        s = dsl.sum(W * W)
+        m = dsl.max(V * 3.0)
+        return (a, s, m, V * 0.5 - 1.0, dsl.sum(a * a), dsl.sum(U * U, axis=0), U * 2.0 + 1.0,
+                dsl.sum(dsl.abs(U), axis=1))
+    g = dsl.trace(model, W=t[37, 9], V=t[40], U=t[6, 21])
+    fn = compiler.compile(g, backend="llvm", passes=[])
+    assert fn.source.count("one loop for two fused groups") == 3
+    rng = np.random.default_rng(4)
+    W, V, U = (rng.standard_normal(s).astype(npdt) for s in ((37, 9), (40,), (6, 21)))
+    got = fn(W=W, V=V, U=U)
+    W64, V64, U64 = W.astype(np.float64), V.astype(np.float64), U.astype(np.float64)
+    a = np.exp(W64) * 2 + 1
+    want = [a, (W64 * W64).sum(), (V64 * 3).max(), V64 * 0.5 - 1, (a * a).sum(),
+            (U64 * U64).sum(0), U64 * 2 + 1, np.abs(U64).sum(1)]
+    for k, w in zip(got, want):
+        np.testing.assert_allclose(got[k], w, rtol=TOL[dtype]["rtol"] * 10, err_msg=k)
+
+
+def test_cache_hit_loads_without_emitting_ir():
+    """A kernel whose object is already loaded (or on disk) is keyed by the graph's text and
+    the code generator's sources: no LLVM IR is emitted until `.source` is asked for, and
+    then it names the kernel's symbol."""
+    from frontends import dsl
+    from frontends.dsl import f64
+    g = dsl.trace(lambda x: dsl.sum(dsl.sin(x) * x), x=f64[6])
+    first = compiler.compile(g, backend="llvm")
+    again = compiler.compile(g, backend="llvm")
+    assert again.cached and again._source is None and again.key == first.key
+    assert f'@"{again.symbol}"' in again.source
+    x = np.linspace(-1, 1, 6)
+    np.testing.assert_allclose(again(x=x)["out"], np.sum(np.sin(x) * x), rtol=1e-12)
+
+
+def test_planned_buffers_match_the_emitter(two_layer_fn):
+    """What a cache hit allocates (plan_untouched, no IR emitted) is what the emitter leaves
+    untouched, on the two-layer net's gradient (fusion, gemm accumulation, folded transposes)."""
+    from compiler.codegen.llvm_emit import emit_llvm_plan, plan_untouched
+    fn, _, _ = two_layer_fn
+    untouched = emit_llvm_plan(fn.graph, "f")[1]
+    assert untouched and plan_untouched(fn.graph) == untouched
+
+
+def test_scalar_arguments_take_the_fast_path_with_the_same_checks():
+    """Python and NumPy scalars for 0-d inputs give the lecture's numbers (f=(x+y)·z at
+    (-2, 5, -4): -12, -4, -4, 3) and are refused where check_arguments refuses them."""
+    import numpy as np
+    import compiler
+    from frontends import dsl
+    from frontends.dsl import f32, f64
+
+    def f(x, y, z):
+        return (x + y) * z
+    fn = compiler.compile(compiler.grad(dsl.trace(f, x=f64[()], y=f64[()], z=f64[()])),
+                          backend="llvm")
+    for args in (dict(x=-2.0, y=5.0, z=-4.0), dict(x=np.float64(-2), y=np.float64(5), z=-4),
+                 dict(x=np.array(-2.0), y=np.array(5.0), z=np.array(-4.0))):
+        out = fn(**args)
+        assert [float(out[k]) for k in ("out", "dx", "dy", "dz")] == [-12.0, -4.0, -4.0, 3.0]
+    with pytest.raises(TypeError, match="'x'.*bool"):
+        fn(x=True, y=5.0, z=-4.0)
+    fn32 = compiler.compile(compiler.grad(dsl.trace(f, x=f32[()], y=f32[()], z=f32[()])),
+                            backend="llvm")
+    assert fn32(x=-2.0, y=5.0, z=-4.0)["dz"] == np.float32(3.0)
+    with pytest.raises(TypeError, match="'x'.*float64"):
+        fn32(x=np.float64(-2.0), y=5.0, z=-4.0)

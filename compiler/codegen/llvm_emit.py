@@ -10,6 +10,9 @@ offset and one stride per loop dimension (0 along a broadcast axis), so broadcas
 transposes and slices are strides, never copies.  Dimensions of size 1 are dropped and adjacent
 dimensions merged where every view is contiguous across them, so a same-shape elementwise op
 is one flat loop.  y = A·B + u writes u into y's buffer and lets gemm add the product onto it.
+A group closed by a reduction and an elementwise group over the same shape that read a common
+input share one loop where the later one reads only graph inputs (`sibling_plan`: Σ W² and
+2λ·W of weight decay read W once).
 
 Aliasing: every buffer is its own alias scope (metadata on each load and store), so loops
 vectorize without runtime overlap checks; buffers never overlap (each value owns its buffer,
@@ -288,9 +291,11 @@ class ModuleEmitter:
                 inside.update(g.nodes[:-1])
         return last, inside
 
-    def fused(self, group, store: str | None = None) -> None:
-        """One loop nest for a fusion group: external inputs loaded (or immediates), member
-        values kept in registers, the last elementwise value stored or reduced."""
+    def _group_loop(self, group, store: str | None = None) -> tuple:
+        """(nodes, reduction node or None, views of the loaded inputs, compute(indices) -> the
+        last elementwise value, value stored or None) of a fusion group; with `store`, the
+        group stops before its last member and `store`'s value is written to the last
+        member's buffer."""
         nodes = [self.producers[m] for m in group.nodes]
         red = nodes[-1] if group.reduction else None
         ew = nodes[:-1] if red is not None else nodes
@@ -298,7 +303,10 @@ class ModuleEmitter:
         ins = [values[name] for name in group.inputs]
         imms = {v.name: self.immediate(v) for v in ins}
         loaded = [v for v in ins if imms[v.name] is None]
-        shape = tuple(group.shape)
+        out = ew[-1].out if red is None else None
+        if store is not None:       # stop before the last member, keep `store` in its buffer
+            ew = ew[:-1]
+            assert ew[-1].out.name == store, (ew[-1].out.name, store)
 
         def compute(idx):
             env = {k: c for k, c in imms.items() if c is not None}
@@ -309,18 +317,69 @@ class ModuleEmitter:
                     self, [env[v.name] for v in n.inputs], n)
             self.node = nodes[-1]
             return env[ew[-1].out.name]
+        shape = tuple(group.shape)
+        return nodes, red, [self.view(v, shape) for v in loaded], compute, out
+
+    def fused(self, group, store: str | None = None, sibling=None) -> None:
+        """One loop nest for a fusion group: external inputs loaded (or immediates), member
+        values kept in registers, the last elementwise value stored or reduced.  `sibling`:
+        (elementwise group, its store) computed and stored in the same loop (`sibling_plan`)."""
+        nodes, red, sources, compute, out = self._group_loop(group, store)
         self.node = nodes[-1]
-        sources = [self.view(v, shape) for v in loaded]
+        shape = tuple(group.shape)
         if red is None:
-            out = ew[-1].out
-            if store is not None:       # stop before the last member, keep `store` in its buffer
-                ew = [n for n in ew if n is not ew[-1]]
-                last = ew[-1].out.name
-                assert last == store, (last, store)
             self.nest(shape, [self.view(out)] + sources,
                       lambda idx: self.store(compute(idx[1:]), out, idx[0]))
-        else:
-            self.lowerings[red.op].reduce_with(self, red, sources, compute)
+            return
+        value = compute
+        if sibling is not None:
+            _, _, s_sources, s_compute, s_out = self._group_loop(*sibling)
+            k = len(sources)
+            sources = sources + s_sources + [self.view(s_out)]
+
+            def value(idx):
+                self.store(s_compute(idx[k:-1]), s_out, idx[-1])
+                self.node = nodes[-1]
+                return compute(idx[:k])
+        self.lowerings[red.op].reduce_with(self, red, sources, value)
+
+    def sibling_plan(self, groups, accum) -> dict:
+        """{reduction group's output: (elementwise group, its store)} for two fusion groups
+        over the same shape where the later one loads only graph inputs (so it can run at the
+        earlier one's place): one loop computes both, reading shared inputs once (e.g.
+        Σ W1² and 2·λ·W1 of weight decay)."""
+        inputs = {v.name for v in self.graph.inputs}
+        order = {n.out.name: k for k, n in enumerate(self.graph.nodes)}
+        reds, elems = [], []
+        for name, g in groups.items():
+            if g.reduction:
+                if name not in accum:
+                    reds.append((name, g))
+            else:
+                store = accum[name][1].name if name in accum else None
+                elems.append((name, g, store))
+
+        vals = self.graph.values()
+
+        def reads(g, store=None):       # the values a group's loop loads
+            members = g.nodes[:-1] if store is not None else g.nodes
+            got = {v.name for m in members for v in self.producers[m].inputs} - set(members)
+            return {v for v in got if self.immediate(vals[v]) is None}
+        plan, used = {}, set()
+        for rname, rg in reds:
+            red_in = self.producers[rname].inputs[0].shape
+            for ename, eg, store in elems:
+                if ename in used or tuple(eg.shape) != tuple(red_in) or ename in accum and (
+                        store is None or accum[ename][1].name not in eg.nodes):
+                    continue
+                later = (eg, store) if order[ename] > order[rname] else (rg,)
+                if not reads(*later) <= inputs or not reads(rg) & reads(eg, store):
+                    continue
+                host, guest = (rname, ename) if order[rname] < order[ename] else (ename, rname)
+                plan[host] = (guest, rname, (eg, store))
+                used.add(ename)
+                break
+        return plan
 
     def accumulation_plan(self, groups, inside) -> dict:
         """{sum node: (product node, other operand)} for y = P + u where P's lowering can add
@@ -353,28 +412,49 @@ class ModuleEmitter:
                 break
         return plan
 
-    def emit(self) -> str:
+    def plan(self) -> tuple:
+        """(skipped values, fusion groups, members inside them, accumulation plan); sets
+        `untouched`, the values whose buffers the code never reads nor writes."""
         skip = self.skipped()
         groups, inside = self.fusion_plan() if self.fuse else ({}, set())
         accum = self.accumulation_plan(groups, inside) if self.fuse else {}
+        self.untouched = skip | inside | {prod.out.name for prod, _ in accum.values()}
+        return skip, groups, inside, accum
+
+    def emit(self) -> str:
+        skip, groups, inside, accum = self.plan()
         deferred = {prod.out.name for prod, _ in accum.values()}
-        self.untouched = skip | inside | deferred
+        siblings = self.sibling_plan(groups, accum) if self.fuse else {}
+        done = set()
         for node in self.graph.nodes:
             name = node.out.name
             if name in skip or name in inside or name in deferred:
                 continue
             self.node = node
+            if name in siblings:
+                guest, rname, sib = siblings[name]
+                self.b.comment("one loop for two fused groups: " + "; ".join(
+                    _describe(self.producers[m]) for m in groups[name].nodes + groups[guest].nodes))
+                self.fused(groups[rname], sibling=sib)
+                done.add(guest)
+                if name in accum:
+                    prod = accum[name][0]
+                    self.node = prod
+                    self.lowerings[prod.op].accumulate_into(self, prod, node.out)
+                continue
             if name in accum:
                 prod, other = accum[name]
                 self.b.comment(f"{_describe(node)}: {other.name} into {name}, then "
                                f"{_describe(prod)} added onto it")
-                if name in groups:
+                if name in groups and name not in done:
                     self.fused(groups[name], store=other.name)
-                else:
+                elif name not in groups:
                     self.copy(self.view(node.out), self.view(other, node.out.shape),
                               node.out.shape)
                 self.node = prod
                 self.lowerings[prod.op].accumulate_into(self, prod, node.out)
+                continue
+            if name in done:
                 continue
             if name in groups:
                 members = [self.producers[m] for m in groups[name].nodes]
@@ -396,6 +476,15 @@ def _describe(node: Node) -> str:
     return text.replace("\n", " ")
 
 
+def plan_untouched(graph: Graph, fuse: bool = True) -> frozenset:
+    """The values whose buffers the emitted code never touches (what `emit_llvm_plan`
+    reports), found without emitting: for a kernel whose object code comes from the cache."""
+    from .llvm_lower import LLVM_LOWERINGS
+    em = ModuleEmitter(graph, "plan", LLVM_LOWERINGS, fuse)
+    em.plan()
+    return frozenset(em.untouched)
+
+
 def emit_llvm(graph: Graph, symbol: str, fuse: bool = True) -> str:
     """The LLVM IR module of `graph`: one function `void @symbol(ptr %buffers)`, headed by the
     graph's text form as comments and the buffer slot of every value."""
@@ -404,9 +493,15 @@ def emit_llvm(graph: Graph, symbol: str, fuse: bool = True) -> str:
 
 def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
     """(IR text, names of the values whose buffers the code never touches: fused-away
-    intermediates and transposes folded into gemm; the runtime need not allocate them)."""
+    intermediates and transposes folded into gemm; the runtime need not allocate them).
+    A graph with integer-label inputs gets a second function, `symbol` + "_labels"
+    (`emit_label_check`)."""
     from .llvm_lower import LLVM_LOWERINGS
     em = ModuleEmitter(graph, symbol, LLVM_LOWERINGS, fuse)
+    from .llvm_labels import emit_label_check, label_checks
+    checks = label_checks(graph, LLVM_LOWERINGS)
+    if checks:
+        emit_label_check(em.module, symbol + "_labels", graph, checks)
     body = em.emit()
     head = [f"; gradc: graph {graph.name!r} lowered to LLVM IR", ";"]
     head += ["; " + line for line in str(graph).splitlines()]

@@ -65,19 +65,62 @@ def _local_names(graph: Graph) -> dict:
     return out
 
 
-def emit_numpy(graph: Graph, name: str | None = None) -> str:
-    """Python source of a function `name(**inputs) -> dict` computing the graph's outputs."""
+def donations(graph: Graph, donate: dict | None, inline: frozenset = frozenset()) -> dict:
+    """The value names, among `donate` (output key -> input name), that may be computed into
+    their input's array: `W1_next = np.subtract(W1, lr * dW1, out=W1)`, for a caller that owns
+    the input and wants the output there (a train step's update).  A value qualifies when its
+    node is an elementwise ufunc (an `out=` form) of the input's type and nothing reads the
+    input's memory (the input, or a view of it) after that node's statement (an `inline`d node
+    counts at its consumer's statement), nor does the function return it.
+    value name -> input name."""
+    from ..passes.memory import UFUNCS, VIEWS
+    if not donate:
+        return {}
+    producers, inputs = graph.producers(), {v.name: v for v in graph.inputs}
+    users = graph.users()
+    order = {n.out.name: k for k, n in enumerate(graph.nodes)}
+
+    def statement(name: str) -> int:     # where a node's value is computed in the code
+        while name in inline:
+            name = users[name][0].out.name
+        return order[name]
+    returned = {v.name for v in graph.outputs.values()}
+    found: dict = {}
+    for key, inp in donate.items():
+        v = graph.outputs.get(key)
+        n = producers.get(v.name) if v is not None else None
+        if (n is None or n.op not in UFUNCS or inp not in inputs or inputs[inp].type != n.out.type
+                or inp in found.values() or v.name in found or n.out.name in inline):
+            continue
+        alias = {inp}
+        for m in graph.nodes:
+            if m.op in VIEWS and m.inputs[0].name in alias:
+                alias.add(m.out.name)
+        at = order[v.name]
+        if alias & returned or any(
+                alias & {x.name for x in m.inputs} and statement(m.out.name) > at
+                for m in graph.nodes):
+            continue
+        found[v.name] = inp
+    return found
+
+
+def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None) -> str:
+    """Python source of a function `name(**inputs) -> dict` computing the graph's outputs;
+    `donate` (output key -> input name): see `donations`."""
+    from ..passes.memory import UFUNCS
     fname = name or graph.name
     producers = graph.producers()
     inline = plan_inlining(graph)
+    into = donations(graph, donate, frozenset(inline))
     helpers: list = []
     ident = _local_names(graph)
     module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
     while fname in module:               # a model named like a helper (`sigmoid`) must not
         fname += "_"                     # replace the helper it calls
 
-    def need(form):
-        for h in form.helpers:
+    def need(form, args=None, n=None):
+        for h in (form.helpers_for(args, n) if isinstance(form, Expr) else form.helpers):
             if h not in helpers:
                 helpers.append(h)
 
@@ -86,8 +129,9 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
             return ident.get(vname, vname), ATOM
         n = producers[vname]
         form = NUMPY_EMITTERS[n.op]
-        need(form)
-        return form.render([render(v.name) for v in n.inputs], n.attrs, n), form.precedence(n.attrs)
+        args = [render(v.name) for v in n.inputs]
+        need(form, args, n)
+        return form.render(args, n.attrs, n), form.precedence(n.attrs)
 
     known = set(producers) | {v.name for v in graph.inputs}
 
@@ -104,14 +148,21 @@ def emit_numpy(graph: Graph, name: str | None = None) -> str:
         if n.out.name in inline:
             continue
         form = NUMPY_EMITTERS[n.op]
-        need(form)
         if isinstance(form, Stmt):
+            need(form)
             lines = form.render(ident.get(n.out.name, n.out.name),
                                 [render(v.name)[0] for v in n.inputs], n.attrs, n)
+        elif n.out.name in into:      # computed into the caller's array
+            args = ", ".join(render(v.name)[0] for v in n.inputs)
+            lines = [f"{ident.get(n.out.name, n.out.name)} = {UFUNCS[n.op]}({args}, "
+                     f"out={ident.get(into[n.out.name], into[n.out.name])})"]
         else:
-            lines = [f"{ident.get(n.out.name, n.out.name)} = "
-                     + form.render([render(v.name) for v in n.inputs], n.attrs, n)]
+            args = [render(v.name) for v in n.inputs]
+            need(form, args, n)
+            lines = [f"{ident.get(n.out.name, n.out.name)} = " + form.render(args, n.attrs, n)]
         comment = _comment(n, of_text(n))
+        if n.out.name in into:
+            comment = (comment + "  " if comment else "# ") + f"[into {into[n.out.name]}]"
         if comment:
             lines[0] = f"{lines[0]}  {comment}"
         body += lines

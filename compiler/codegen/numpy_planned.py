@@ -5,7 +5,7 @@ a call with `out=`, so no array is allocated per call:
 
     t0 = np.matmul(X, W1, out=_b0)
     t1 = np.add(t0, b1, out=_b0)          # in place: t0 dies here
-    h = np.maximum(t1, 0, out=_b0)        # relu, in place
+    h = np.maximum(t1, 0.0, out=_b0)      # relu, in place
     dW1 = np.matmul(X.T, dt1, out=_b5)    # transpose flag: a view handed to BLAS
 
 A chain of elementwise nodes (a fusion group, compiler/passes/fusion.py) thus becomes a
@@ -24,8 +24,8 @@ from ..ir import Graph
 from ..ops import NUMPY_EMITTERS
 from ..passes.fusion import fusion_groups
 from ..passes.memory import UFUNCS, MemoryPlan
-from .forms import ATOM, Expr
-from .numpy_emit import _comment, _local_names
+from .forms import ATOM, Expr, zero_else
+from .numpy_emit import _comment, _local_names, donations
 
 
 def _planned_lines(n, name, args, buf, plan) -> list | None:
@@ -35,15 +35,18 @@ def _planned_lines(n, name, args, buf, plan) -> list | None:
     if op in UFUNCS:
         return [f"{name} = {UFUNCS[op]}({', '.join(args)}, out={buf})"]
     if op == "relu":
-        return [f"{name} = np.maximum({args[0]}, 0, out={buf})"]
+        return [f"{name} = np.maximum({args[0]}, 0.0, out={buf})"]
     if op == "matmul":
         x = f"{args[0]}.T" if a.get("transpose_a") else args[0]
         y = f"{args[1]}.T" if a.get("transpose_b") else args[1]
         return [f"{name} = np.matmul({x}, {y}, out={buf})"]
-    if op in ("sum", "mean", "max"):
+    if op in ("sum", "mean", "max"):     # the array's method: no Python-level dispatch
         axes = tuple(a["axes"])
-        return [f"{name} = np.{op}({args[0]}, axis={axes!r}, keepdims={a['keepdims']}, "
+        keep = ", keepdims=True" if a["keepdims"] else ""
+        return [f"{name} = {args[0]}.{op}(axis={axes[0] if len(axes) == 1 else axes!r}{keep}, "
                 f"out={buf})"]
+    if op == "where" and zero_else([(t, ATOM) for t in args], n):   # a relu's gate
+        return [f"{name} = where_or_zero({args[0]}, {args[1]}, out={buf})"]
     if op == "where":
         lines = [] if plan.inplace.get(name) == n.inputs[2].name else [
             f"np.copyto({buf}, {args[2]})"]
@@ -53,9 +56,13 @@ def _planned_lines(n, name, args, buf, plan) -> list | None:
     return None
 
 
-def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str:
-    """Python source of `name(*inputs, _buf) -> dict` computing the graph with `plan`."""
+def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
+                 donate: dict | None = None) -> str:
+    """Python source of `name(*inputs, _buf) -> dict` computing the graph with `plan`;
+    `donate` (output key -> input name): outputs computed into their input's array instead
+    of a buffer (see numpy_emit.donations)."""
     fname = name or graph.name
+    into = donations(graph, donate)
     producers = graph.producers()
     helpers: list = []
     ident = _local_names(graph)          # values named like a helper or `np` get a suffix
@@ -67,8 +74,8 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
         return ident.get(vname, vname)
     groups = {g.output: (k, g) for k, g in enumerate(fusion_groups(graph))}
 
-    def need(form):
-        for h in form.helpers:
+    def need(form, args=None, n=None):
+        for h in (form.helpers_for(args, n) if isinstance(form, Expr) else form.helpers):
             if h not in helpers:
                 helpers.append(h)
 
@@ -86,18 +93,25 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None) -> str
         args = [arg(v) for v in n.inputs]
         lines = None
         out = py(n.out.name)
-        if n.out.name in plan.assign:
+        if n.out.name in into:
+            lines = [f"{out} = {UFUNCS[n.op]}({', '.join(t for t, _ in args)}, "
+                     f"out={py(into[n.out.name])})"]
+        elif n.out.name in plan.assign:
             lines = _planned_lines(n, out, [t for t, _ in args],
                                    f"_b{plan.assign[n.out.name]}", plan)
+            if lines is not None and n.op == "where":
+                need(NUMPY_EMITTERS["where"], args, n)
         if lines is None:
             form = NUMPY_EMITTERS[n.op]
-            need(form)
+            need(form, args, n)
             if isinstance(form, Expr):
                 lines = [f"{out} = " + form.render(args, n.attrs, n)]
             else:
                 lines = form.render(out, [t for t, _ in args], n.attrs, n)
         comment = _comment(n, n.of if n.of and n.of != n.out.name else None)
-        if n.out.name in plan.inplace:
+        if n.out.name in into:
+            comment = (comment + "  " if comment else "# ") + f"[into {into[n.out.name]}]"
+        elif n.out.name in plan.inplace:
             comment = (comment + "  " if comment else "# ") + f"[in place of {plan.inplace[n.out.name]}]"
         if comment:
             lines[0] = f"{lines[0]}  {comment}"

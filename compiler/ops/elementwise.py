@@ -12,7 +12,7 @@ import sympy as sp
 
 from .. import builder as B
 from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, literal, prefix,
-                             template, wrap)
+                             template, where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
 from .common import (arith_binary, compare, elementwise, float_binary, float_unary,
@@ -147,7 +147,7 @@ SHAPE_RULES["relu"] = float_unary("relu")
 EVAL_RULES["relu"] = lambda x: np.maximum(x, 0)
 GATE_RULES["relu"] = gate("dx = G·[x > 0]", lambda g, out, x: B.where(out > 0, g, 0))
 SYMPY_RULES["relu"] = elementwise(lambda x: sp.Max(x, 0))
-NUMPY_EMITTERS["relu"] = Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0)")
+NUMPY_EMITTERS["relu"] = Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0.0)")
 
 SHAPE_RULES["leaky_relu"] = float_unary("leaky_relu")
 EVAL_RULES["leaky_relu"] = lambda x, alpha: np.where(x > 0, x, alpha * x)
@@ -249,7 +249,7 @@ GATE_RULES["where"] = gate(None,
                            "dA = G where cond", lambda g, out, c, a, b: B.where(c, g, 0),
                            "dB = G where not cond", lambda g, out, c, a, b: B.where(c, 0, g))
 SYMPY_RULES["where"] = elementwise(sym_where)
-NUMPY_EMITTERS["where"] = call("np.where")
+NUMPY_EMITTERS["where"] = where_form()
 
 SHAPE_RULES["cast"] = lambda ins, dtype: _cast_type(ins[0], dtype)
 EVAL_RULES["cast"] = lambda x, dtype: x.astype(NUMPY_DTYPE[dtype])

@@ -10,6 +10,7 @@ import numpy as np
 import sympy as sp
 
 from .. import builder as B
+from ..codegen import numpy_helpers as H
 from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
@@ -151,21 +152,22 @@ EVAL_RULES["softmax"] = softmax
 GATE_RULES["softmax"] = gate("dx = y·(G − Σ G·y)",
                              lambda g, out, x, axis: out * (g - B.sum(g * out, axis, keepdims=True)))
 SYMPY_RULES["softmax"] = _sym_softmax
-NUMPY_EMITTERS["softmax"] = helper(softmax, "axis")
+NUMPY_EMITTERS["softmax"] = helper(H.softmax, "axis")
 
 SHAPE_RULES["log_softmax"] = _axis_type("log_softmax")
 EVAL_RULES["log_softmax"] = log_softmax
 GATE_RULES["log_softmax"] = gate("dx = G − softmax(x)·Σ G",
                                  lambda g, out, x, axis: g - B.exp(out) * B.sum(g, axis, keepdims=True))
 SYMPY_RULES["log_softmax"] = _sym_log_softmax
-NUMPY_EMITTERS["log_softmax"] = helper(log_softmax, "axis")
+NUMPY_EMITTERS["log_softmax"] = helper(H.log_softmax, "axis")
 
 SHAPE_RULES["softmax_cross_entropy"] = _loss_type("softmax_cross_entropy")
 EVAL_RULES["softmax_cross_entropy"] = softmax_cross_entropy
 GATE_RULES["softmax_cross_entropy"] = gate("dscores = (softmax(scores) − onehot(labels))·G/N",
                                            _xent_gate, None)
 SYMPY_RULES["softmax_cross_entropy"] = _sym_xent
-NUMPY_EMITTERS["softmax_cross_entropy"] = helper(softmax_cross_entropy, also=(log_softmax,))
+NUMPY_EMITTERS["softmax_cross_entropy"] = helper(H.softmax_cross_entropy,
+                                                 also=(H.log_softmax,))
 
 SHAPE_RULES["svm_loss"] = _loss_type("svm_loss")
 EVAL_RULES["svm_loss"] = svm_loss

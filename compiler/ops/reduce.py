@@ -10,7 +10,7 @@ import numpy as np
 import sympy as sp
 
 from .. import builder as B
-from ..codegen.forms import Expr, call
+from ..codegen.forms import call, reduction
 from ..ir import ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
 from .common import check_axes, reduced_shape
@@ -26,19 +26,6 @@ def _reduce_type(op):
             raise ShapeError(f"max: reduction over an empty axis of shape {t.shape}")
         return TensorType(t.dtype, reduced_shape(t.shape, axes, keepdims))
     return rule
-
-
-def _reduce_emit(fn):
-    def render(args, attrs, node):
-        x = args[0][0]
-        axes, ndim = attrs["axes"], node.inputs[0].type.ndim
-        parts = [x]
-        if tuple(axes) != tuple(range(ndim)):
-            parts.append(f"axis={axes[0] if len(axes) == 1 else tuple(axes)!r}")
-        if attrs["keepdims"]:
-            parts.append("keepdims=True")
-        return f"{fn}({', '.join(parts)})"
-    return Expr(render)
 
 
 def _keep(g, x, axes, keepdims):
@@ -81,7 +68,7 @@ EVAL_RULES["sum"] = lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keep
 GATE_RULES["sum"] = gate("dx = G broadcast over the summed axes",
                          lambda g, out, x, axes, keepdims: _keep(g, x, axes, keepdims))
 SYMPY_RULES["sum"] = _sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1))
-NUMPY_EMITTERS["sum"] = _reduce_emit("np.sum")
+NUMPY_EMITTERS["sum"] = reduction("sum")
 
 SHAPE_RULES["mean"] = _reduce_type("mean")
 EVAL_RULES["mean"] = lambda x, axes, keepdims: np.mean(x, axis=axes, keepdims=keepdims)
@@ -90,13 +77,13 @@ GATE_RULES["mean"] = gate("dx = G/n broadcast over the averaged axes",
                           _keep(g, x, axes, keepdims) / _count(x.shape, axes))
 SYMPY_RULES["mean"] = lambda x, axes, keepdims: (
     SYMPY_RULES["sum"](x, axes, keepdims) / sp.Integer(_count(x.shape, axes)))
-NUMPY_EMITTERS["mean"] = _reduce_emit("np.mean")
+NUMPY_EMITTERS["mean"] = reduction("mean")
 
 SHAPE_RULES["max"] = _reduce_type("max")
 EVAL_RULES["max"] = lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims)
 GATE_RULES["max"] = gate("dx = G routed to the maximum (split between ties)", _max_gate)
 SYMPY_RULES["max"] = _sym_reduce(np.frompyfunc(sp.Max, 2, 1))
-NUMPY_EMITTERS["max"] = _reduce_emit("np.max")
+NUMPY_EMITTERS["max"] = reduction("max")
 
 
 def _broadcast_type(ins, shape):

@@ -32,7 +32,9 @@ class Rewriter:
         self.producer: dict = {}       # new value name -> new Node
         taken = set(old.values())
         self.old_names = frozenset(taken)
-        self.namer = Namer(taken)       # never released: a fresh name is never an old one
+        # never released: a fresh name is never an old one, nor one a node's `of` refers to
+        # (a removed value's name reused by a new temporary would make `[of t3]` comments lie)
+        self.namer = Namer(taken | {n.of for n in old.nodes if n.of})
         self.uses: dict = {}           # old value name -> readers (nodes and outputs)
         self.reader: dict = {}         # old value name -> its last reader node
         for n in old.nodes:
