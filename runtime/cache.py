@@ -14,6 +14,7 @@ truncated, altered or unreadable is ignored and rebuilt, never trusted.
 """
 from __future__ import annotations
 
+import glob
 import os
 
 try:                        # the builtin SHA-256 (importing hashlib loads OpenSSL: ~9 ms)
@@ -32,11 +33,10 @@ def cache_dir() -> str:
         os.path.expanduser("~"), ".cache", "gradc")
 
 
-_CODEGEN_FILES = ("compiler/codegen/llvm_emit.py", "compiler/codegen/llvm_lower.py",
-                  "compiler/codegen/llvm_math.py", "compiler/codegen/llvm_reduce.py",
-                  "compiler/codegen/llvm_shape.py", "compiler/codegen/llvm_labels.py",
-                  "compiler/passes/fusion.py", "compiler/passes/fold.py", "compiler/ir.py",
-                  "runtime/jit.py")
+# every source that turns a graph into object code, as patterns: a new lowering module or pass
+# is covered without anyone remembering to list it
+_CODEGEN_GLOBS = ("compiler/codegen/llvm_*.py", "compiler/passes/*.py", "compiler/ir.py",
+                  "runtime/jit.py", "runtime/blas.py")
 _version: list = []
 
 
@@ -47,7 +47,9 @@ def codegen_version() -> str:
     if not _version:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         h = sha256()
-        for rel in _CODEGEN_FILES:
+        files = sorted({os.path.relpath(f, root) for pattern in _CODEGEN_GLOBS
+                        for f in glob.glob(os.path.join(root, pattern))})
+        for rel in files:
             try:
                 with open(os.path.join(root, rel), "rb") as f:
                     h.update(f.read())
