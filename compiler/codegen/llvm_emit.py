@@ -469,10 +469,14 @@ class ModuleEmitter:
 
 
 def _describe(node: Node) -> str:
-    """`h = relu(t1)  [rule]` for a comment line of the IR."""
+    """`dh = mul(ds, t3)  [mul gate: dA = G·B of s]  @ model.py:31` for a comment line of the
+    IR: the same provenance as the NumPy source's comments."""
     text = f"{node.out.name} = {node.op}({', '.join(v.name for v in node.inputs)})"
     if node.rule:
-        text += f"  [{node.rule}]"
+        of = f" of {node.of}" if node.of and node.of != node.out.name else ""
+        text += f"  [{node.rule}{of}]"
+    if node.loc:
+        text += f"  @ {node.loc}"
     return text.replace("\n", " ")
 
 
