@@ -16,6 +16,7 @@ from . import builder as B
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
 from .ops import GATE_RULES
+from .passes import canonicalize
 
 
 def unbroadcast(g: Var, shape: tuple) -> Var:
@@ -91,7 +92,11 @@ def gradient_name(outputs: dict, of: str, x: str) -> str:
 def grad(graph: Graph, wrt=None, of=None) -> Graph:
     """∂(output `of`)/∂(each input in `wrt`) as a new graph.  `wrt` defaults to every float
     input; `of` defaults to the only output.  Outputs: the original ones, then `d<input>`
-    (`d<of>_d<input>` when the graph already has an output `d<input>`: see gradient_name)."""
+    (`d<of>_d<input>` when the graph already has an output `d<input>`: see gradient_name).
+    The gate rules are applied to `canonicalize(graph)`, the stable form of the forward graph
+    (log∘σ → −softplus(−x), ...): the gradient is the gradient of the function the compiled
+    code evaluates, finite wherever that is."""
+    graph = canonicalize(graph)
     wrt = _wrt_list(graph, wrt)
     of, target = _pick_output(graph, of)
     new, env = _copy_forward(graph, graph.name)

@@ -188,11 +188,16 @@ def debug_nans(graph: Graph, inputs: dict | None = None, *, of=None, wrt=None,
     """Run the reference interpreter on `graph` and on its gradient (`compiler.grad(graph,
     wrt, of)`, when the graph has a float scalar output to differentiate; a graph that already
     computes gradients is run as it is) and name the first node that produced a NaN or inf in
-    each, with its op, source line, gate rule and the range of its operands.  Returns a
+    each, with its op, source line, gate rule and the range of its operands.  A forward graph
+    is first canonicalized (compiler.passes.canonicalize) as `grad` and the compiler do, so the
+    report names the node that really overflows, not one the compiler rewrites away.  Returns a
     NanReport (falsy when every value is finite); print it."""
     from .autodiff import grad
     from .interpret import interpret
+    from .passes import canonicalize
     args = dict(inputs or {}, **kw)
+    if not any(n.rule is not None for n in graph.nodes):
+        graph = canonicalize(graph)    # the forward graph that compiled code and grad see
     values = interpret(graph, args, all_values=True)
     forward = _first(graph, values, graph.nodes, with_inputs=True)
     outputs = [k for k, v in graph.outputs.items() if _bad(values[v.name])]

@@ -1,5 +1,6 @@
-"""Shared pytest setup: tests/ on sys.path (so `import graphs` works from every test file)
-and a seeded random generator per test."""
+"""Shared pytest setup: tests/ and the repository root on sys.path (so `import graphs` and
+`from examples import newton` work from every test file, in any order) and a seeded random
+generator per test."""
 import os
 import sys
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hypothesis_profiles  # noqa: E402,F401  (registers 'ci' and 'long' before tests run)
 

@@ -16,6 +16,9 @@ The default pipeline:
     cse             common subexpression elimination
     transpose_fold  transpose feeding matmul → matmul flag (`X.T @ dscores`)
     dce             dead code elimination
+The forward canonicalization (`canonicalize`: the stability rewrites) runs before `grad` builds
+any gate rule, so every derivative gradc takes is the derivative of the stable form.
+
 Fusion groups (fusion.py) and memory planning (memory.py) are analyses read by the emitters,
 not rewrites: they annotate, never change, the graph.
 """
@@ -34,6 +37,7 @@ PASSES = {"stability": stability, "share_softmax": share_softmax, "simplify": si
           "fold": fold, "cse": cse, "transpose_fold": transpose_fold, "dce": dce}
 DEFAULT_PIPELINE = ["stability", "share_softmax", "simplify", "fold", "cse", "transpose_fold",
                     "dce"]
+CANONICAL_PIPELINE = ["stability"]
 MAX_ROUNDS = 8
 
 
@@ -73,5 +77,17 @@ def optimize(graph: Graph, passes=None, trace: bool = False, check: bool = False
     return (g, history) if trace else g
 
 
-__all__ = ["optimize", "PASSES", "DEFAULT_PIPELINE", "stability", "share_softmax", "simplify",
+def canonicalize(graph: Graph) -> Graph:
+    """The forward graph that every derivative is taken of: `graph` with its unstable
+    compositions replaced by their stable primitives (stability.py: log∘σ → −softplus(−x),
+    log∘softmax → log_softmax, ...).  It computes the same function exactly over the reals, so
+    the derivative is unchanged in meaning; in floating point the gate rules then never divide
+    by an underflowed σ or softmax.  `grad` calls it first.  Every value keeps its name and no
+    node is dropped (the intermediates a rewrite bypasses stay, dead, for dce to remove later),
+    and a graph with nothing to rewrite is returned as it is."""
+    out = optimize(graph, CANONICAL_PIPELINE)
+    return graph if out == graph else out
+
+
+__all__ = ["optimize", "canonicalize", "CANONICAL_PIPELINE", "PASSES", "DEFAULT_PIPELINE", "stability", "share_softmax", "simplify",
            "fold", "cse", "transpose_fold", "dce"]

@@ -7,6 +7,18 @@ primitive that computes the same function stably.
     log(1 + exp(x))         →  softplus(x)             exp overflows for x ≳ 709
     log(1 + x), log(x + 1)  →  log1p(x)                1 + x rounds away x for |x| ≲ 1e-16
     log(exp(x))             →  x                       exp overflows for x ≳ 709
+    log1p(exp(x))           →  softplus(x)             exp overflows for x ≳ 709
+    log1p(−σ(x))            →  −softplus(x)            −σ(x) rounds to −1 for x ≳ 37
+    log(pick(softmax(s), y))→  pick(log_softmax(s), y) the picked probability underflows to 0
+    1 / (1 + exp(−x))       →  σ(x)                    the hand-written sigmoid: exp(−x)
+                                                       overflows for x ≲ −709, and log(σ) needs
+                                                       the σ node to be seen by the rules above
+
+These rewrites are a canonicalization of the *forward* graph: `compiler.passes.canonicalize`
+runs them before `grad` (and so before hvp, hessian, train_step, debug_nans and the checks)
+builds any gate rule, so the gradient is the gradient of the stable form.  Rewriting after
+differentiation would keep the loss finite while its gradient still divides by the underflowed
+σ(x) (0/0 = nan).  log σ(−x) needs no rule of its own: it is −softplus(−(−x)).
 
 Each identity holds exactly over the reals (tests prove them with SymPy); where the old form was
 finite the values agree to rounding, and where it overflowed or underflowed the new form gives
@@ -45,6 +57,13 @@ def _log_rule(rw, n, x):
     src = rw.node_of(x)
     if src is None:
         return None
+    if src.op == "pick":
+        probs = rw.node_of(src.inputs[0])
+        if probs is not None and probs.op == "softmax" and \
+                probs.attrs["axis"] in (1, probs.out.ndim - 1) and probs.out.ndim == 2:
+            logp = rw.emit("log_softmax", [probs.inputs[0]], axis=probs.attrs["axis"])
+            return rw.emit("pick", [logp, src.inputs[1]])
+        return None
     if src.op == "softmax":
         return rw.emit("log_softmax", [src.inputs[0]], axis=src.attrs["axis"])
     if src.op == "sigmoid":
@@ -62,12 +81,44 @@ def _log_rule(rw, n, x):
     return None
 
 
+def _log1p_rule(rw, n, x):
+    src = rw.node_of(x)
+    if src is None:
+        return None
+    if src.op == "exp":
+        return rw.emit("softplus", [src.inputs[0]])
+    if src.op == "neg" and op_of(rw, src.inputs[0]) == "sigmoid":
+        return rw.emit("neg", [rw.emit("softplus", [rw.node_of(src.inputs[0]).inputs[0]])])
+    return None
+
+
+def _sigmoid_by_hand(rw, n, num, den):
+    """σ(x) when num / den is 1 / (1 + exp(−x)) (den = 1 + exp(−x) or exp(−x) + 1), σ(−x) when
+    it is 1 / (1 + exp(x))."""
+    if not is_value(rw, num, 1):
+        return None
+    e = _one_plus(rw, den)
+    if e is None or op_of(rw, e) != "exp":
+        return None
+    arg = rw.node_of(e).inputs[0]
+    if op_of(rw, arg) == "neg":
+        return rw.emit("sigmoid", [rw.node_of(arg).inputs[0]])
+    return rw.emit("sigmoid", [rw.emit("neg", [arg])])
+
+
+_RULES = {"log": lambda rw, n: _log_rule(rw, n, rw.new(n.inputs[0])),
+          "log1p": lambda rw, n: _log1p_rule(rw, n, rw.new(n.inputs[0])),
+          "div": lambda rw, n: _sigmoid_by_hand(rw, n, rw.new(n.inputs[0]),
+                                                rw.new(n.inputs[1]))}
+
+
 def stability(graph: Graph) -> Graph:
     """The graph with each unstable log composition replaced by its stable primitive."""
     rw = Rewriter(graph)
     for n in graph.nodes:
         rw.current = n
-        r = _log_rule(rw, n, rw.new(n.inputs[0])) if n.op == "log" else None
+        rule = _RULES.get(n.op)
+        r = rule(rw, n) if rule is not None else None
         if r is not None:
             r = fit(rw, r, n)
         if r is None:
