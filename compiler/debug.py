@@ -70,10 +70,15 @@ def broadcast_guard(strict: bool = False):
         if frame is None:
             warnings.warn(msg, BroadcastWarning, stacklevel=2)
         else:
-            warnings.warn_explicit(msg, BroadcastWarning, frame.f_code.co_filename,
-                                   frame.f_lineno, module=frame.f_globals.get("__name__"),
+            filename = frame.f_code.co_filename
+            # module_globals lets the warning show the source line of a module whose file
+            # linecache cannot read (a zip import); the loader of `python -c`, stdin and the
+            # REPL (BuiltinImporter) raises ImportError when asked, so pass it only for files
+            source = None if filename.startswith("<") else frame.f_globals
+            warnings.warn_explicit(msg, BroadcastWarning, filename, frame.f_lineno,
+                                   module=frame.f_globals.get("__name__"),
                                    registry=frame.f_globals.setdefault("__warningregistry__", {}),
-                                   module_globals=frame.f_globals)
+                                   module_globals=source)
     return on_node
 
 
