@@ -118,8 +118,11 @@ def _node(e, env, b):
         return _UNARY[e.func](_var(args[0], b, env))
     if isinstance(e, (sp.Max, sp.Min)):
         fn = B.maximum if isinstance(e, sp.Max) else B.minimum
-        if isinstance(e, sp.Max) and len(args) == 2 and 0.0 in args:
-            return B.relu(_var(args[0] if args[1] == 0.0 else args[1], b, env))
+        # max(x, 0) is relu; test for the number 0 by type first (== on a traced value is a
+        # traced comparison, and `in` would ask for its truth value)
+        zero = [k for k, a in enumerate(args) if not isinstance(a, B.Var) and a == 0.0]
+        if isinstance(e, sp.Max) and len(args) == 2 and zero:
+            return B.relu(_var(args[1 - zero[0]], b, env))
         return _fold(args, fn)
     if isinstance(e, sp.Piecewise):
         return _piecewise(e, env, b)
