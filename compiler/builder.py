@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import numbers
+import sys
 
 from .ir import (Graph, Namer, Node, ShapeError, TensorType, UnsupportedError, Value,
                  const_value)
@@ -228,12 +229,22 @@ class Var:
                 return getattr(self, self._UFUNC_OPS[name])(c)
             return getattr(self, self._UFUNC_REFLECTED[name])(a)
         raise UnsupportedError(f"np.{name} was called on traced value {self.name}{_at(self)}; "
-                               f"use the gradc function instead (dsl.{name} if it exists; "
-                               "see dsl.__all__)")
+                               f"{_dsl_instead(name)}")
 
     def __array_function__(self, func, types, args, kwargs):
         raise UnsupportedError(f"np.{func.__name__} was called on traced value {self.name}"
-                               f"{_at(self)}; use gradc's dsl.{func.__name__} instead")
+                               f"{_at(self)}; {_dsl_instead(func.__name__)}")
+
+
+def _dsl_instead(name: str) -> str:
+    """The advice after a NumPy function met a traced value: dsl's function of that name when
+    the DSL has one (looked up, not imported: compiler does not import frontends; a traced
+    value from dsl.trace means the DSL is loaded), else where the list of its functions is."""
+    dsl = sys.modules.get("frontends.dsl")
+    if dsl is not None and name in getattr(dsl, "__all__", ()):
+        return f"use gradc's dsl.{name} instead"
+    return (f"gradc has no function named {name}; write it from the DSL's functions, listed "
+            "in dsl.__all__")
 
 
 def _at(v: Var) -> str:
