@@ -5,9 +5,13 @@ and emit readable NumPy code (LLVM native code follows).
     dg = compiler.grad(g)            # reverse mode as a pass: Graph -> Graph
     fn = compiler.compile(dg)        # backend="numpy"
 """
+import keyword
+from collections.abc import Iterable
+
 from .autodiff import grad, unbroadcast
 from .interpret import interpret
-from .ir import GradcError, Graph, ShapeError, TensorType, UnsupportedError, Value, verify
+from .ir import (GradcError, Graph, ShapeError, TensorType, UnknownNameError, UnsupportedError,
+                 Value, verify)
 from .text import ParseError, parse_graph, print_graph
 from .passes import optimize
 from .passes.memory import plan_memory
@@ -31,6 +35,18 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
     live in buffers reused across calls; results are still fresh arrays unless the call
     passes copy=False.  `check_finite=True`: a NaN or inf in a float argument is a ValueError
     naming it, raised before the compiled code runs (docs/errors.md)."""
+    if not isinstance(graph, Graph):
+        raise UnsupportedError(f"compile: expected a Graph (from dsl.trace or compiler.grad), "
+                               f"got {type(graph).__name__} {graph!r:.80}")
+    if name is not None and not (isinstance(name, str) and name.isidentifier()
+                                 and not keyword.iskeyword(name)):
+        raise GradcError(f"compile: name={name!r} must be a Python identifier (it names the "
+                         "generated function)")
+    if passes is not None:
+        if isinstance(passes, str) or not isinstance(passes, Iterable):
+            raise GradcError(f"compile: passes={passes!r} must be a list of pass names "
+                             "(e.g. ['cse', 'dce']), [] for none, or None for the default")
+        passes = list(passes)
     verify(graph)
     if passes is None or list(passes):
         graph = optimize(graph, passes)
@@ -56,6 +72,7 @@ def _finite(kernel, check_finite: bool):
 
 
 __all__ = ["Graph", "Value", "TensorType", "GradcError", "ShapeError", "UnsupportedError",
+           "UnknownNameError",
            "ParseError", "grad", "compile", "interpret", "parse_graph", "print_graph", "verify",
            "unbroadcast", "check_against_sympy", "check_finite_differences", "to_sympy",
            "hvp", "hessian", "check_hessian_against_sympy", "check_hessian_finite_differences",

@@ -59,6 +59,11 @@ def _wrt_list(graph: Graph, wrt) -> list:
         return [v.name for v in graph.inputs if v.type.is_float]
     wrt = [wrt] if isinstance(wrt, str) else list(wrt)
     for name in wrt:
+        if not isinstance(name, str):
+            raise GradcError(f"grad: wrt holds {name!r}; give input names (strings), e.g. "
+                             f"wrt=[{', '.join(repr(v.name) for v in graph.inputs[:2])}]")
+        if wrt.count(name) > 1:
+            raise GradcError(f"grad: input {name!r} is named twice in wrt={wrt!r}")
         v = graph.input(name)
         if not v.type.is_float:
             raise UnsupportedError(f"grad: input {name!r} is {v.type}; only float inputs have "

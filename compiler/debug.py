@@ -213,6 +213,8 @@ def debug_nans(graph: Graph, inputs: dict | None = None, *, of=None, wrt=None,
         try:
             dg = grad(graph, wrt=wrt, of=of)
         except GradcError:
+            if of is not None or wrt is not None:
+                raise        # the caller named what to differentiate: the mistake is theirs
             dg = None        # nothing to differentiate (no float scalar output)
     if dg is not None:
         dvalues = values if dg is graph else interpret(dg, args, all_values=True)

@@ -36,6 +36,14 @@ class UnsupportedError(GradcError, TypeError):
     """An op, a Python construct or an argument kind that gradc does not support."""
 
 
+class UnknownNameError(GradcError, KeyError):
+    """A name (an input, an output) that the graph does not have.  A KeyError too, for callers
+    that caught the KeyError `Graph.input` raised before; shown as its message, not its repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass(frozen=True)
 class TensorType:
     dtype: str
@@ -141,7 +149,7 @@ class Graph:
         for v in self.inputs:
             if v.name == name:
                 return v
-        raise KeyError(f"graph {self.name!r} has no input {name!r}; inputs are "
+        raise UnknownNameError(f"graph {self.name!r} has no input {name!r}; inputs are "
                        f"{', '.join(v.name for v in self.inputs)}")
 
     def producers(self) -> dict:

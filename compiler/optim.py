@@ -34,6 +34,7 @@ Warmup (t+1)/w for t < w, then its inner schedule at t − w.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from . import builder as B
@@ -63,10 +64,17 @@ class Schedule:
         return f"{type(self).__name__}({args})"
 
 
+def _real(name: str, value) -> float:
+    """A hyperparameter as a float: a finite real number (not a bool, a string, None)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise GradcError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _positive(name: str, value, integer=False):
     if integer and (not isinstance(value, int) or isinstance(value, bool)):
         raise GradcError(f"{name} must be a positive int, got {value!r}")
-    if not value > 0:
+    if not _real(name, value) > 0:
         raise GradcError(f"{name} must be positive, got {value!r}")
     return value
 
@@ -83,7 +91,7 @@ class StepDecay(Schedule):
 
     def __init__(self, step_size: int, gamma: float = 0.1):
         self.step_size = _positive("StepDecay step_size", step_size, integer=True)
-        self.gamma = float(gamma)
+        self.gamma = _real("StepDecay gamma", gamma)
 
     def factor(self, t):
         k = B.cast(B.cast(t / float(self.step_size), "i64"), "f64")   # ⌊t/s⌋ for t ≥ 0
@@ -107,7 +115,7 @@ class Cosine(Schedule):
 
     def __init__(self, total_steps: int, final: float = 0.0):
         self.total_steps = _positive("Cosine total_steps", total_steps, integer=True)
-        self.final = float(final)
+        self.final = _real("Cosine final", final)
 
     def factor(self, t):
         T = float(self.total_steps)
@@ -140,8 +148,8 @@ class Optimizer:
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None,
                  schedule: Schedule | None = None):
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
+        self.lr = _real(f"{type(self).__name__} lr", lr)
+        self.weight_decay = _real(f"{type(self).__name__} weight_decay", weight_decay)
         self.clip_norm = None if clip_norm is None else float(_positive("clip_norm", clip_norm))
         if schedule is not None and not isinstance(schedule, Schedule):
             raise GradcError(f"schedule must be a compiler.optim schedule (StepDecay, "
@@ -186,7 +194,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False, **kw):
         super().__init__(lr, **kw)
-        self.momentum = float(momentum)
+        self.momentum = _real("Momentum momentum", momentum)
         self.nesterov = bool(nesterov)
 
     def rule(self, b, name, p, g, state, lr, k):
@@ -207,7 +215,7 @@ class RMSProp(Optimizer):
 
     def __init__(self, lr: float, decay: float = 0.99, eps: float = 1e-8, **kw):
         super().__init__(lr, **kw)
-        self.decay, self.eps = float(decay), float(eps)
+        self.decay, self.eps = _real("RMSProp decay", decay), _real("RMSProp eps", eps)
 
     def rule(self, b, name, p, g, state, lr, k):
         rho = self.decay
@@ -227,7 +235,8 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, **kw):
         super().__init__(lr, **kw)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1, self.beta2 = _real("Adam beta1", beta1), _real("Adam beta2", beta2)
+        self.eps = _real("Adam eps", eps)
 
     def _moments(self, b, name, p, g, state, k):
         b1, b2 = self.beta1, self.beta2

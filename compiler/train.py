@@ -108,7 +108,7 @@ class TrainStep:
         self.last: dict = {}
         self._train: dict = {}
         self._eval: dict = {}
-        self._last = self._compiled(self._shapes({}), training=True)
+        self._last = self._compiled(self._shapes(None), training=True)
 
     # ---- the public surface ---------------------------------------------------------------
     @property
@@ -203,8 +203,10 @@ class TrainStep:
 
     # ---- building ---------------------------------------------------------------------------
     def _shapes(self, batch: dict) -> tuple:
-        """The input specs for `batch` (the declared ones where no array is given)."""
-        if batch:
+        """The input specs for `batch` (None: the declared ones, for the first compile)."""
+        if batch is None:
+            batch = {}
+        else:
             missing = [k for k in self.inputs if k not in batch]
             extra = [k for k in batch if k not in self.inputs]
             if missing or extra:

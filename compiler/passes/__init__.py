@@ -24,6 +24,8 @@ not rewrites: they annotate, never change, the graph.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..ir import GradcError, Graph, verify
 from .cse import cse
 from .dce import dce
@@ -42,6 +44,9 @@ MAX_ROUNDS = 8
 
 
 def _resolve(passes) -> list:
+    if isinstance(passes, str) or not isinstance(passes, Iterable):
+        raise GradcError(f"passes={passes!r} must be a list of pass names (e.g. ['cse', 'dce']), "
+                         "[] for none, or None for the default pipeline")
     out = []
     for p in passes:
         if callable(p):
