@@ -16,6 +16,9 @@ from __future__ import annotations
 import ctypes
 
 SYMBOLS = {"gradc_dgemm": "dgemm", "gradc_sgemm": "sgemm"}
+# the width of Fortran INTEGER in these routines: SciPy's OpenBLAS is LP64 (not ILP64), so a
+# dimension or leading dimension must be < 2**31 (the emitter refuses larger ones)
+INT_BITS = 32
 
 _bound: dict = {}
 

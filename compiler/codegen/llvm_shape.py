@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .llvm_emit import I8, I32, PTR, VOID, View, contiguous_strides
+from runtime.blas import INT_BITS as BLAS_INT_BITS
+
+from ..ir import UnsupportedError
+from .llvm_emit import I8, PTR, VOID, View, contiguous_strides
+
+BLAS_INT = ir.IntType(BLAS_INT_BITS)          # gemm's INTEGER arguments
+BLAS_INT_MAX = 2 ** (BLAS_INT_BITS - 1) - 1
 
 GEMM = {"f64": "gradc_dgemm", "f32": "gradc_sgemm"}
 SMALL_GEMM = 1 << 15       # m·n·k up to this: inline loops instead of a BLAS call
@@ -133,17 +139,34 @@ def _matmul(em, node):
     _gemm(em, node, out, 0.0)
 
 
+def check_blas_ints(name: str, loc: str | None = None, **ints) -> None:
+    """Every gemm integer (m, n, k, lda, ldb, ldc) must fit the BLAS's INTEGER: SciPy's
+    OpenBLAS is LP64 (runtime/blas.py), a 32-bit C int, so 2**31 or more would be silently
+    truncated.  (BLAS forms the products, such as lda·k, in 64-bit internally.)"""
+    bad = [f"{k}={v}" for k, v in ints.items() if not 0 <= int(v) <= BLAS_INT_MAX]
+    if bad:
+        where = f" at {loc}" if loc else ""
+        raise UnsupportedError(
+            f"matmul {name!r}{where}: gemm's {', '.join(bad)} "
+            f"{'does' if len(bad) == 1 else 'do'} not fit the BLAS's {BLAS_INT_BITS}-bit "
+            f"integers (at most {BLAS_INT_MAX}); use backend='numpy' for a product this large, "
+            "or split it into smaller matmuls")
+
+
 def _gemm(em, node, dest, beta: float):
     """dest = op(A)·op(B) + beta·dest through BLAS."""
     m, n, k, (asrc, aflag, lda), (bsrc, bflag, ldb) = _product(em, node)
+    # gemm's own argument names: C is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ (module docstring)
+    check_blas_ints(node.out.name, node.loc, m=n, n=m, k=k, lda=ldb, ldb=lda, ldc=max(1, n))
     ty = em.ll(dest.dtype)
 
     def cell(t, v, name):
         return em.var(t, ir.Constant(t, v), name=f"{node.out.name}.{name}")
     args = [cell(I8, ord(bflag), "transa"), cell(I8, ord(aflag), "transb"),
-            cell(I32, n, "m"), cell(I32, m, "n"), cell(I32, k, "k"), cell(ty, 1.0, "alpha"),
-            em.ptr(bsrc), cell(I32, ldb, "lda"), em.ptr(asrc), cell(I32, lda, "ldb"),
-            cell(ty, beta, "beta"), em.ptr(dest), cell(I32, max(1, n), "ldc")]
+            cell(BLAS_INT, n, "m"), cell(BLAS_INT, m, "n"), cell(BLAS_INT, k, "k"),
+            cell(ty, 1.0, "alpha"), em.ptr(bsrc), cell(BLAS_INT, ldb, "lda"), em.ptr(asrc),
+            cell(BLAS_INT, lda, "ldb"), cell(ty, beta, "beta"), em.ptr(dest),
+            cell(BLAS_INT, max(1, n), "ldc")]
     em.b.call(_gemm_decl(em, dest.dtype), args)
 
 
