@@ -84,7 +84,9 @@ class TrainStep:
         self.backend, self.passes = backend, passes
         self.name = name or f"{getattr(loss_fn, '__name__', 'model')}_step"
         self._params = {}
+        from runtime.checks import refuse_masked
         for k, a in dict(params).items():
+            refuse_masked(f"train_step: parameter {k!r}", a)
             arr = np.array(a, copy=True)
             if arr.dtype not in _FLOAT_DTYPES:
                 raise GradcError(f"train_step: parameter {k!r} has dtype {arr.dtype}; "

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from compiler.ir import NUMPY_DTYPE
+from compiler.ir import NUMPY_DTYPE, UnsupportedError
 
 
 def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
@@ -80,7 +80,19 @@ def _check_finite(name, arr) -> None:
                          "inf inputs")
 
 
+def refuse_masked(what: str, x) -> None:
+    """A masked array is refused: every backend reads an array's data, so its mask would be
+    silently ignored (masked entries read as the numbers under them)."""
+    if isinstance(x, np.ma.MaskedArray):
+        masked = int(np.ma.count_masked(x))
+        raise UnsupportedError(
+            f"{what}: a masked array (numpy.ma.MaskedArray, {masked} of {x.size} entries "
+            "masked); gradc does not read masks: pass x.filled(value) to choose what the "
+            "masked entries are, or np.asarray(x) to use the data under the mask")
+
+
 def _convert(name, x, t):
+    refuse_masked(f"argument {name!r}", x)
     want = np.dtype(NUMPY_DTYPE[t.dtype])
     if isinstance(x, numbers.Number) and not isinstance(x, np.generic):
         if isinstance(x, bool) and t.dtype != "bool":
