@@ -12,6 +12,7 @@ from .autodiff import grad, unbroadcast
 from .interpret import interpret
 from .ir import (GradcError, Graph, ShapeError, TensorType, UnknownNameError, UnsupportedError,
                  Value, verify)
+from .ops.labels import LabelError
 from .text import ParseError, parse_graph, print_graph
 from .passes import optimize
 from .passes.memory import plan_memory
@@ -76,4 +77,5 @@ __all__ = ["Graph", "Value", "TensorType", "GradcError", "ShapeError", "Unsuppor
            "ParseError", "grad", "compile", "interpret", "parse_graph", "print_graph", "verify",
            "unbroadcast", "check_against_sympy", "check_finite_differences", "to_sympy",
            "hvp", "hessian", "check_hessian_against_sympy", "check_hessian_finite_differences",
-           "optim", "train_step", "TrainStep", "optimize", "debug_nans", "BroadcastWarning"]
+           "optim", "train_step", "TrainStep", "optimize", "debug_nans", "BroadcastWarning",
+           "LabelError"]

@@ -1,12 +1,14 @@
 """The reference interpreter: evaluates a graph node by node with each op's NumPy reference
 rule.  It is the spec that both backends and the SymPy renderer are tested against, and the
-fallback executor.  Every result is checked against the node's declared type."""
+fallback executor.  Every result is checked against the node's declared type, and every label
+operand against its class count (a LabelError, as on both backends: compiler/ops/labels.py)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .ir import NUMPY_DTYPE, GradcError, Graph
 from .ops import EVAL_RULES
+from .ops.labels import checked_labels, label_checks
 
 
 def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = False,
@@ -16,8 +18,12 @@ def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = Fa
     from runtime.checks import check_arguments
     args = check_arguments(graph, dict(inputs or {}, **kw))
     env = {v.name: a for v, a in zip(graph.inputs, args)}
+    computed = {c.first: c for c in label_checks(graph) if c.source is not None}
     with np.errstate(all="ignore"):
         for n in graph.nodes:
+            c = computed.get(n.out.name)      # n is the first label op reading computed labels
+            if c is not None:
+                checked_labels(env[c.value.name], c.classes, c.value.name, c.op, c.source, c.loc)
             try:
                 r = np.asarray(EVAL_RULES[n.op](*(env[v.name] for v in n.inputs), **n.attrs))
             except Exception as e:  # a reference rule failing is a bug or a bad input value

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from compiler.ir import NUMPY_DTYPE, UnsupportedError
+from compiler.ops.labels import error_for, label_checks as all_label_checks
 
 
 def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
@@ -37,36 +38,24 @@ def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
 
 
 def check_labels(graph, args) -> None:
-    """Every class label in [0, C): a ValueError naming the argument, before the call."""
-    for k, name, depth, op in label_checks(graph):
+    """Every class label of an argument in [0, C): a LabelError naming the argument, the row
+    and the op (compiler/ops/labels.py), before the call."""
+    for k, check in input_label_checks(graph):
         lab = args[k]
-        if lab.size and (lab.min() < 0 or lab.max() >= depth):
-            bad = lab[(lab < 0) | (lab >= depth)].ravel()[0]
-            raise ValueError(f"argument {name!r}: label {int(bad)} is outside [0, {depth}) "
-                             f"(the {op} op has {depth} classes)")
+        if lab.size and lab.view(np.uint64).max() >= check.classes:   # negatives are huge
+            raise error_for(check, lab)
 
 
-_LABEL_OPS = {"softmax_cross_entropy": 1, "svm_loss": 1, "pick": 1, "onehot": 0}
+def input_label_checks(graph) -> list:
+    """[(input position, LabelCheck)] for every argument used as class labels (ops/labels.py),
+    so that a label out of range is an error on every backend (NumPy would wrap -1 around)."""
+    pos = {v.name: k for k, v in enumerate(graph.inputs)}
+    return [(pos[c.value.name], c) for c in all_label_checks(graph) if c.source is None]
 
 
 def label_checks(graph) -> list:
-    """(input position, name, class count, op) for every integer input used as class labels,
-    so that a label out of range is an error on every backend (NumPy would wrap -1 around).
-    Cached on the graph."""
-    cached = graph.__dict__.get("_label_checks")
-    if cached is not None and cached[0] == len(graph.nodes):
-        return cached[1]
-    pos = {v.name: k for k, v in enumerate(graph.inputs)}
-    smallest: dict = {}       # one check per input: the smallest class count among its readers
-    for n in graph.nodes:
-        if n.op in _LABEL_OPS:
-            lab = n.inputs[_LABEL_OPS[n.op]]
-            depth = n.attrs["depth"] if n.op == "onehot" else n.inputs[0].shape[-1]
-            if lab.name in pos and (lab.name not in smallest or depth < smallest[lab.name][2]):
-                smallest[lab.name] = (pos[lab.name], lab.name, int(depth), n.op)
-    found = list(smallest.values())
-    graph.__dict__["_label_checks"] = (len(graph.nodes), found)
-    return found
+    """(input position, name, class count, op) for every argument used as class labels."""
+    return [(k, c.value.name, c.classes, c.op) for k, c in input_label_checks(graph)]
 
 
 def _check_finite(name, arr) -> None:

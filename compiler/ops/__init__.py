@@ -6,6 +6,8 @@
                         fn(g, out, *inputs, **attrs) builds the downstream gradient as IR
     SYMPY_RULES[op]     (*object arrays of SymPy expressions, **attrs) -> object array
     NUMPY_EMITTERS[op]  how the NumPy source emitter writes the op (see codegen/numpy_emit.py)
+    LABEL_RULES[op]     label ops only: node -> (operand position, classes): that operand holds
+                        class indices, each checked to lie in [0, classes) (ops/labels.py)
 
 The registries are plain dicts keyed by primitive name.  `tests/test_op_table.py` walks every
 primitive and fails on a missing entry.
@@ -17,6 +19,7 @@ EVAL_RULES: dict = {}
 GATE_RULES: dict = {}
 SYMPY_RULES: dict = {}
 NUMPY_EMITTERS: dict = {}
+LABEL_RULES: dict = {}
 
 REGISTRIES = {"shape rule": SHAPE_RULES, "reference evaluation": EVAL_RULES,
               "gate rule": GATE_RULES, "SymPy meaning": SYMPY_RULES,

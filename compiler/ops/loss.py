@@ -13,7 +13,7 @@ from .. import builder as B
 from ..codegen import numpy_helpers as H
 from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
-from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from . import EVAL_RULES, GATE_RULES, LABEL_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
 
 
 # ---- reference implementations shared with the emitted module (keep them self-contained) ---
@@ -139,6 +139,15 @@ def _sym_onehot(labels, depth, dtype):
 
 
 def _pick_text(args, attrs, node):
+# ---- label operands: (position, classes); the labels index the columns of scores [N, C] ----
+def _row_labels(node):
+    return 1, node.inputs[0].shape[1]
+
+
+def _onehot_labels(node):
+    return 0, node.attrs["depth"]
+
+
     return f"{wrap(args[0], ATOM, False)}[np.arange({node.inputs[0].shape[0]}), {args[1][0]}]"
 
 
@@ -169,6 +178,7 @@ SYMPY_RULES["softmax_cross_entropy"] = _sym_xent
 NUMPY_EMITTERS["softmax_cross_entropy"] = helper(H.softmax_cross_entropy,
                                                  also=(H.log_softmax,))
 
+LABEL_RULES["softmax_cross_entropy"] = _row_labels
 SHAPE_RULES["svm_loss"] = _loss_type("svm_loss")
 EVAL_RULES["svm_loss"] = svm_loss
 GATE_RULES["svm_loss"] = gate("dscores = ([margin > 0] − onehot·Σ[margin > 0])·G/N",
@@ -178,12 +188,15 @@ NUMPY_EMITTERS["svm_loss"] = helper(svm_loss, "margin")
 
 SHAPE_RULES["pick"] = _pick_type
 EVAL_RULES["pick"] = lambda x, labels: x[np.arange(len(labels)), labels]
+LABEL_RULES["svm_loss"] = _row_labels
 GATE_RULES["pick"] = gate("dx = onehot(labels)·G", _pick_gate, None)
 SYMPY_RULES["pick"] = _sym_pick
 NUMPY_EMITTERS["pick"] = Expr(_pick_text)
 
 SHAPE_RULES["onehot"] = _onehot_type
 EVAL_RULES["onehot"] = lambda labels, depth, dtype: np.eye(depth, dtype=NUMPY_DTYPE[dtype])[labels]
+LABEL_RULES["pick"] = _row_labels
 GATE_RULES["onehot"] = gate(None)
 SYMPY_RULES["onehot"] = _sym_onehot
 NUMPY_EMITTERS["onehot"] = Expr(_onehot_text)
+LABEL_RULES["onehot"] = _onehot_labels
