@@ -25,18 +25,29 @@ to the graph.  The step object fills every such input from its own generator,
 order.  `step.evaluate(...)` runs a separate evaluation trace (`training=False`) in which dropout
 is the identity and nothing is updated.
 
-Checkpoints: `save(path)` writes an .npz with the parameters (`param/<name>`), the optimizer
-buffers (`state/<slot>/<name>`), the step counter `t`, the generator state `rng` (JSON) and the
-optimizer's description; `load(path)` restores them, after which training continues with
+Checkpoints (compiler/checkpoint.py): `save(path)` writes an .npz with the parameters
+(`param/<name>`), the optimizer buffers (`state/<slot>/<name>`), the step counter `t`, the
+generator state `rng` (JSON), the optimizer's class and hyper-parameters, atomically (a temporary
+file, fsynced and renamed over the old one); `load(path)` validates every field before it changes
+anything and then restores them (and the learning rate), after which training continues with
 results bit-identical to never having stopped.
+
+All or nothing: a call that raises (a read-only parameter, a bad argument, an error inside the
+kernel) leaves the parameters, buffers, `t` and the generator as they were.  Where the NumPy
+kernel computes updates in place, every statement from the first in-place update on is one that
+cannot raise (`_updates_cannot_fail`); otherwise it computes into its own buffers and the step
+copies back after the call succeeded.
 """
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 
-from .ir import NUMPY_DTYPE, GradcError, TensorType
+from . import checkpoint
+from .checkpoint import CheckpointError, TrainStepError
+from .ir import FLOAT_DTYPES, NUMPY_DTYPE, GradcError, TensorType
 from .optim import Optimizer, append_update
 
 _FLOAT_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -71,7 +82,16 @@ class TrainStep:
     (slot, name) -> array), `t` (updates taken), `last` (the last call's loss, learning rate
     and, when clipping, gradient norm), `optimizer` (its `lr` is read at every call:
     changing it takes effect without recompiling), `rng` (the dropout generator), `source` and
-    `ir` of the most recently used compiled step, `compilations` (how many were built)."""
+    `ir` of the most recently used compiled step, `compilations` (how many were built), `lock`.
+
+    Threads: a step may be called from any number of threads.  Each call (dropout draw,
+    forward, backward, update, counter) holds `step.lock` (a reentrant lock), as do `evaluate`,
+    `save` and `load`, so concurrent calls end exactly where the same calls made one after
+    another, in the order they took the lock, would end: n calls advance `t` by exactly n and
+    each sees the state the previous one left.  Hold `step.lock` yourself to group several
+    (a step, then `save`), or to read `params`/`state` while other threads train: outside it
+    they may show an update in progress.  A call that raises changes nothing (module
+    docstring)."""
 
     def __init__(self, loss_fn, params: dict, inputs: dict, optimizer: Optimizer,
                  backend: str = "numpy", *, seed: int = 0, passes=None, name: str | None = None):
@@ -106,6 +126,7 @@ class TrainStep:
                       for p, a in self._params.items() for slot in optimizer.slots}
         self.t = 0
         self.rng = np.random.default_rng(seed)
+        self.lock = threading.RLock()
         self.compilations = 0
         self.last: dict = {}
         self._train: dict = {}
@@ -130,72 +151,84 @@ class TrainStep:
         return self._last.graph
 
     def __call__(self, **batch) -> float:
-        """One update on `batch`; returns the loss computed before it."""
-        c = self._last
-        if not c.takes(batch):          # the hot path: the same shapes as the last call
-            c = self._compiled(self._shapes(batch), training=True)
-            self._last = c
-        lay = c.layout
-        for name, p, shape in c.dropout:
-            batch[name] = self.rng.random(shape) >= p
-        c.fixed[lay.base_lr][...] = self.optimizer.lr
-        c.fixed[lay.t][...] = self.t
-        if c.run is not None:          # the kernel holds our arrays, checked once (bind)
-            out = c.run(**batch)
-        else:                          # params, buffers, lr and t: the same arrays every call
-            out = c.kernel(copy=False, **c.fixed, **batch)
-        for dst, key in c.copy_back:
-            if out[key] is not dst:        # not already computed into it (NumpyKernel.bind)
-                np.copyto(dst, out[key])
-        self.t = int(out[c.t_key])
-        self.last = {k: float(out[k]) for k in c.scalar_keys}
-        return self.last["loss"]
+        """One update on `batch`; returns the loss computed before it.  Atomic: under
+        `self.lock`, and a call that raises leaves every parameter, buffer, `t` and `rng` as
+        it was."""
+        with self.lock:
+            c = self._last
+            if not c.takes(batch):          # the hot path: the same shapes as the last call
+                c = self._compiled(self._shapes(batch), training=True)
+                self._last = c
+            for what, a in c.owned:         # copy_back / out= must not fail half-way
+                if not a.flags.writeable:
+                    raise TrainStepError(f"{self.name}: {what} is read-only; the step updates "
+                                         "it in place (set flags.writeable = True)")
+            lay = c.layout
+            drawn = self.rng.bit_generator.state if c.dropout else None
+            try:
+                for name, p, shape in c.dropout:
+                    batch[name] = self.rng.random(shape) >= p
+                c.fixed[lay.base_lr][...] = self.optimizer.lr
+                c.fixed[lay.t][...] = self.t
+                if c.run is not None:          # the kernel holds our arrays, checked once (bind)
+                    out = c.run(**batch)
+                else:                          # params, buffers, lr and t: the same arrays
+                    out = c.kernel(copy=False, **c.fixed, **batch)
+            except BaseException:
+                if drawn is not None:
+                    self.rng.bit_generator.state = drawn
+                raise
+            for dst, key in c.copy_back:
+                if out[key] is not dst:        # not already computed into it (NumpyKernel.bind)
+                    np.copyto(dst, out[key])
+            self.t = int(out[c.t_key])
+            self.last = last = {k: float(out[k]) for k in c.scalar_keys}
+            return last["loss"]
 
     def evaluate(self, **batch) -> dict:
         """The loss function's outputs on `batch` with the current parameters, dropout off,
         nothing updated: {"loss": ..., and any other outputs loss_fn returns}."""
-        c = self._compiled(self._shapes(batch), training=False)
-        out = c.kernel(**self._params, **batch)
+        with self.lock:
+            c = self._compiled(self._shapes(batch), training=False)
+            out = c.kernel(**self._params, **batch)
         return {("loss" if k == c.loss_key else k): v for k, v in out.items()}
 
     def save(self, path) -> None:
-        """Write parameters, optimizer buffers, step counter and generator state to `path`
-        (.npz)."""
-        data = {f"param/{k}": a for k, a in self._params.items()}
-        data.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
-        data["t"] = np.int64(self.t)
-        data["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
-        data["optimizer"] = np.array(type(self.optimizer).__name__)
-        with open(path, "wb") as f:
-            np.savez(f, **data)
+        """Write parameters, optimizer buffers, step counter, generator state and the optimizer's
+        class and hyper-parameters to `path` (.npz, compiler/checkpoint.py), atomically: a
+        temporary file in the same directory, fsynced, renamed over the old file, and the
+        directory fsynced.  A crash or kill during the save leaves the old file as it was."""
+        with self.lock:
+            data = {f"param/{k}": a for k, a in self._params.items()}
+            data.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
+            data["t"] = np.int64(self.t)
+            data["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
+            data["optimizer"] = np.array(type(self.optimizer).__name__)
+            config = self.optimizer.describe()
+            config.pop("optimizer", None)
+            data["optimizer_config"] = np.array(json.dumps(config))
+            checkpoint.write_atomic(path, data)
 
     def load(self, path) -> "TrainStep":
-        """Restore what `save` wrote (into the arrays this step owns).  The checkpoint must come
-        from a step with the same parameters (names, shapes, dtypes) and optimizer class."""
-        with np.load(path, allow_pickle=False) as d:
-            data = {k: d[k] for k in d.files}
-        for k in ("t", "rng", "optimizer"):
-            if k not in data:
-                raise GradcError(f"load: {path} is not a train-step checkpoint (no {k!r})")
-        kind = str(data["optimizer"])
-        if kind != type(self.optimizer).__name__:
-            raise GradcError(f"load: {path} holds {kind} state; this step uses "
-                             f"{type(self.optimizer).__name__}")
-        want = {f"param/{k}": a for k, a in self._params.items()}
-        want.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
-        have = {k for k in data if k.startswith(("param/", "state/"))}
-        if have != set(want):
-            raise GradcError(f"load: {path} has {sorted(have - set(want))} extra and "
-                             f"{sorted(set(want) - have)} missing compared with this step")
-        for k, dst in want.items():
-            src = data[k]
-            if src.shape != dst.shape or src.dtype != dst.dtype:
-                raise GradcError(f"load: {k} in {path} is {src.dtype}{list(src.shape)}, "
-                                 f"this step has {dst.dtype}{list(dst.shape)}")
-        for k, dst in want.items():
-            np.copyto(dst, data[k])
-        self.t = int(data["t"])
-        self.rng.bit_generator.state = json.loads(str(data["rng"]))
+        """Restore what `save` wrote, into the arrays this step owns, and the learning rate
+        (`optimizer.lr`, a runtime value).  Every field is validated before anything changes:
+        member names, each array's dtype and shape (this step's parameters and buffers), the
+        optimizer class and its other hyper-parameters, `t` (a non-negative integer) and the
+        generator state; a mismatch is a CheckpointError naming the field, and the step is
+        then exactly as before.  Nothing in the file is executed (no pickle)."""
+        with self.lock:
+            want = {f"param/{k}": a for k, a in self._params.items()}
+            want.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
+            got = checkpoint.read(path, want, self.optimizer, self.rng.bit_generator)
+            for k, dst in want.items():
+                if not dst.flags.writeable:
+                    raise TrainStepError(f"load: {k} of {self.name} is read-only; nothing "
+                                         "was loaded")
+            for k, dst in want.items():         # validated: from here on nothing can fail
+                np.copyto(dst, got["arrays"][k])
+            self.t = got["t"]
+            self.rng.bit_generator.state = got["rng"]
+            self.optimizer.lr = got["lr"]
         return self
 
     def __repr__(self) -> str:
@@ -258,10 +291,46 @@ class TrainStep:
                            for inp, key in layout.writeback if inp != layout.t]
             c.t_key = dict(layout.writeback)[layout.t]
             c.scalar_keys = [k for k, v in g.outputs.items() if v.shape == () and k in _SCALARS]
+            c.owned = [(f"parameter {k!r}", a) for k, a in self._params.items()]
+            c.owned += [(f"optimizer buffer {slot!r} of {p!r}", a)
+                        for (slot, p), a in self.state.items()]
+            donate = {key: inp for inp, key in layout.writeback if inp != layout.t}
+            if not _updates_cannot_fail(kernel.graph, donate):
+                donate = {}                           # a failure could follow an update
             bind = getattr(kernel, "bind", None)     # the NumPy kernel's cheaper call, with
             c.run = None if bind is None else bind(   # each update computed into its array
-                c.fixed, donate={key: inp for inp, key in layout.writeback if inp != layout.t})
+                c.fixed, donate=donate)
         return c
+
+
+def _updates_cannot_fail(graph, donate: dict) -> bool:
+    """Whether the NumPy code of `graph` may compute the outputs in `donate` straight into the
+    step's arrays and still fail only before the first of them is written: every node whose
+    statement can come at or after the first such output's (a node written inline into its
+    consumer comes at the consumer's) is a constant, a view or an elementwise op (floats for
+    `pow`), which cannot raise on arguments the kernel checked.  Otherwise (a label check, a
+    gather, ... after an update) the kernel computes into its own buffers and the step copies
+    back after the call succeeded."""
+    from .codegen.numpy_emit import plan_inlining
+    from .passes.fold import ELEMENTWISE, NEVER, VIEWS
+    names = {graph.outputs[k].name for k in donate if k in graph.outputs}
+    order = {n.out.name: i for i, n in enumerate(graph.nodes)}
+    first = min((order[v] for v in names if v in order), default=None)
+    if first is None:
+        return True
+    users, inline = graph.users(), plan_inlining(graph)
+
+    def statement(name):
+        while name in inline:
+            name = users[name][0].out.name
+        return order[name]
+    for n in graph.nodes:
+        if statement(n.out.name) < first:
+            continue
+        if not (n.op in ELEMENTWISE or n.op in VIEWS or n.op in NEVER) or (
+                n.op == "pow" and n.out.type.dtype not in FLOAT_DTYPES):
+            return False
+    return True
 
 
 def _loss_key(g) -> str:
@@ -286,4 +355,4 @@ def train_step(loss_fn, params: dict, inputs: dict, optimizer: Optimizer,
                      name=name)
 
 
-__all__ = ["TrainStep", "train_step"]
+__all__ = ["TrainStep", "train_step", "TrainStepError", "CheckpointError"]
