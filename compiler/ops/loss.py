@@ -138,7 +138,6 @@ def _sym_onehot(labels, depth, dtype):
     return out
 
 
-def _pick_text(args, attrs, node):
 # ---- label operands: (position, classes); the labels index the columns of scores [N, C] ----
 def _row_labels(node):
     return 1, node.inputs[0].shape[1]
@@ -148,6 +147,7 @@ def _onehot_labels(node):
     return 0, node.attrs["depth"]
 
 
+def _pick_text(args, attrs, node):
     return f"{wrap(args[0], ATOM, False)}[np.arange({node.inputs[0].shape[0]}), {args[1][0]}]"
 
 
