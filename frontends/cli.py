@@ -134,8 +134,33 @@ def cmd_emit(args) -> int:
     return EXIT_OK
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), else the physical
+    memory, or None where neither is known."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/meminfo") as f:
+            return int(next(ln for ln in f if ln.startswith("MemAvailable:")).split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def require_memory(graph, what: str) -> None:
+    """A CliError, before anything is allocated, when the graph's inputs alone need more memory
+    than is available (random data that large would only get the process killed)."""
+    from compiler.ir import NUMPY_DTYPE
+    need = sum(v.type.size * np.dtype(NUMPY_DTYPE[v.dtype]).itemsize for v in graph.inputs)
+    have = available_memory()
+    if have is not None and need > have:
+        raise CliError(f"{what} needs random inputs of {need / 2 ** 30:.3g} GiB, more than the "
+                       f"{have / 2 ** 30:.3g} GiB of memory available; choose smaller --shape "
+                       "values (gradc show, emit and dot need no data)")
+
+
 def cmd_check(args) -> int:
     m = Model(args)
+    if args.only != "sympy":     # the SymPy check runs on a reduced copy of a large model
+        require_memory(m.graph, f"checking {m.graph.name} by finite differences")
     ok, ran = True, 0
     if args.only in (None, "sympy"):
         try:
@@ -203,6 +228,7 @@ def cmd_bench(args) -> int:
             raise CliError(f"--backend {b}: backends are {', '.join(compiler.BACKENDS)}")
     if args.repeat < 1:
         raise CliError("--repeat must be at least 1")
+    require_memory(graph, f"timing {graph.name}")
     inputs = random_inputs(graph, args.seed)
     sig = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs)
     print(f"bench: {what}")
@@ -329,6 +355,12 @@ def main(argv=None) -> int:
         if debug:
             traceback.print_exc()
         print(f"gradc {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError as e:           # a shape this machine cannot hold (e.g. kernel buffers)
+        if debug:
+            traceback.print_exc()
+        print(f"gradc {args.command}: error: out of memory: {e}; choose smaller --shape values",
+              file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:            # `gradc emit ... | head`
         with contextlib.suppress(OSError):

@@ -19,8 +19,12 @@ import re
 import sys
 import traceback
 
+import numpy as np
+
 import compiler
-from compiler.ir import GradcError, TensorType
+from compiler.ir import NUMPY_DTYPE, GradcError, TensorType
+
+NUMPY_ITEMSIZE = {d: np.dtype(t).itemsize for d, t in NUMPY_DTYPE.items()}
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 OPTIMIZERS = {"sgd": "SGD", "momentum": "Momentum", "rmsprop": "RMSProp", "adam": "Adam",
@@ -112,7 +116,12 @@ def parse_spec(text: str, default_dtype: str = "f64") -> TensorType:
     if not m:
         raise CliError(f"bad shape {text!r}: write f64[64,2], i64[64], f64[] or 64,2")
     dims = [d.strip() for d in m.group(2).split(",") if d.strip()]
-    return TensorType(m.group(1) or default_dtype, tuple(int(d) for d in dims))
+    t = TensorType(m.group(1) or default_dtype, tuple(int(d) for d in dims))
+    nbytes = t.size * NUMPY_ITEMSIZE[t.dtype]
+    if nbytes > sys.maxsize:          # NumPy's limit: sizes in bytes are a signed index
+        raise CliError(f"bad shape {text!r}: {t} would be {nbytes:.3g} bytes; no array can hold "
+                       f"more than {sys.maxsize} (2**63 - 1)")
+    return t
 
 
 def specs_for(fn, shapes: list) -> dict:
