@@ -64,7 +64,8 @@ def write_atomic(path, members: dict) -> None:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **members)
             f.flush()
-            os.fchmod(f.fileno(), mode)
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -89,6 +90,9 @@ def _umask() -> int:
 
 
 def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (POSIX: a directory's entries are synced through its fd)."""
+    if os.name != "posix":
+        return
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)

@@ -131,3 +131,28 @@ def test_the_lock_is_reentrant_and_public():
     with step.lock:
         step(X=X, y=y)
         assert step.t == 1
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_threads_with_two_batch_sizes_compile_each_once_and_count_every_update(backend):
+    """Half the threads send a smaller batch: the second variant is built once, under the
+    lock, and every update is counted."""
+    X, y = data()
+    step = make(mlp, optim.SGD(0.05), backend)
+    start = threading.Barrier(16)
+    errors = []
+
+    def work(i):
+        try:
+            start.wait()
+            n = N if i % 2 else N // 2
+            for _ in range(3):
+                step(X=X[:n], y=y[:n])
+        except BaseException as e:       # noqa: BLE001
+            errors.append(e)
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and step.t == 48 and step.compilations == 2
