@@ -87,12 +87,13 @@ def label_error(labels, classes, value, op, source, loc):
     where = f" at row {idx[0]}" if len(idx) == 1 else f" at index {idx}" if idx else ""
     at = f" at {loc}" if loc else ""
     return LabelError(f"{what}: label {int(labels[idx])} is outside [0, {classes}){where} "
-                      f"(the {op} op{at} has {classes} classes)")
+                      f"(the {op} op{at} has {classes} class{'es' if classes != 1 else ''})")
 
 
 def checked_labels(labels, classes, value, op, source, loc):
     """`labels` (an integer array) when every label lies in [0, classes); else raises
     label_error(...).  One reduction: a negative label read as unsigned is huge."""
-    if np.size(labels) and np.asarray(labels).view(np.uint64).max() >= classes:
-        raise label_error(labels, classes, value, op, source, loc)
+    lab = labels if type(labels) is np.ndarray else np.asarray(labels)   # or a literal
+    if lab.size and lab.view(np.uint64).max() >= classes:
+        raise label_error(lab, classes, value, op, source, loc)
     return labels

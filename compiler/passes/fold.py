@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import NUMPY_DTYPE, Graph
-from ..ops import EVAL_RULES
+from ..ops import EVAL_RULES, LABEL_RULES
 from .rewrite import Rewriter
 
 BIG = 1 << 12     # elements; above this a folded constant is a broadcast view of a scalar
@@ -54,6 +54,9 @@ def evaluate(n, values):
         return r.reshape(()).item()
     if sum(v.type.size for v in n.inputs) + n.out.type.size > BIG:
         return None
+    rule = LABEL_RULES.get(n.op)
+    if rule is not None and not 0 <= values[rule(n)[0]] < rule(n)[1]:
+        return None     # a constant label out of range: left to the LabelError of every backend
     arrays = [np.full(v.shape, c, dtype=NUMPY_DTYPE[v.dtype]) for c, v in zip(values, n.inputs)]
     with np.errstate(all="ignore"):
         r = np.asarray(EVAL_RULES[n.op](*arrays, **n.attrs))
