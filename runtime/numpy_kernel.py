@@ -6,6 +6,7 @@ import linecache
 import numpy as np
 
 from compiler.ir import NUMPY_DTYPE
+from compiler.ops.labels import LabelError
 
 from .checks import check_arguments, label_checks
 
@@ -155,6 +156,8 @@ class NumpyKernel:
         namespace = {"__name__": f"gradc_generated_{self.graph.name}"}
         exec(compile(source, filename, "exec"), namespace)  # our own emitted code
         return namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
+        if "LabelError" in namespace:    # the module's own class (it imports only numpy)
+            namespace["LabelError"] = LabelError     # -> the one every backend raises
 
     def memory_report(self) -> dict:
         """Bytes: allocated per call without planning, their peak while live, the planned

@@ -34,3 +34,8 @@ def where_or_zero(cond, x, out=None):
     got = np.bitwise_and(x.view(bits), -cond.view(np.int8),
                          out=None if out is None else out.view(bits))
     return got.view(x.dtype)
+
+
+class LabelError(ValueError):
+    """A class label outside [0, classes) of the op that reads it (in a module gradc runs, this
+    name is compiler.LabelError; see compiler/ops/labels.py, which raises it)."""
