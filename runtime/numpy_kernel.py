@@ -155,9 +155,9 @@ class NumpyKernel:
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = {"__name__": f"gradc_generated_{self.graph.name}"}
         exec(compile(source, filename, "exec"), namespace)  # our own emitted code
-        return namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
         if "LabelError" in namespace:    # the module's own class (it imports only numpy)
             namespace["LabelError"] = LabelError     # -> the one every backend raises
+        return namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
 
     def memory_report(self) -> dict:
         """Bytes: allocated per call without planning, their peak while live, the planned
