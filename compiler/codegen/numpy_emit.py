@@ -14,7 +14,14 @@ import textwrap
 
 from ..ir import Graph, Node
 from ..ops import NUMPY_EMITTERS
+from ..ops.labels import checked_labels, label_checks, label_error
 from .forms import ATOM, Expr, Stmt
+from .numpy_helpers import LabelError
+
+
+# the module-level names a guarded label op's check calls (see guard_labels)
+LABEL_HELPERS = (LabelError, label_error, checked_labels)
+_LABEL_NAMES = frozenset(h.__name__ for h in LABEL_HELPERS)
 
 
 def _group(n: Node) -> tuple:
@@ -54,7 +61,7 @@ def _local_names(graph: Graph) -> dict:
     `sigmoid = sigmoid(x)` cannot shadow the helper it calls."""
     taken = {n.out.name for n in graph.nodes} | {v.name for v in graph.inputs}
     module = {"np"} | {h.__name__ for n in graph.nodes
-                       for h in getattr(NUMPY_EMITTERS[n.op], "helpers", ())}
+                       for h in getattr(NUMPY_EMITTERS[n.op], "helpers", ())} | _LABEL_NAMES
     out = {}
     for name in sorted(taken & module):
         new = name + "_"
@@ -63,6 +70,50 @@ def _local_names(graph: Graph) -> dict:
         taken.add(new)
         out[name] = new
     return out
+
+
+def label_guards(graph: Graph, inline: frozenset = frozenset()) -> dict:
+    """{label op's output name: (operand position, LabelCheck)} for the labels the graph
+    computes (compiler/ops/labels.py): of the label ops reading them, the one whose statement
+    runs first (an `inline`d node runs in its consumer's statement) gets its operand written
+    `checked_labels(y - 1, 3, ...)`, which raises the LabelError every backend raises.  (Labels
+    that are arguments are checked by the runtime before the code runs.)"""
+    from ..ops import LABEL_RULES
+    checks = {c.value.name: c for c in label_checks(graph) if c.source is not None}
+    if not checks:
+        return {}
+    users = graph.users()
+    order = {n.out.name: k for k, n in enumerate(graph.nodes)}
+
+    def statement(name: str) -> int:
+        while name in inline:
+            name = users[name][0].out.name
+        return order[name]
+    out, seen = {}, set()
+    readers = [n for n in graph.nodes if n.op in LABEL_RULES]
+    for n in sorted(readers, key=lambda n: (statement(n.out.name), order[n.out.name])):
+        k = LABEL_RULES[n.op](n)[0]
+        c = checks.get(n.inputs[k].name)
+        if c is not None and c.value.name not in seen:
+            seen.add(c.value.name)
+            out[n.out.name] = (k, c)
+    return out
+
+
+def guard_labels(n: Node, args: list, guards: dict, helpers: list) -> list:
+    """`args` (rendered operands of node n) with the computed labels of a guarded label op
+    wrapped in their check; the check's helpers join `helpers`.  Names and the model line go
+    in as `repr` literals."""
+    got = guards.get(n.out.name)
+    if got is None:
+        return args
+    k, c = got
+    for h in LABEL_HELPERS:
+        if h not in helpers:
+            helpers.append(h)
+    text = (f"checked_labels({args[k][0]}, {c.classes}, {c.value.name!r}, {c.op!r}, "
+            f"{c.source!r}, {c.loc!r})")
+    return args[:k] + [(text, ATOM)] + args[k + 1:]
 
 
 def donations(graph: Graph, donate: dict | None, inline: frozenset = frozenset()) -> dict:
@@ -115,7 +166,9 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
     into = donations(graph, donate, frozenset(inline))
     helpers: list = []
     ident = _local_names(graph)
+    guards = label_guards(graph, frozenset(inline))
     module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
+    module |= _LABEL_NAMES
     while fname in module:               # a model named like a helper (`sigmoid`) must not
         fname += "_"                     # replace the helper it calls
 
@@ -129,7 +182,7 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
             return ident.get(vname, vname), ATOM
         n = producers[vname]
         form = NUMPY_EMITTERS[n.op]
-        args = [render(v.name) for v in n.inputs]
+        args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
         need(form, args, n)
         return form.render(args, n.attrs, n), form.precedence(n.attrs)
 
@@ -150,14 +203,15 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
         form = NUMPY_EMITTERS[n.op]
         if isinstance(form, Stmt):
             need(form)
-            lines = form.render(ident.get(n.out.name, n.out.name),
-                                [render(v.name)[0] for v in n.inputs], n.attrs, n)
+            args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
+            lines = form.render(ident.get(n.out.name, n.out.name), [t for t, _ in args],
+                                n.attrs, n)
         elif n.out.name in into:      # computed into the caller's array
             args = ", ".join(render(v.name)[0] for v in n.inputs)
             lines = [f"{ident.get(n.out.name, n.out.name)} = {UFUNCS[n.op]}({args}, "
                      f"out={ident.get(into[n.out.name], into[n.out.name])})"]
         else:
-            args = [render(v.name) for v in n.inputs]
+            args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
             need(form, args, n)
             lines = [f"{ident.get(n.out.name, n.out.name)} = " + form.render(args, n.attrs, n)]
         comment = _comment(n, of_text(n))

@@ -23,7 +23,8 @@ from ..ops import NUMPY_EMITTERS
 from ..passes.fusion import fusion_groups
 from ..passes.memory import UFUNCS, MemoryPlan
 from .forms import ATOM, Expr, zero_else
-from .numpy_emit import _comment, _local_names, module_text, donations
+from .numpy_emit import (_LABEL_NAMES, _comment, _local_names, donations, guard_labels,
+                         label_guards, module_text)
 
 
 def _planned_lines(n, name, args, buf, plan) -> list | None:
@@ -65,8 +66,10 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
     helpers: list = []
     ident = _local_names(graph)          # values named like a helper or `np` get a suffix
     module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
+    module |= _LABEL_NAMES
     while fname in module:
         fname += "_"
+    guards = label_guards(graph)      # computed labels: checked where first read
 
     def py(vname: str) -> str:
         return ident.get(vname, vname)
@@ -88,7 +91,7 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
     for n in graph.nodes:
         if n.op == "const" and n.out.shape == ():
             continue
-        args = [arg(v) for v in n.inputs]
+        args = guard_labels(n, [arg(v) for v in n.inputs], guards, helpers)
         lines = None
         out = py(n.out.name)
         if n.out.name in into:
