@@ -61,6 +61,10 @@ def bad_labels(scores, y):
     return dsl.softmax_cross_entropy(scores, y)
 
 
+def shifted_labels(scores, y):
+    return dsl.softmax_cross_entropy(scores, y - 1)
+
+
 def column_minus_row(pred, y):
     return dsl.mean((pred - y) ** 2)
 
@@ -128,6 +132,10 @@ CASES = [
     ("Calling a compiled function", "a negative label (NumPy backend: it would wrap around)",
      lambda: compiler.compile(dsl.trace(bad_labels, scores=f64[2, 3], y=i64[2]))(
          scores=np.zeros((2, 3)), y=np.array([0, -1])), ValueError),
+    ("Calling a compiled function", "a label the graph computes (y - 1) outside the class count",
+     lambda: compiler.compile(dsl.trace(shifted_labels, scores=f64[2, 3], y=i64[2]),
+                              backend="llvm")(scores=np.zeros((2, 3)), y=np.array([1, 0])),
+     compiler.LabelError),
     ("Differentiating and compiling", "the gradient of a vector output",
      lambda: compiler.grad(dsl.trace(lambda x: dsl.exp(x), x=f64[3])), compiler.GradcError),
     ("Differentiating and compiling", "a gradient with respect to integer labels",

@@ -1,5 +1,5 @@
 """A compiled function backed by native code: the whole graph is one LLVM function
-`void f(void **buffers)` (compiler/codegen/llvm_emit.py), built through the process JIT
+`int64_t f(void **buffers)` (compiler/codegen/llvm_emit.py), built through the process JIT
 (runtime/jit.py) and the on-disk object cache (runtime/cache.py).
 
 A call: check every argument (names, dtypes, shapes; runtime/checks.py; an array already of
@@ -7,7 +7,9 @@ the declared dtype, shape and C-contiguous strides passes in a few comparisons),
 C-contiguous, write their data pointers into the prepared pointer array (intermediate and
 output buffers are allocated once, at compile time), then check every integer label against
 its class count with the module's second native function (it only reads the labels; a bad
-label raises before the graph's function runs); one native call; the outputs are the caller's
+label raises before the graph's function runs); one native call, which returns nonzero when a
+label the graph computes is out of range (checked right after it is computed, before any other
+node runs: a LabelError, read from the labels' buffer); the outputs are the caller's
 own: small ones copied out, large ones (≥ 64 KiB) written by the native code straight into
 arrays allocated for this call (no copy pass).  A kernel is not re-entrant: one call at a time
 per kernel object (a lock serializes calls from several threads).
@@ -20,6 +22,7 @@ import threading
 import numpy as np
 
 from compiler.ir import NUMPY_DTYPE
+from compiler.ops.labels import error_for
 
 from . import cache, jit
 from .checks import _convert, check_arguments
@@ -49,8 +52,7 @@ class LLVMKernel:
 
     def __init__(self, graph, fname: str | None = None, fuse: bool = True):
         from compiler.codegen.llvm_emit import buffer_values, plan_untouched
-        from compiler.codegen.llvm_labels import label_checks
-        from compiler.codegen.llvm_lower import LLVM_LOWERINGS
+        from compiler.codegen.llvm_labels import computed_checks, label_checks
         self.graph = graph
         self.ir = str(graph)
         self._fuse = fuse
@@ -69,8 +71,10 @@ class LLVMKernel:
         self.address = self._build()
         untouched = (self._untouched if self._untouched is not None
                      else plan_untouched(graph, fuse))
-        self._cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)
-        self._labels = label_checks(graph, LLVM_LOWERINGS)
+        # the graph's function returns 0, or 1 + the index of a failed computed label check
+        self._cfunc = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(self.address)
+        self._labels = label_checks(graph)
+        self._computed = computed_checks(graph)
         self._check = (ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(
             jit.address(self.symbol + "_labels")) if self._labels else None)
         values = buffer_values(graph)
@@ -159,7 +163,8 @@ class LLVMKernel:
                 code += [f"            f{j} = installed[{slot}] = empty(own{j}.shape, own{j}.dtype)",
                          f"            ptrs[{slot}] = f{j}.ctypes.data"]
             code += ["        else:", "            self._restore()"]
-        code += ["        self._cfunc(addr)", "        return {"]
+        code += ["        bad = self._cfunc(addr)", "        if bad: raise self._computed_error(bad)",
+                 "        return {"]
         for j, (key, kind, src) in enumerate(self._out_plan):
             env[f"o{j}"] = src
             ref = f"o{j}" if type(src) is not int else f"last[{src}]"
@@ -246,12 +251,17 @@ class LLVMKernel:
         args = check_arguments(self.graph, kwargs, check_finite=self.check_finite)
         return self._run([np.require(a, requirements=("C", "A")) for a in args], copy)
 
-    def _label_error(self, args, code: int) -> ValueError:
-        k, name, depth, op = self._labels[code - 1]
-        lab = args[k]
-        bad = lab[(lab < 0) | (lab >= depth)].ravel()[0]
-        return ValueError(f"argument {name!r}: label {int(bad)} is outside [0, {depth}) "
-                          f"(the {op} op has {depth} classes)")
+    def _label_error(self, args, code: int):
+        """The LabelError of input label check `code` - 1 (compiler/ops/labels.py)."""
+        k, check = self._labels[code - 1]
+        return error_for(check, args[k])
+
+    def _computed_error(self, code: int):
+        """The LabelError of computed label check `code` - 1, which failed natively: read from
+        the labels' buffer, which the graph's function wrote just before its check."""
+        check = self._computed[code - 1]
+        slot = self._slot[check.value.name]
+        return error_for(check, self._installed.get(slot, self._buffers[check.value.name]))
 
     def _run(self, args, copy: bool = True) -> dict:
         lock = self._lock
@@ -282,7 +292,9 @@ class LLVMKernel:
                     if installed[slot] is not own:
                         ptrs[slot] = ptr
                         installed[slot] = own
-            self._cfunc(self._ptrs_addr)
+            code = self._cfunc(self._ptrs_addr)
+            if code:
+                raise self._computed_error(code)
             out = {}
             for key, kind, src in self._out_plan:
                 if kind == "own":

@@ -1,6 +1,8 @@
-"""The LLVM module emitter: a graph becomes one function `void @f(ptr %buffers)` whose
+"""The LLVM module emitter: a graph becomes one function `i64 @f(ptr %buffers)` whose
 argument is an array of buffer pointers, one per value of the graph (inputs first, then every
-node's output, in graph order; see `buffer_values`).  Every buffer is C-contiguous.
+node's output, in graph order; see `buffer_values`).  Every buffer is C-contiguous.  It returns
+0, or 1 + the index of a computed label check that failed (llvm_labels.py): labels the graph
+computes are checked right after the values they depend on, before any other node runs.
 
 Loops: each node is lowered (through `LLVM_LOWERINGS`, llvm_lower.py) to a nest of counted
 loops over its output; a fusion group (compiler/passes/fusion.py: elementwise nodes of one
@@ -101,7 +103,7 @@ class ModuleEmitter:
         self.fuse = fuse
         self.lowerings = lowerings
         self.module = ir.Module(name=graph.name)
-        self.fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), name=symbol)
+        self.fn = ir.Function(self.module, ir.FunctionType(I64, [PTR]), name=symbol)
         self.fn.args[0].name = "buffers"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.producers = graph.producers()
@@ -422,11 +424,25 @@ class ModuleEmitter:
         return skip, groups, inside, accum
 
     def emit(self) -> str:
+        from .llvm_labels import computed_checks, emit_computed_checks, label_cone
         skip, groups, inside, accum = self.plan()
         deferred = {prod.out.name for prod, _ in accum.values()}
         siblings = self.sibling_plan(groups, accum) if self.fuse else {}
+        # computed labels: the nodes they depend on first (a fusion group, a deferred product
+        # and its sum lie wholly inside or outside that cone), then their check (None), then
+        # the rest; two sibling groups on either side of it are emitted apart
+        checks = computed_checks(self.graph)
+        cone = label_cone(self.graph, checks)
+        siblings = {h: s for h, s in siblings.items() if (h in cone) == (s[0] in cone)}
+        order = [n for n in self.graph.nodes if n.out.name in cone] + [None] + [
+            n for n in self.graph.nodes if n.out.name not in cone]
         done = set()
-        for node in self.graph.nodes:
+        for node in order:
+            if node is None:
+                self.node = None
+                if checks:
+                    emit_computed_checks(self, checks)
+                continue
             name = node.out.name
             if name in skip or name in inside or name in deferred:
                 continue
@@ -464,7 +480,7 @@ class ModuleEmitter:
             self.b.comment(_describe(node))
             self.lowerings[node.op].lower(self, node)
         self.node = None
-        self.b.ret_void()
+        self.b.ret(const_i64(0))
         return str(self.module)
 
 
@@ -490,7 +506,7 @@ def plan_untouched(graph: Graph, fuse: bool = True) -> frozenset:
 
 
 def emit_llvm(graph: Graph, symbol: str, fuse: bool = True) -> str:
-    """The LLVM IR module of `graph`: one function `void @symbol(ptr %buffers)`, headed by the
+    """The LLVM IR module of `graph`: one function `i64 @symbol(ptr %buffers)`, headed by the
     graph's text form as comments and the buffer slot of every value."""
     return emit_llvm_plan(graph, symbol, fuse)[0]
 
@@ -503,7 +519,7 @@ def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
     from .llvm_lower import LLVM_LOWERINGS
     em = ModuleEmitter(graph, symbol, LLVM_LOWERINGS, fuse)
     from .llvm_labels import emit_label_check, label_checks
-    checks = label_checks(graph, LLVM_LOWERINGS)
+    checks = label_checks(graph)
     if checks:
         emit_label_check(em.module, symbol + "_labels", graph, checks)
     body = em.emit()

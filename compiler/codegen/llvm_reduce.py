@@ -10,8 +10,9 @@ by the count at the end.
 softmax(x)ᵢ = e^(xᵢ−m)/Σⱼe^(xⱼ−m), log_softmax(x)ᵢ = (xᵢ − m) − log Σⱼe^(xⱼ−m), m = maxⱼ xⱼ.
 softmax_cross_entropy = −(1/N)·Σᵣ log_softmax(scoresᵣ)[yᵣ];
 svm_loss = (1/N)·Σᵣ Σ_{j≠yᵣ} max(0, s_rj − s_ryᵣ + margin).
-A label outside [0, C) reads nothing (NaN, or an all-zero row for onehot); the kernel refuses
-such labels before native code runs.
+A label outside [0, C) reads nothing (NaN, or an all-zero row for onehot); no such label gets
+here: inputs are checked before the graph's function runs, computed labels right after the
+values they depend on (llvm_labels.py), from the op table's LABEL_RULES.
 """
 from __future__ import annotations
 
@@ -29,18 +30,9 @@ REASSOC = ("reassoc", "contract")
 @dataclass(frozen=True)
 class Lowering:
     fn: object
-    label_operand: int | None = None
 
     def lower(self, em, node):
         self.fn(em, node)
-
-    def labels(self, node):
-        """(labels value, number of classes) of a label op, else None."""
-        if self.label_operand is None:
-            return None
-        if self.label_operand == 0:            # onehot(labels, depth)
-            return node.inputs[0], node.attrs["depth"]
-        return node.inputs[self.label_operand], node.inputs[0].shape[1]
 
 
 def _is_float(v) -> bool:
@@ -249,8 +241,8 @@ REDUCE_LOWERINGS = {"sum": Reduce("sum"), "mean": Reduce("mean"), "max": Reduce(
 LOSS_LOWERINGS = {
     "softmax": _softmax(False),
     "log_softmax": _softmax(True),
-    "softmax_cross_entropy": Lowering(_xent, label_operand=1),
-    "svm_loss": Lowering(_svm, label_operand=1),
-    "pick": Lowering(_pick, label_operand=1),
-    "onehot": Lowering(_onehot, label_operand=0),
+    "softmax_cross_entropy": Lowering(_xent),
+    "svm_loss": Lowering(_svm),
+    "pick": Lowering(_pick),
+    "onehot": Lowering(_onehot),
 }
