@@ -1,9 +1,16 @@
 """Gradient checks as a user feature: against SymPy, and against finite differences.
 
-`check_against_sympy(graph)` renders the forward output with SymPy, lets SymPy differentiate it
-(`sympy.diff`), renders gradc's own gradient graph too, and compares the two:
-symbolically (simplify of the difference, within a time budget) and numerically at random
-points with 30-digit evaluation (mpmath), plus each available compiled backend in float64.
+`check_against_sympy(graph)` compares gradc's gradient with SymPy's derivative, within one time
+budget that covers everything it does:
+1. numerically, at random points with 30-digit evaluation (mpmath): gradc's gradient graph is
+   evaluated node by node, and the reference is the chain rule over the forward graph with
+   SymPy's derivative of each node's op (compiler/mpeval.ChainRule).  Nothing here builds the
+   model's whole expression, so this part scales like the graph.  Each compiled backend is
+   compared in float64 at the same points.
+2. symbolically, with the time left: SymPy renders the whole forward output and gradc's
+   gradient graph, and `simplify(sympy.diff(forward) − gradc)` per element (each element gets
+   its share of the remaining time).  Past the budget the report says, per gradient, how many
+   elements were proven, and why the rest were checked numerically only.
 Points are sampled away from kinks (Max/Min ties, Heaviside/Piecewise/Abs/sign switches).
 Models too large to render are checked on a reduced copy traced from the same function with
 small dimensions (the report says so).  When a gradient disagrees, each gate rule on the path
@@ -11,8 +18,6 @@ is checked on its own against SymPy and the first one that disagrees is named.
 """
 from __future__ import annotations
 
-import signal
-import threading
 import time
 
 import mpmath
@@ -20,9 +25,10 @@ import numpy as np
 import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
+from .budget import _Budget, time_limit
 from .ir import GradcError, Graph
 from .report import CheckReport, GradientRow
-from .mpeval import evaluate
+from .mpeval import ChainRule, evaluate, number
 from .symbolic import input_symbols, render
 
 KINK_MARGIN = 1e-3
@@ -72,30 +78,18 @@ def _finite(vals) -> bool:
 
 
 # ---- time budget ---------------------------------------------------------------------------
-class _Budget(Exception):
-    pass
-
-
 def _simplifies_to_zero(expr, seconds: float) -> bool | None:
-    """True if SymPy proves expr == 0 within `seconds`; None when it ran out of time."""
+    """True if SymPy proves expr == 0 within `seconds`; None when it ran out of time (or
+    simplify did not reach 0)."""
     if expr == 0:
         return True
     if seconds <= 0:
         return None
-    in_main = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
-    if in_main:
-        def stop(*_):
-            raise _Budget()
-        old = signal.signal(signal.SIGALRM, stop)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return bool(sp.simplify(expr) == 0) or None
+        with time_limit(seconds):
+            return bool(sp.simplify(expr) == 0) or None
     except _Budget:
         return None
-    finally:
-        if in_main:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
 
 
 # ---- reduced copies ------------------------------------------------------------------------
@@ -146,9 +140,23 @@ def renderable(graph: Graph, max_symbols: int, notes: list, check: str, instead:
 # ---- the check -----------------------------------------------------------------------------
 def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, seed: int = 0,
                         tol: float = 1e-9, time_budget: float = 10.0, max_symbols: int = 150,
-                        backends=None, localize: bool = True) -> CheckReport:
-    """Compare gradc's gradient of output `of` w.r.t. `wrt` with SymPy's derivative."""
+                        backends=None, localize: bool = True, progress=None) -> CheckReport:
+    """Compare gradc's gradient of output `of` w.r.t. `wrt` with SymPy's derivative.
+
+    `time_budget` (seconds) covers the whole check, counted from the start: the 30-digit
+    comparison at `points` points and the backends' comparison always run to the end (their
+    cost grows with the graph, never with the model's expression); localizing a disagreement
+    and the symbolic proofs get the time left and stop when it runs out.
+    `progress(line)` is called as the check goes (`gradc check` prints the lines to stderr)."""
+    if not isinstance(time_budget, (int, float)) or not time_budget >= 0:
+        raise ValueError(f"check_against_sympy: time_budget must be a number of seconds >= 0, "
+                         f"got {time_budget!r}")
     started = time.perf_counter()
+
+    def say(line: str) -> None:
+        if progress is not None:
+            progress(f"[{time.perf_counter() - started:5.1f} s] {line}")
+    deadline = started + max(time_budget, 0.0) * 0.97   # the rest: writing the report
     notes = []
     graph = renderable(graph, max_symbols, notes, "check_against_sympy",
                        "check_finite_differences")
@@ -158,52 +166,168 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     names = {x: gradient_name(graph.outputs, of, x) for x in wrt}
     rng = np.random.default_rng(seed)
     labels = label_values(graph, rng)
-    syms = input_symbols(graph)
-    fwd = render(graph, labels, syms)[target.name][()]
-    mine_env = render(dg, labels, syms)
-    theirs, mine = {}, {}
-    for x in wrt:
-        theirs[x] = np.vectorize(lambda s: sp.diff(fwd, s), otypes=[object])(syms[x]) \
-            if syms[x].size else syms[x]
-        mine[x] = mine_env[dg.outputs[names[x]].name]
-    flat = [fwd] + [e for x in wrt for e in list(theirs[x].ravel()) + list(mine[x].ravel())]
-    kink_exprs = kinks(flat)
-    samples, skipped = _sample(graph, syms, rng, points, flat, kink_exprs, labels)
+    say(f"check_against_sympy: {graph.name}: {len(graph.nodes)} forward nodes, "
+        f"{len(dg.nodes)} gradient nodes, time budget {time_budget:g} s")
+    rows = [GradientRow(names[x], graph.input(x).shape) for x in wrt]
+    stages = {}
+    compiled = _compiled(dg, backends, notes, None, say)
+    stages["compile"] = time.perf_counter() - started
+    done = _numeric(graph, dg, wrt, names, target, labels, rng, points, tol, rows, compiled,
+                    deadline, notes, say)
+    stages["numeric"] = time.perf_counter() - started - stages["compile"]
+    if time.perf_counter() > deadline:
+        notes.append(f"compiling and the 30-digit comparison took {sum(stages.values()):.1f} "
+                     f"s, past the {time_budget:g} s time budget")
+    report = CheckReport(f"check_against_sympy: {graph.name}, d{of}/d({', '.join(wrt)}), "
+                         f"{done} points", rows, notes, oracle="SymPy")
+    report.budget = time_budget
+    if not report.ok:
+        for r in rows:
+            r.symbolic = (0, int(np.prod(r.shape)))
+            r.why = "not attempted: the 30-digit comparison already disagrees"
+        if localize:
+            say("  localizing: checking each gate rule on its own")
+            report.suspect = find_suspect(graph, seed, deadline)
+            if report.suspect is None and time.perf_counter() > deadline:
+                notes.append("no gate rule was named: the time budget ran out while "
+                             "checking them one by one")
+    else:
+        t = time.perf_counter()
+        _symbolic(graph, dg, wrt, names, target, labels, rows, deadline, time_budget, say)
+        stages["symbolic"] = time.perf_counter() - t
+    report.stages = stages
+    report.seconds = time.perf_counter() - started
+    say(f"check_against_sympy: done in {report.seconds:.1f} s")
+    return report
+
+
+def _random_point(graph, rng, tries):
+    scale = rng.uniform(0.5, 1.5)
+    point = {}
+    for v in graph.inputs:
+        if v.type.is_float:
+            x = rng.standard_normal(v.shape) * scale
+            point[v.name] = np.abs(x) + 0.1 if tries % 2 == 0 else x
+    return point
+
+
+def _numeric(graph, dg, wrt, names, target, labels, rng, points, tol, rows, compiled,
+             deadline, notes, say) -> int:
+    """The 30-digit comparison at `points` random points away from kinks; returns how many
+    points were compared.  It always runs to the end (its cost grows with the graph, and the
+    check means nothing without it); its time counts against the budget."""
+    chain = ChainRule(graph, target.name, wrt, switches=kinks)
+    done = skipped = tries = 0
+    while done < points and tries < 40 * points:
+        tries += 1
+        point = _random_point(graph, rng, tries)
+        point.update(labels)
+        try:
+            value, ref, switches = chain.at(point)
+        except (ZeroDivisionError, OverflowError, ArithmeticError):
+            continue
+        ref_ok = value is not None and _finite([value] + [e for x in wrt for e in ref[x].flat])
+        if not ref_ok:
+            continue
+        if any(isinstance(z, mpmath.mpf) and 0 < abs(z) < KINK_MARGIN for z in switches):
+            skipped += 1    # exactly 0 is a flat tie (relu's 0), the same in every precision
+            continue
+        env = render(dg, values=point, symbols={})
+        with mpmath.workdps(30):
+            for x, row in zip(wrt, rows):
+                mine = env[dg.outputs[names[x]].name]
+                for k, r in enumerate(ref[x].flat):
+                    got = number(mine.flat[k])
+                    bad = not isinstance(got, mpmath.mpf) or not mpmath.isfinite(got)
+                    row.add_numeric(float(r), float("nan") if bad else float(got), tol,
+                                    where=(done, k), err=float("inf") if bad else float(got - r))
+                for name, fn in compiled.items():
+                    row.add_backend(name, np.ravel(fn(**point)[names[x]]),
+                                    [float(r) for r in ref[x].flat])
+        done += 1
+        say(f"  30-digit comparison: point {done}/{points} done")
+    if not done:
+        raise GradcError(f"check_against_sympy: found no point where {graph.name} and its "
+                         "gradient are finite and away from kinks")
     if skipped:
         notes.append(f"sampled away from kinks: {skipped} candidate point(s) within "
                      f"{KINK_MARGIN} of a Max/Piecewise/Heaviside switch were skipped")
-    compiled = _compiled(dg, backends, notes)
-    rows = []
-    budget_end = started + time_budget
-    offset = 1
-    for x in wrt:
-        n = syms[x].size
-        row = GradientRow(names[x], syms[x].shape)
-        for p, (point, vals) in enumerate(samples):
-            ref = vals[offset:offset + n]
-            got = vals[offset + n:offset + 2 * n]
-            for k in range(n):
-                row.add_numeric(float(ref[k]), float(got[k]), tol, where=(p, k),
-                                exprs=(theirs[x].ravel()[k], mine[x].ravel()[k]),
-                                err=float(got[k] - ref[k]))
-            for name, fn in compiled.items():
-                out = fn(**point)[names[x]]
-                row.add_backend(name, np.ravel(out), [float(r) for r in ref])
-        proven = unknown = 0
-        for k in range(n):
-            res = _simplifies_to_zero(theirs[x].ravel()[k] - mine[x].ravel()[k],
-                                      budget_end - time.perf_counter())
-            proven += res is True
-            unknown += res is None
-        row.symbolic = (proven, n)
-        rows.append(row)
-        offset += 2 * n
-    report = CheckReport(f"check_against_sympy: {graph.name}, d{of}/d({', '.join(wrt)}), "
-                         f"{len(samples)} points", rows, notes, oracle="SymPy")
-    if not report.ok and localize:
-        report.suspect = find_suspect(graph, seed)
-    report.seconds = time.perf_counter() - started
-    return report
+    return done
+
+
+def _symbolic(graph, dg, wrt, names, target, labels, rows, deadline, budget, say) -> None:
+    """Per element, simplify(SymPy's derivative − gradc's gradient) == 0, until `deadline`;
+    each row's `symbolic` counts the proofs and `why` says what happened to the rest."""
+    sizes = [int(np.prod(r.shape)) for r in rows]
+    for r, n in zip(rows, sizes):
+        r.symbolic = (0, n)
+    if time.perf_counter() >= deadline:
+        for r in rows:
+            r.why = (f"not attempted: the {budget:g} s time budget was spent on the "
+                     "30-digit comparison")
+        return
+    syms = input_symbols(graph)
+    state = "SymPy rendered the forward graph"
+    try:
+        with time_limit(deadline - time.perf_counter()):
+            say("  symbolic: rendering the forward graph in SymPy")
+            fwd = render(graph, labels, syms, each=_every(say, "forward"))[target.name][()]
+            state = "SymPy rendered the gradient graph"
+            say("  symbolic: rendering the gradient graph in SymPy")
+            mine = render(dg, labels, syms, each=_every(say, "gradient"))
+    except _Budget:
+        for r in rows:
+            r.why = f"the {budget:g} s time budget ran out while {state}"
+        say(f"  symbolic: stopped at the time budget while {state}")
+        return
+    pending = [(r, x, k) for r, x, n in zip(rows, wrt, sizes) for k in range(n)]
+    timed_out, no_zero = {}, {}
+    for j, (r, x, k) in enumerate(pending):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            for r2, _, _ in pending[j:]:
+                timed_out.setdefault(r2.name, [0, 0])[1] += 1
+            break
+        res = _prove(fwd, syms[x].flat[k], mine[dg.outputs[names[x]].name].flat[k],
+                     left / (len(pending) - j))
+        if res is True:
+            r.symbolic = (r.symbolic[0] + 1, r.symbolic[1])
+        elif res is None:
+            timed_out.setdefault(r.name, [0, 0])[0] += 1
+        else:
+            no_zero[r.name] = no_zero.get(r.name, 0) + 1
+        if k == 0 or res is not True:
+            say(f"  symbolic: {r.name} {r.symbolic[0]}/{r.symbolic[1]} proven so far")
+    for r in rows:
+        why = []
+        slow, unreached = timed_out.get(r.name, (0, 0))
+        if slow:
+            why.append(f"{slow} did not simplify to 0 within their share of the "
+                       f"{budget:g} s time budget")
+        if unreached:
+            why.append(f"{unreached} were not reached before the {budget:g} s time budget "
+                       "ran out")
+        if no_zero.get(r.name):
+            why.append(f"{no_zero[r.name]} did not simplify to 0 (SymPy could not show it)")
+        r.why = "; ".join(why) or None
+
+
+def _prove(fwd, s, mine, seconds) -> bool | None:
+    """True: SymPy proved ∂fwd/∂s − mine = 0; None: out of time; False: simplify finished
+    without reaching 0."""
+    try:
+        with time_limit(seconds):
+            d = sp.diff(fwd, s) - mine
+            return d == 0 or sp.simplify(d) == 0
+    except _Budget:
+        return None
+
+
+def _every(say, what: str, step: int = 25):
+    def each(k: int, n: int, node) -> None:
+        if k and k % step == 0:
+            say(f"  symbolic: {what} graph, node {k}/{n} ({node.out.name} = {node.op})")
+    return each
 
 
 def _sample(graph, syms, rng, points, exprs, kink_exprs, labels):
@@ -237,11 +361,15 @@ def _sample(graph, syms, rng, points, exprs, kink_exprs, labels):
     return samples, skipped
 
 
-def _compiled(dg, backends, notes) -> dict:
+def _compiled(dg, backends, notes, deadline=None, say=lambda line: None) -> dict:
     from . import BACKENDS, compile as compile_graph
     names = BACKENDS if backends is None else backends
     out = {}
     for name in names:
+        if deadline is not None and time.perf_counter() > deadline:
+            notes.append(f"backend {name} was not compared: the time budget ran out first")
+            continue
+        say(f"  compiling the gradient with the {name} backend")
         try:
             out[name] = compile_graph(dg, backend=name)
         except Exception as e:  # a backend that cannot compile this graph is reported
@@ -249,11 +377,14 @@ def _compiled(dg, backends, notes) -> dict:
     return out
 
 
-def find_suspect(graph: Graph, seed: int = 0) -> str | None:
+def find_suspect(graph: Graph, seed: int = 0, deadline: float | None = None) -> str | None:
     """The first gate rule (walking back from the output) that disagrees with SymPy on its
-    own node: a single-op graph with the node's input types, checked with a random upstream G."""
+    own node: a single-op graph with the node's input types, checked with a random upstream G.
+    None also when `deadline` (perf_counter) passes first."""
     from .singleop import gate_disagreement
     for n in reversed(graph.nodes):
+        if deadline is not None and time.perf_counter() > deadline:
+            return None
         msg = gate_disagreement(n, seed)
         if msg:
             return msg

@@ -2,11 +2,25 @@
 
 A memoized walk over `expr.args`: shared subexpressions (SymPy hash-conses identical
 subtrees, and gradc's renderings share them heavily) are evaluated once, so the cost is linear
-in the DAG's size, unlike printing the expression tree to source (lambdify)."""
+in the DAG's size, unlike printing the expression tree to source (lambdify).
+
+`ChainRule` is the 30-digit reference gradient of the SymPy check: the chain rule applied in
+numbers over the graph's own DAG, with each node's local derivatives taken by SymPy (`sp.diff`
+of the op's SymPy meaning on one symbol per input element).  No whole-model expression is ever
+built, so its cost grows with the graph, not with the size of the model's expression tree."""
 from __future__ import annotations
 
 import mpmath
+import numpy as np
 import sympy as sp
+
+from .ir import GradcError, Graph
+from .ops import SYMPY_RULES
+from .symbolic import render
+
+
+class Unevaluable(ValueError):
+    """A SymPy function this evaluator has no mpmath counterpart for."""
 
 _FUNCS = {
     sp.exp: mpmath.exp, sp.log: mpmath.log, sp.tanh: mpmath.tanh, sp.sin: mpmath.sin,
@@ -25,10 +39,11 @@ _REL = {sp.StrictGreaterThan: lambda a, b: a > b, sp.GreaterThan: lambda a, b: a
         sp.Eq: lambda a, b: a == b, sp.Ne: lambda a, b: a != b}
 
 
-def evaluate(exprs, subs: dict, dps: int = 30) -> list:
+def evaluate(exprs, subs: dict, dps: int = 30, memo: dict | None = None) -> list:
     """The values of `exprs` with symbols replaced by `subs` (symbol -> number), as mpmath
-    numbers (bools for conditions)."""
-    memo: dict = {}
+    numbers (bools for conditions).  `memo` (subexpression -> value) may be passed in: it keeps
+    every subexpression evaluated, children before parents."""
+    memo = {} if memo is None else memo
 
     def ev(e):
         hit = memo.get(e)
@@ -64,11 +79,13 @@ def _one(node, memo, subs):
     if node.is_Symbol:
         return mpmath.mpf(subs[node])
     if node.is_Number:
+        if node.is_Float:
+            return mpmath.mpf(node._mpf_)
         if node is sp.oo:
             return mpmath.inf
         if node is -sp.oo or node == -sp.oo:
             return -mpmath.inf
-        if node is sp.nan:
+        if node is sp.nan or node is sp.zoo:
             return mpmath.nan
         return mpmath.mpf(node.p) / node.q if node.is_Rational else mpmath.mpf(str(node))
     if node in (sp.true, sp.false):
@@ -96,6 +113,10 @@ def _one(node, memo, subs):
         return min(args)
     if isinstance(node, sp.Heaviside):
         return _heaviside(*args)
+    if isinstance(node, sp.DiracDelta):   # 0 away from its kink; at the kink it has no value
+        if len(args) == 1 and args[0] != 0:
+            return mpmath.mpf(0)
+        raise ZeroDivisionError("DiracDelta at its kink")
     if type(node) in _REL:
         return _REL[type(node)](*args)
     if isinstance(node, sp.And):
@@ -108,5 +129,172 @@ def _one(node, memo, subs):
         return args[1] if args[0] else args[2]
     fn = _FUNCS.get(node.func)
     if fn is None:
-        raise ValueError(f"cannot evaluate SymPy function {node.func}")
+        raise Unevaluable(f"cannot evaluate SymPy function {node.func}")
     return fn(*args)
+
+
+# ---- the chain rule in numbers over the graph's DAG ----------------------------------------
+def number(x, dps: int = 30):
+    """A rendered value (SymPy number, bool or Python number) as an mpmath number with `dps`
+    digits (mpmath rounds a new number to the working precision)."""
+    if isinstance(x, (bool, sp.logic.boolalg.BooleanAtom)):
+        return bool(x)
+    with mpmath.workdps(max(dps, mpmath.mp.dps)):
+        return _one(sp.sympify(x), {}, {})
+
+
+def _local_symbols(v) -> np.ndarray:
+    arr = np.empty(v.shape, dtype=object)
+    for idx in np.ndindex(*v.shape):
+        arr[idx] = sp.Symbol(v.name + (f"[{','.join(map(str, idx))}]" if idx else ""), real=True)
+    return arr
+
+
+class ChainRule:
+    """d target / d wrt at a point, by reverse accumulation over `graph`'s nodes in
+    `dps`-digit numbers:  adj[input] += adj[out] · ∂out/∂input,  last node first.
+
+    ∂out/∂input of each node comes from SymPy: the node's SymPy meaning is rendered on one real
+    symbol per element of its float inputs (integer and bool inputs take their values at the
+    point), once per node, and each point sweeps that small expression DAG backwards with the
+    sum, product and power rules and SymPy's own derivative of every function in it (`fdiff`:
+    tanh, exp, log, Max, Abs, ...).  Gate rules and the autodiff pass are not involved, which
+    makes this an oracle for both.  `switches(exprs)` names the expressions whose sign switches
+    a node (Max ties, comparisons): their values come back with the gradient, so that points
+    near a kink can be avoided."""
+
+    def __init__(self, graph: Graph, target: str, wrt, switches=lambda exprs: []):
+        self.graph, self.target, self.wrt = graph, target, list(wrt)
+        self.switches = switches
+        live, need = set(self.wrt), {target}
+        for n in graph.nodes:
+            if any(v.name in live for v in n.inputs):
+                live.add(n.out.name)
+        for n in reversed(graph.nodes):
+            if n.out.name in need:
+                need.update(v.name for v in n.inputs)
+        self.types = graph.values()
+        self.on_path = {n.out.name for n in graph.nodes
+                        if n.out.name in live and n.out.name in need and n.out.type.is_float}
+        self.live = live
+        self.nodes = [n for n in graph.nodes if any(v.type.is_float for v in n.inputs)]
+        self._local: dict = {}
+        self._fdiff: dict = {}
+
+    def local(self, node, env):
+        """(symbols by input name, output expressions, switch expressions) of one node, cached
+        on the values of its non-float inputs."""
+        fixed = tuple((v.name, tuple(np.ravel(env[v.name]))) for v in node.inputs
+                      if not v.type.is_float)
+        key = (node.out.name, fixed)
+        hit = self._local.get(key)
+        if hit is not None:
+            return hit
+        syms, args = {}, []
+        for v in node.inputs:
+            if v.type.is_float:
+                if v.name not in syms:
+                    syms[v.name] = _local_symbols(v)
+                args.append(syms[v.name])
+            else:
+                args.append(env[v.name])
+        try:
+            out = np.asarray(SYMPY_RULES[node.op](*args, **node.attrs), dtype=object)
+        except Exception as e:
+            raise GradcError(f"check_against_sympy: the SymPy meaning of {node.op} failed on "
+                             f"symbols at {node.out.name}: {type(e).__name__}: {e}") from e
+        if out.shape != node.out.shape:
+            out = np.broadcast_to(out, node.out.shape)
+        exprs = [sp.sympify(e) for e in out.ravel()]
+        entry = (syms, exprs, list(self.switches(exprs)))
+        self._local[key] = entry
+        return entry
+
+    def at(self, point: dict, dps: int = 30):
+        """(target value, {wrt name: object array of gradient values}, switch values) at
+        `point` (input name -> array, every input)."""
+        env = render(self.graph, values=point, symbols={})
+        with mpmath.workdps(dps):
+            adj = {self.target: np.full((), mpmath.mpf(1), dtype=object)}
+            switched = []
+            for n in reversed(self.nodes):
+                syms, exprs, kinks = self.local(n, env)
+                a = adj.pop(n.out.name, None)
+                subs = {s: number(env[name][idx]) for name, arr in syms.items()
+                        for idx, s in np.ndenumerate(arr)}
+                memo: dict = {}
+                switched += evaluate(kinks, subs, dps, memo)
+                if a is None or n.out.name not in self.on_path:
+                    continue
+                evaluate(exprs, subs, dps, memo)
+                seeds = {}
+                for e, g in zip(exprs, a.ravel()):
+                    if g != 0:      # a zero adjoint selects nothing (no 0·inf)
+                        seeds[e] = seeds.get(e, 0) + g
+                back = self._sweep(seeds, memo, subs, dps)
+                for name, arr in syms.items():
+                    if name not in self.live:
+                        continue
+                    acc = adj.get(name)
+                    for k, sym in enumerate(arr.flat):
+                        if sym in back:
+                            if acc is None:
+                                acc = adj[name] = _zeros(self.types[name].shape)
+                            acc.flat[k] += back[sym]
+            grads = {x: adj.get(x, _zeros(self.graph.input(x).shape)) for x in self.wrt}
+            value = number(env[self.target][()]) if env[self.target].shape == () else None
+        return value, grads, switched
+
+    def _sweep(self, seeds: dict, memo: dict, subs: dict, dps: int) -> dict:
+        """Adjoints of the symbols: the seeds (expression -> adjoint) pushed back through the
+        expression DAG in `memo` (its values, children before parents), parents first."""
+        bar = dict(seeds)
+        for e in reversed(list(memo)):
+            g = bar.pop(e, None)
+            if g is None or g == 0 or e.is_Atom:     # symbols keep theirs; numbers have none
+                if g is not None and e.is_Symbol:
+                    bar[e] = g
+                continue
+            args = e.args
+            if e.is_Add:
+                parts = [(x, g) for x in args]
+            elif e.is_Mul:
+                vals = [memo[x] for x in args]
+                parts = [(x, g * _product(vals[:k] + vals[k + 1:])) for k, x in enumerate(args)]
+            elif e.is_Pow:
+                b, p = args
+                parts = [(b, g * memo[p] * memo[b] ** (memo[p] - 1))]
+                if p.free_symbols:
+                    parts.append((p, g * memo[e] * mpmath.log(memo[b])))
+            elif isinstance(e, sp.Piecewise):
+                taken = next((x for x, c in args if memo.get(c) is True or c is sp.true), None)
+                parts = [] if taken is None else [(taken, g)]
+            elif isinstance(e, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+                parts = []      # conditions: no gradient flows through them
+            elif callable(getattr(e, "fdiff", None)):   # tanh, exp, log, Max, Abs, ...
+                parts = []
+                for k, x in enumerate(args):
+                    if x.free_symbols:
+                        d = self._fdiff.get((e, k))
+                        if d is None:
+                            d = self._fdiff[(e, k)] = e.fdiff(k + 1)
+                        parts.append((x, g * evaluate([d], subs, dps, memo)[0]))
+            else:
+                raise Unevaluable(f"no derivative rule for SymPy {type(e).__name__}")
+            for x, d in parts:
+                if x.free_symbols:
+                    bar[x] = bar[x] + d if x in bar else d
+        return {s: g for s, g in bar.items() if s.is_Symbol}
+
+
+def _product(vals):
+    out = mpmath.mpf(1)
+    for v in vals:
+        out *= v
+    return out
+
+
+def _zeros(shape) -> np.ndarray:
+    out = np.empty(shape, dtype=object)
+    out[...] = mpmath.mpf(0)
+    return out

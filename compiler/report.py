@@ -23,6 +23,7 @@ class GradientRow:
     count: int = 0
     failure: tuple | None = None          # (index text, point, oracle, gradc, exprs)
     symbolic: tuple | None = None         # (proven, total) or None when not attempted
+    why: str | None = None                # why the unproven elements are checked numerically only
     backends: dict = field(default_factory=dict)   # name -> max relative error
 
     def add_numeric(self, ref: float, got: float, tol: float, where=(0, 0), exprs=None,
@@ -67,6 +68,18 @@ class CheckReport:
     oracle: str = "SymPy"
     suspect: str | None = None
     seconds: float = 0.0
+    budget: float | None = None           # the time budget the check ran under (seconds)
+    stages: dict = field(default_factory=dict)   # stage -> seconds it took
+
+    @property
+    def proven(self) -> dict:
+        """Gradient name -> (elements proven symbolically, elements)."""
+        return {r.name: r.symbolic for r in self.rows if r.symbolic is not None}
+
+    @property
+    def numeric_only(self) -> dict:
+        """Gradient name -> why some of its elements were checked numerically only."""
+        return {r.name: r.why for r in self.rows if r.why}
 
     @property
     def ok(self) -> bool:
@@ -102,6 +115,15 @@ class CheckReport:
             for b, e in r.backends.items():
                 if e > BACKEND_TOL:
                     out.append(f"  FAIL {r.name}: the {b} backend differs by {e:.1e}")
+        by_why = {}
+        for r in self.rows:
+            if r.why and r.symbolic:
+                by_why.setdefault(r.why, []).append(r)
+        for why, rs in by_why.items():
+            left = sum(r.symbolic[1] - r.symbolic[0] for r in rs)
+            out.append(f"  not proven: {left} of {sum(r.symbolic[1] for r in rs)} element(s) "
+                       f"of {', '.join(r.name for r in rs)}, checked numerically only "
+                       f"({sum(r.count for r in rs)} comparisons at 30 digits): {why}")
         if self.suspect:
             out.append(f"  suspect: {self.suspect}")
         out += [f"  note: {n}" for n in self.notes]

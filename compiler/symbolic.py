@@ -38,9 +38,12 @@ def _as_objects(value, shape) -> np.ndarray:
     return arr
 
 
-def render(graph: Graph, values: dict | None = None, symbols: dict | None = None) -> dict:
+def render(graph: Graph, values: dict | None = None, symbols: dict | None = None,
+           each=None) -> dict:
     """Every value of `graph` as an object array of SymPy expressions.  Float inputs are
-    symbols (or the numbers in `values`); integer inputs must be given in `values`."""
+    symbols (or the numbers in `values`: then every node is a 30-digit number, evaluated once);
+    integer inputs must be given in `values`.  `each(k, n, node)` is called before node k of n
+    (progress reports)."""
     values = dict(values or {})
     symbols = input_symbols(graph) if symbols is None else symbols
     env = {}
@@ -52,7 +55,9 @@ def render(graph: Graph, values: dict | None = None, symbols: dict | None = None
         else:
             raise GradcError(f"to_sympy: input {v.name!r} is {v.type}; integer inputs need "
                              f"concrete values: pass values={{{v.name!r}: array}}")
-    for n in graph.nodes:
+    for k, n in enumerate(graph.nodes):
+        if each is not None:
+            each(k, len(graph.nodes), n)
         args = [env[v.name] for v in n.inputs]
         try:
             r = SYMPY_RULES[n.op](*args, **n.attrs)

@@ -134,6 +134,11 @@ def cmd_emit(args) -> int:
     return EXIT_OK
 
 
+def _progress(line: str) -> None:
+    """A progress line of `gradc check`, on stderr (stdout keeps only the reports)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation (Linux: MemAvailable), else the physical
     memory, or None where neither is known."""
@@ -165,15 +170,19 @@ def cmd_check(args) -> int:
     if args.only in (None, "sympy"):
         try:
             r = compiler.check_against_sympy(m.graph, m.wrt, m.of, points=args.points,
-                                             seed=args.seed, time_budget=args.time_budget)
+                                             seed=args.seed, time_budget=args.time_budget,
+                                             progress=_progress)
         except GradcError as e:
             print(f"check_against_sympy: skipped: {e}")
         else:
-            print(r)
+            print(r, flush=True)
             ok, ran = ok and r.ok, ran + 1
     if args.only in (None, "fd"):
+        _progress(f"check_finite_differences: {m.graph.name}: {args.points} points")
+        started = time.perf_counter()
         r = compiler.check_finite_differences(m.graph, m.wrt, m.of, points=args.points,
                                               seed=args.seed)
+        _progress(f"check_finite_differences: done in {time.perf_counter() - started:.1f} s")
         print(r)
         ok, ran = ok and r.ok, ran + 1
     if not ran:
@@ -318,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=3, help="random points (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, default=10.0, metavar="SECONDS",
-                   help="for SymPy's simplification (default 10)")
+                   help="for the whole SymPy check: 30-digit comparison, then symbolic "
+                   "proofs with the time left (default 10)")
     p.set_defaults(run=cmd_check)
 
     p = sub.add_parser("dot", parents=[common], help="draw the graph (Graphviz DOT; .svg/.png "
