@@ -226,12 +226,28 @@ class Namer:
         self.taken.discard(name)
 
 
+def _text(what: str, text) -> None:
+    """Names, keys and provenance are text that UTF-8 can hold (the IR text, the cache key and
+    emitted files are UTF-8; a lone surrogate is not a character)."""
+    if not isinstance(text, str):
+        raise ShapeError(f"verify: {what} {text!r} is not a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ShapeError(f"verify: {what} {text!r} is not valid Unicode text (a lone "
+                         "surrogate)") from None
+
+
 def verify(graph: Graph) -> Graph:
     """Check SSA (unique names, defined before use), output types against the op shape rules,
-    and that outputs refer to defined values.  Returns the graph; raises `ShapeError`."""
+    and that outputs refer to defined values; names are strings and attributes are those the
+    op declares (ops/attrs.py: `AttrError`).  Returns the graph; raises `ShapeError`."""
     from .ops import SHAPE_RULES, known_ops
+    from .ops.attrs import ATTRS, check_attrs
     defined: dict = {}
+    _text("the graph's name", graph.name)
     for v in graph.inputs:
+        _text("input name", v.name)
         if v.name in defined:
             raise ShapeError(f"verify: input {v.name!r} defined twice")
         defined[v.name] = v
@@ -242,14 +258,20 @@ def verify(graph: Graph) -> Graph:
             if defined.get(v.name) is not v:
                 raise ShapeError(f"verify: {n.out.name} = {n.op}(...) reads {v.name!r} "
                                  "before it is defined")
+        _text("value name", n.out.name)
         if n.out.name in defined:
             raise ShapeError(f"verify: value {n.out.name!r} defined twice (SSA)")
+        for what in ("loc", "rule", "of"):
+            if getattr(n, what) is not None:
+                _text(f"{n.out.name}'s {what}", getattr(n, what))
+        check_attrs(n.op, n.attrs, ATTRS.get(n.op, {}))
         expect = SHAPE_RULES[n.op]([v.type for v in n.inputs], **n.attrs)
         if expect != n.out.type:
             raise ShapeError(f"verify: {n.out.name} = {n.op}(...) has type {n.out.type} but the "
                              f"{n.op} rule gives {expect}")
         defined[n.out.name] = n.out
     for k, v in graph.outputs.items():
+        _text("output key", k)
         if defined.get(v.name) is not v:
             raise ShapeError(f"verify: output {k!r} refers to undefined value {v.name!r}")
     return graph

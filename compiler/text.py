@@ -94,17 +94,42 @@ def _literal(node, line: int):
     raise ParseError(f"attribute values must be literals, got {ast.dump(node)[:60]}", line)
 
 
+_MAX_NESTING = 32      # brackets inside an attribute value, and signs in a row (`--1`)
+_SIGNS = re.compile(r"[-+](?:\s*[-+]){%d}" % _MAX_NESTING)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether attribute text nests deeper than any op's attributes do (which Python's own
+    parser answers with MemoryError or RecursionError, not an error about the text)."""
+    depth = 0
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth > _MAX_NESTING + 1:
+            return True
+    return _SIGNS.search(text) is not None
+
+
 def parse_attrs(text: str, line: int) -> dict:
     if not text:
         return {}
+    if _too_deep(text):
+        raise ParseError(f"attributes {text[:40]!r}... nest deeper than {_MAX_NESTING} levels",
+                         line)
     try:
         with warnings.catch_warnings():   # bad text is a ParseError, not a SyntaxWarning
             warnings.simplefilter("ignore", SyntaxWarning)
             call = ast.parse("f(" + text[1:-1] + ")", mode="eval").body
     except SyntaxError as e:
-        raise ParseError(f"bad attributes {text!r}: {e.msg}", line) from None
+        raise ParseError(f"bad attributes {text[:60]!r}: {e.msg}", line) from None
+    except (RecursionError, MemoryError, ValueError) as e:   # ValueError: a NUL in the text
+        raise ParseError(f"unreadable attributes {text[:40]!r}...: {type(e).__name__}",
+                         line) from None
     if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
-        raise ParseError(f"attributes must be name=value pairs: {text!r}", line)
+        raise ParseError(f"attributes must be name=value pairs: {text[:60]!r}", line)
+    names = [k.arg for k in call.keywords]
+    if len(set(names)) != len(names):
+        raise ParseError(f"an attribute is given twice in {text[:60]!r}", line)
     return {k.arg: _literal(k.value, line) for k in call.keywords}
 
 
@@ -112,6 +137,7 @@ def parse_graph(text: str) -> Graph:
     """Read the text form back into a Graph.  Raises ParseError (with a line number) for
     malformed text; the result is verified against the op rules."""
     from .ir import verify
+    from .ops.attrs import ATTRS, check_attrs
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln]
     if not lines:
@@ -166,7 +192,12 @@ def parse_graph(text: str) -> Graph:
             ins.append(env[a])
         out = Value(name, _type(dtype, dims, lineno))
         env[name] = out
-        g.nodes.append(Node(op, tuple(ins), parse_attrs(attrs, lineno), out,
+        attrs = parse_attrs(attrs, lineno)
+        try:                             # unknown or ill-typed attributes: this line's error
+            check_attrs(op, attrs, ATTRS.get(op, {}))
+        except GradcError as e:
+            raise ParseError(str(e), lineno) from None
+        g.nodes.append(Node(op, tuple(ins), attrs, out,
                             loc.strip() if loc else None, rule, of))
     if not closed:
         raise ParseError("missing closing '}'", lines[-1][0])

@@ -65,7 +65,8 @@ class LLVMKernel:
                     f"{llvm_shape.UNROLL_K}; scoped {llvm_emit.MAX_SCOPED_BUFFERS}")
         self.key = cache.key(f"{self.ir}\n; {tunables}\n",
                              f"{jit.target_key()}; codegen {cache.codegen_version()}")
-        safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in (fname or graph.name))
+        safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_"
+                       for ch in (fname or graph.name))        # an ASCII symbol name
         self.symbol = f"gradc_{safe}_{self.key[:16]}"
         self.cached = False
         self.address = self._build()

@@ -151,7 +151,8 @@ class NumpyKernel:
         return self._load(self.bound_source, name, "bound")
 
     def _load(self, source: str, fname: str, tag: str = ""):
-        filename = f"<gradc:{self.graph.name}:{tag + ':' if tag else ''}{id(self):x}>"
+        shown = repr(self.graph.name)[1:-1]    # the graph's name is text: no NUL, one line
+        filename = f"<gradc:{shown}:{tag + ':' if tag else ''}{id(self):x}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = {"__name__": f"gradc_generated_{self.graph.name}"}
         exec(compile(source, filename, "exec"), namespace)  # our own emitted code

@@ -31,6 +31,7 @@ from typing import NamedTuple
 from llvmlite import ir
 
 from ..ir import Graph, Node, Value
+from .quote import comment as quoted, identifier, identifiers
 
 VOID = ir.VoidType()
 PTR = ir.PointerType()
@@ -102,7 +103,9 @@ class ModuleEmitter:
         self.graph = graph
         self.fuse = fuse
         self.lowerings = lowerings
-        self.module = ir.Module(name=graph.name)
+        # LLVM names and comments are made from the model's names only through quote.py
+        self.ident = identifiers([v.name for v in graph.inputs] + [n.out.name for n in graph.nodes])
+        self.module = ir.Module(name=identifier(graph.name))
         self.fn = ir.Function(self.module, ir.FunctionType(I64, [PTR]), name=symbol)
         self.fn.args[0].name = "buffers"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
@@ -112,8 +115,8 @@ class ModuleEmitter:
         for k, v in enumerate(buffer_values(graph)):
             self.slots[v.name] = k
             slot = self.b.gep(self.fn.args[0], [const_i64(k)], inbounds=True,
-                              source_etype=PTR, name=f"{v.name}.slot")
-            self.ptrs[v.name] = self.b.load(slot, typ=PTR, name=v.name)
+                              source_etype=PTR, name=f"{self.ident[v.name]}.slot")
+            self.ptrs[v.name] = self.b.load(slot, typ=PTR, name=self.ident[v.name])
         self._labels = 0
         self.node: Node | None = None
         self._domain = None
@@ -171,6 +174,10 @@ class ModuleEmitter:
         fn = getattr(self.lowerings[node.op], "immediate", None)
         return fn(self, node) if fn else None
 
+    def comment(self, text: str) -> None:
+        """A `; text` line in the IR (free text, quoted: it cannot end the comment)."""
+        self.b.comment(quoted(text))
+
     def var(self, ty, init, name: str = ""):
         """A scalar variable (an entry-block alloca, promoted to a register by the optimizer)
         holding `init` from here on."""
@@ -185,7 +192,7 @@ class ModuleEmitter:
     # ---- control flow -----------------------------------------------------------------
     def _label(self, what: str) -> str:
         self._labels += 1
-        base = self.node.out.name if self.node is not None else "f"
+        base = self.ident[self.node.out.name] if self.node is not None else "f"
         return f"{base}.{what}{self._labels}"
 
     @contextmanager
@@ -200,7 +207,7 @@ class ModuleEmitter:
         done = b.append_basic_block(label + ".done")
         b.branch(head)
         b.position_at_end(head)
-        base = self.node.out.name if self.node is not None else "f"
+        base = self.ident[self.node.out.name] if self.node is not None else "f"
         i = b.phi(I64, name=f"{base}.{name}")
         i.add_incoming(const_i64(0), pre)
         b.cbranch(b.icmp_signed("<", i, count), body, done)
@@ -449,7 +456,7 @@ class ModuleEmitter:
             self.node = node
             if name in siblings:
                 guest, rname, sib = siblings[name]
-                self.b.comment("one loop for two fused groups: " + "; ".join(
+                self.comment("one loop for two fused groups: " + "; ".join(
                     _describe(self.producers[m]) for m in groups[name].nodes + groups[guest].nodes))
                 self.fused(groups[rname], sibling=sib)
                 done.add(guest)
@@ -460,7 +467,7 @@ class ModuleEmitter:
                 continue
             if name in accum:
                 prod, other = accum[name]
-                self.b.comment(f"{_describe(node)}: {other.name} into {name}, then "
+                self.comment(f"{_describe(node)}: {other.name} into {name}, then "
                                f"{_describe(prod)} added onto it")
                 if name in groups and name not in done:
                     self.fused(groups[name], store=other.name)
@@ -474,10 +481,10 @@ class ModuleEmitter:
                 continue
             if name in groups:
                 members = [self.producers[m] for m in groups[name].nodes]
-                self.b.comment("fused loop: " + "; ".join(_describe(n) for n in members))
+                self.comment("fused loop: " + "; ".join(_describe(n) for n in members))
                 self.fused(groups[name])
                 continue
-            self.b.comment(_describe(node))
+            self.comment(_describe(node))
             self.lowerings[node.op].lower(self, node)
         self.node = None
         self.b.ret(const_i64(0))
@@ -493,7 +500,7 @@ def _describe(node: Node) -> str:
         text += f"  [{node.rule}{of}]"
     if node.loc:
         text += f"  @ {node.loc}"
-    return text.replace("\n", " ")
+    return quoted(text)
 
 
 def plan_untouched(graph: Graph, fuse: bool = True) -> frozenset:
@@ -521,11 +528,11 @@ def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
     from .llvm_labels import emit_label_check, label_checks
     checks = label_checks(graph)
     if checks:
-        emit_label_check(em.module, symbol + "_labels", graph, checks)
+        emit_label_check(em.module, symbol + "_labels", graph, checks, em.ident)
     body = em.emit()
-    head = [f"; gradc: graph {graph.name!r} lowered to LLVM IR", ";"]
-    head += ["; " + line for line in str(graph).splitlines()]
+    head = [f"; gradc: graph {quoted(repr(graph.name))} lowered to LLVM IR", ";"]
+    head += ["; " + quoted(line) for line in str(graph).split("\n")]   # one comment a line
     head += [";", "; buffers (slot: value):"]
-    head += [f";   {k}: %{v.name}: {v.type}" + ("  (unused)" if v.name in em.untouched else "")
+    head += [f";   {k}: %{em.ident[v.name]}: {v.type}" + ("  (unused)" if v.name in em.untouched else "")
              for k, v in enumerate(buffer_values(graph))]
     return "\n".join(head) + "\n" + body, frozenset(em.untouched)

@@ -144,7 +144,7 @@ def _softmax(log: bool):
                 if not log:
                     em.store(e, out, at)
                 b.store(b.fadd(em.get(s, ty), e, flags=REASSOC), s)
-            total = em.get(s, ty, name=f"{out.name}.sum")
+            total = em.get(s, ty, name=f"{em.ident[out.name]}.sum")
             lse = logf(b, total) if log else None
             with em.loop(n, "j") as j:
                 at = b.add(base, b.mul(j, const_i64(stride)))
@@ -188,7 +188,7 @@ def _xent(em, node):
         ok, y = _label_at(em, labels, r, c)
         logp = b.fsub(b.fsub(_pick_row(em, scores, r, ok, y, c), m), logf(b, em.get(s, ty)))
         b.store(b.fadd(em.get(total, ty), logp), total)
-    loss = b.fdiv(b.fneg(em.get(total, ty)), ir.Constant(ty, float(n)), name=out.name + ".value")
+    loss = b.fdiv(b.fneg(em.get(total, ty)), ir.Constant(ty, float(n)), name=em.ident[out.name] + ".value")
     em.store(loss, out, const_i64(0))
 
 

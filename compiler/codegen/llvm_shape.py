@@ -161,7 +161,7 @@ def _gemm(em, node, dest, beta: float):
     ty = em.ll(dest.dtype)
 
     def cell(t, v, name):
-        return em.var(t, ir.Constant(t, v), name=f"{node.out.name}.{name}")
+        return em.var(t, ir.Constant(t, v), name=f"{em.ident[node.out.name]}.{name}")
     args = [cell(I8, ord(bflag), "transa"), cell(I8, ord(aflag), "transb"),
             cell(BLAS_INT, n, "m"), cell(BLAS_INT, m, "n"), cell(BLAS_INT, k, "k"),
             cell(ty, 1.0, "alpha"), em.ptr(bsrc), cell(BLAS_INT, ldb, "lda"), em.ptr(asrc),

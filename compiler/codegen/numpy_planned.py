@@ -25,6 +25,7 @@ from ..passes.memory import UFUNCS, MemoryPlan
 from .forms import ATOM, Expr, zero_else
 from .numpy_emit import (_LABEL_NAMES, _comment, _local_names, donations, guard_labels,
                          label_guards, module_text)
+from .quote import identifier
 
 
 def _planned_lines(n, name, args, buf, plan) -> list | None:
@@ -47,7 +48,7 @@ def _planned_lines(n, name, args, buf, plan) -> list | None:
     if op == "where" and zero_else([(t, ATOM) for t in args], n):   # a relu's gate
         return [f"{name} = where_or_zero({args[0]}, {args[1]}, out={buf})"]
     if op == "where":
-        lines = [] if plan.inplace.get(name) == n.inputs[2].name else [
+        lines = [] if plan.inplace.get(n.out.name) == n.inputs[2].name else [
             f"np.copyto({buf}, {args[2]})"]
         return lines + [f"np.copyto({buf}, {args[1]}, where={args[0]})", f"{name} = {buf}"]
     if op == "cast":
@@ -66,9 +67,7 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
     helpers: list = []
     ident = _local_names(graph)          # values named like a helper or `np` get a suffix
     module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
-    module |= _LABEL_NAMES
-    while fname in module:
-        fname += "_"
+    fname = identifier(fname, reserved=module | _LABEL_NAMES)
     guards = label_guards(graph)      # computed labels: checked where first read
 
     def py(vname: str) -> str:
@@ -111,14 +110,16 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
                 lines = form.render(out, [t for t, _ in args], n.attrs, n)
         comment = _comment(n, n.of if n.of and n.of != n.out.name else None)
         if n.out.name in into:
-            comment = (comment + "  " if comment else "# ") + f"[into {into[n.out.name]}]"
+            comment = (comment + "  " if comment else "# ") + f"[into {py(into[n.out.name])}]"
         elif n.out.name in plan.inplace:
-            comment = (comment + "  " if comment else "# ") + f"[in place of {plan.inplace[n.out.name]}]"
+            comment = (comment + "  " if comment else "# ") + \
+                f"[in place of {py(plan.inplace[n.out.name])}]"
         if comment:
             lines[0] = f"{lines[0]}  {comment}"
         if n.out.name in groups:
             k, g = groups[n.out.name]
-            lines.append(f"# fusion group {k}: {', '.join(g.nodes)} (one loop in the LLVM backend)")
+            lines.append(f"# fusion group {k}: {', '.join(py(m) for m in g.nodes)} "
+                         "(one loop in the LLVM backend)")
         body += lines
     outs = ", ".join(f"{k!r}: {arg(v)[0]}" for k, v in graph.outputs.items())
     body.append(f"return {{{outs}}}")

@@ -15,6 +15,7 @@ from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix
                              template, where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from .attrs import ATTRS, DTYPE, INTS, NUMBER, REAL
 from .common import (arith_binary, compare, elementwise, float_binary, float_unary,
                      sym_bool_to_number, sym_where)
 
@@ -150,6 +151,7 @@ SYMPY_RULES["relu"] = elementwise(lambda x: sp.Max(x, 0))
 NUMPY_EMITTERS["relu"] = Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0.0)")
 
 SHAPE_RULES["leaky_relu"] = float_unary("leaky_relu")
+ATTRS["leaky_relu"] = {"alpha": REAL}
 EVAL_RULES["leaky_relu"] = lambda x, alpha: np.where(x > 0, x, alpha * x)
 GATE_RULES["leaky_relu"] = gate("dx = G·(1 if x > 0 else α)",
                                 lambda g, out, x, alpha: B.where(x > 0, g, alpha * g))
@@ -157,6 +159,7 @@ SYMPY_RULES["leaky_relu"] = elementwise(lambda x, alpha: sp.Piecewise((x, x > 0)
 NUMPY_EMITTERS["leaky_relu"] = template("np.where({0} > 0, {0}, {alpha!r} * {0})")
 
 SHAPE_RULES["elu"] = float_unary("elu")
+ATTRS["elu"] = {"alpha": REAL}
 EVAL_RULES["elu"] = elu
 GATE_RULES["elu"] = zero_safe("dx = G·(1 if x > 0 else elu(x) + α)",
                          lambda g, out, x, alpha: B.where(x > 0, g, g * (out + alpha)))
@@ -252,6 +255,7 @@ SYMPY_RULES["where"] = elementwise(sym_where)
 NUMPY_EMITTERS["where"] = where_form()
 
 SHAPE_RULES["cast"] = lambda ins, dtype: _cast_type(ins[0], dtype)
+ATTRS["cast"] = {"dtype": DTYPE}
 EVAL_RULES["cast"] = lambda x, dtype: x.astype(NUMPY_DTYPE[dtype])
 GATE_RULES["cast"] = gate("dx = G in x's dtype", lambda g, out, x, dtype: B.cast(g, x.dtype))
 SYMPY_RULES["cast"] = lambda x, dtype: elementwise(_sym_cast)(x, dtype=dtype)
@@ -260,6 +264,7 @@ NUMPY_EMITTERS["cast"] = Expr(lambda args, attrs, node:   # a scalar may be a Py
                               else f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})")
 
 SHAPE_RULES["const"] = lambda ins, value, dtype, shape: TensorType(dtype, shape)
+ATTRS["const"] = {"value": NUMBER, "dtype": DTYPE, "shape": INTS}
 EVAL_RULES["const"] = lambda value, dtype, shape: np.full(shape, value, dtype=NUMPY_DTYPE[dtype])
 GATE_RULES["const"] = gate()
 SYMPY_RULES["const"] = lambda value, dtype, shape: _sym_const(value, shape)
@@ -269,6 +274,7 @@ NUMPY_EMITTERS["const"] = Expr(lambda args, attrs, node: _const_text(attrs)[0],
 # dropout(x, keep; p) = x/(1−p) where keep else 0 (inverted dropout; `keep` is a bool mask input
 # the runtime draws with P(keep) = 1−p each step; see compiler/train.py).  Linear in x.
 SHAPE_RULES["dropout"] = lambda ins, p: _dropout_type(ins, p)
+ATTRS["dropout"] = {"p": REAL}
 EVAL_RULES["dropout"] = lambda x, keep, p: np.where(keep, x / (1 - p), 0)
 GATE_RULES["dropout"] = gate("dx = dropout(G, keep): G/(1−p) where kept, else 0",
                              lambda g, out, x, keep, p: g.b.emit("dropout", [g, keep], p=p), None)

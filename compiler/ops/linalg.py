@@ -16,6 +16,7 @@ from .. import builder as B
 from ..codegen.forms import ATOM, MUL, Expr, wrap
 from ..ir import ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from .attrs import ATTRS, BOOL, optional
 
 
 def bilinear(product, transpose, names=("A", "B")):
@@ -63,6 +64,7 @@ def _matmul_type(ins, transpose_a=False, transpose_b=False):
 
 
 SHAPE_RULES["matmul"] = _matmul_type
+ATTRS["matmul"] = {"transpose_a": optional(BOOL), "transpose_b": optional(BOOL)}
 EVAL_RULES["matmul"] = lambda a, b, transpose_a=False, transpose_b=False: np.matmul(
     _flagged(a, transpose_a), _flagged(b, transpose_b))
 GATE_RULES["matmul"] = bilinear(B.matmul, B.transpose)

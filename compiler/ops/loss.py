@@ -13,6 +13,7 @@ from .. import builder as B
 from ..codegen import numpy_helpers as H
 from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
+from .attrs import ATTRS, DTYPE, INT, REAL
 from . import EVAL_RULES, GATE_RULES, LABEL_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
 
 
@@ -157,6 +158,7 @@ def _onehot_text(args, attrs, node):
 
 
 SHAPE_RULES["softmax"] = _axis_type("softmax")
+ATTRS["softmax"] = {"axis": INT}
 EVAL_RULES["softmax"] = softmax
 GATE_RULES["softmax"] = gate("dx = y·(G − Σ G·y)",
                              lambda g, out, x, axis: out * (g - B.sum(g * out, axis, keepdims=True)))
@@ -164,6 +166,7 @@ SYMPY_RULES["softmax"] = _sym_softmax
 NUMPY_EMITTERS["softmax"] = helper(H.softmax, "axis")
 
 SHAPE_RULES["log_softmax"] = _axis_type("log_softmax")
+ATTRS["log_softmax"] = {"axis": INT}
 EVAL_RULES["log_softmax"] = log_softmax
 GATE_RULES["log_softmax"] = gate("dx = G − softmax(x)·Σ G",
                                  lambda g, out, x, axis: g - B.exp(out) * B.sum(g, axis, keepdims=True))
@@ -175,28 +178,30 @@ EVAL_RULES["softmax_cross_entropy"] = softmax_cross_entropy
 GATE_RULES["softmax_cross_entropy"] = gate("dscores = (softmax(scores) − onehot(labels))·G/N",
                                            _xent_gate, None)
 SYMPY_RULES["softmax_cross_entropy"] = _sym_xent
+LABEL_RULES["softmax_cross_entropy"] = _row_labels
 NUMPY_EMITTERS["softmax_cross_entropy"] = helper(H.softmax_cross_entropy,
                                                  also=(H.log_softmax,))
 
-LABEL_RULES["softmax_cross_entropy"] = _row_labels
 SHAPE_RULES["svm_loss"] = _loss_type("svm_loss")
+ATTRS["svm_loss"] = {"margin": REAL}
 EVAL_RULES["svm_loss"] = svm_loss
 GATE_RULES["svm_loss"] = gate("dscores = ([margin > 0] − onehot·Σ[margin > 0])·G/N",
                               _svm_gate, None)
 SYMPY_RULES["svm_loss"] = _sym_svm
+LABEL_RULES["svm_loss"] = _row_labels
 NUMPY_EMITTERS["svm_loss"] = helper(svm_loss, "margin")
 
 SHAPE_RULES["pick"] = _pick_type
 EVAL_RULES["pick"] = lambda x, labels: x[np.arange(len(labels)), labels]
-LABEL_RULES["svm_loss"] = _row_labels
 GATE_RULES["pick"] = gate("dx = onehot(labels)·G", _pick_gate, None)
 SYMPY_RULES["pick"] = _sym_pick
+LABEL_RULES["pick"] = _row_labels
 NUMPY_EMITTERS["pick"] = Expr(_pick_text)
 
 SHAPE_RULES["onehot"] = _onehot_type
+ATTRS["onehot"] = {"depth": INT, "dtype": DTYPE}
 EVAL_RULES["onehot"] = lambda labels, depth, dtype: np.eye(depth, dtype=NUMPY_DTYPE[dtype])[labels]
-LABEL_RULES["pick"] = _row_labels
 GATE_RULES["onehot"] = gate(None)
 SYMPY_RULES["onehot"] = _sym_onehot
-NUMPY_EMITTERS["onehot"] = Expr(_onehot_text)
 LABEL_RULES["onehot"] = _onehot_labels
+NUMPY_EMITTERS["onehot"] = Expr(_onehot_text)

@@ -13,6 +13,7 @@ from .. import builder as B
 from ..codegen.forms import call, reduction
 from ..ir import ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from .attrs import ATTRS, BOOL, INTS
 from .common import check_axes, reduced_shape
 
 
@@ -64,6 +65,7 @@ def _max_gate(g, out, x, axes, keepdims):
 
 
 SHAPE_RULES["sum"] = _reduce_type("sum")
+ATTRS["sum"] = {"axes": INTS, "keepdims": BOOL}
 EVAL_RULES["sum"] = lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims)
 GATE_RULES["sum"] = gate("dx = G broadcast over the summed axes",
                          lambda g, out, x, axes, keepdims: _keep(g, x, axes, keepdims))
@@ -71,6 +73,7 @@ SYMPY_RULES["sum"] = _sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1))
 NUMPY_EMITTERS["sum"] = reduction("sum")
 
 SHAPE_RULES["mean"] = _reduce_type("mean")
+ATTRS["mean"] = {"axes": INTS, "keepdims": BOOL}
 EVAL_RULES["mean"] = lambda x, axes, keepdims: np.mean(x, axis=axes, keepdims=keepdims)
 GATE_RULES["mean"] = gate("dx = G/n broadcast over the averaged axes",
                           lambda g, out, x, axes, keepdims:
@@ -80,6 +83,7 @@ SYMPY_RULES["mean"] = lambda x, axes, keepdims: (
 NUMPY_EMITTERS["mean"] = reduction("mean")
 
 SHAPE_RULES["max"] = _reduce_type("max")
+ATTRS["max"] = {"axes": INTS, "keepdims": BOOL}
 EVAL_RULES["max"] = lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims)
 GATE_RULES["max"] = gate("dx = G routed to the maximum (split between ties)", _max_gate)
 SYMPY_RULES["max"] = _sym_reduce(np.frompyfunc(sp.Max, 2, 1))
@@ -100,6 +104,7 @@ def _unbroadcast_gate(g, out, x, shape):
 
 
 SHAPE_RULES["broadcast_to"] = _broadcast_type
+ATTRS["broadcast_to"] = {"shape": INTS}
 EVAL_RULES["broadcast_to"] = lambda x, shape: np.broadcast_to(x, shape)
 GATE_RULES["broadcast_to"] = gate("dx = G summed over the broadcast axes", _unbroadcast_gate)
 SYMPY_RULES["broadcast_to"] = lambda x, shape: np.broadcast_to(x, shape).copy()

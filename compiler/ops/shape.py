@@ -13,6 +13,7 @@ from .. import builder as B
 from ..codegen.forms import ATOM, Expr, Stmt, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
 from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from .attrs import ATTRS, INDEX, INTS
 
 
 def to_python_index(index) -> tuple:
@@ -118,12 +119,14 @@ def _inverse(perm) -> tuple:
 
 
 SHAPE_RULES["reshape"] = _reshape_type
+ATTRS["reshape"] = {"shape": INTS}
 EVAL_RULES["reshape"] = lambda x, shape: np.reshape(x, shape)
 GATE_RULES["reshape"] = gate("dx = G reshaped back", lambda g, out, x, shape: B.reshape(g, x.shape))
 SYMPY_RULES["reshape"] = lambda x, shape: np.reshape(x, shape)
 NUMPY_EMITTERS["reshape"] = Expr(_reshape_text)
 
 SHAPE_RULES["transpose"] = _transpose_type
+ATTRS["transpose"] = {"perm": INTS}
 EVAL_RULES["transpose"] = lambda x, perm: np.transpose(x, perm)
 GATE_RULES["transpose"] = gate("dx = G transposed back (inverse permutation)",
                                lambda g, out, x, perm: B.transpose(g, _inverse(perm)))
@@ -131,6 +134,7 @@ SYMPY_RULES["transpose"] = lambda x, perm: np.transpose(x, perm)
 NUMPY_EMITTERS["transpose"] = Expr(_transpose_text)
 
 SHAPE_RULES["getitem"] = _getitem_type
+ATTRS["getitem"] = {"index": INDEX}
 EVAL_RULES["getitem"] = lambda x, index: x[to_python_index(index)]
 GATE_RULES["getitem"] = gate("dx = G put back at the index",
                              lambda g, out, x, index: g.b.emit("putitem", [g], index=index,
@@ -141,6 +145,7 @@ NUMPY_EMITTERS["getitem"] = Expr(lambda args, attrs, node:
                                  f"[{index_text(attrs['index'], node.inputs[0].shape)}]")
 
 SHAPE_RULES["putitem"] = _putitem_type
+ATTRS["putitem"] = {"index": INDEX, "shape": INTS}
 EVAL_RULES["putitem"] = _putitem_eval
 GATE_RULES["putitem"] = gate("dg = G taken at the index",
                              lambda g, out, x, index, shape: B.getitem(g, to_python_index(index)))

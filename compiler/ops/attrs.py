@@ -1,0 +1,84 @@
+"""Attribute kinds: what each op's attributes may hold (`ATTRS[op]`, declared in the op's
+family module beside its other rules).
+
+    ATTRS["leaky_relu"] = {"alpha": REAL}
+    ATTRS["matmul"] = {"transpose_a": optional(BOOL), "transpose_b": optional(BOOL)}
+
+An op without an entry takes no attributes.  `check_attrs` (called by `ir.verify`, so by the
+text parser, the passes' verifier and every compile) refuses an attribute the op does not
+declare, a missing required one, and a value of the wrong kind, so that only plain literals of
+the declared kind reach a shape rule or an emitter (which writes them with `repr`).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..ir import DTYPES, GradcError
+
+
+ATTRS: dict = {}     # op -> {attribute name: Kind}, filled by the family modules
+
+
+class AttrError(GradcError, TypeError):
+    """An op's attribute is unknown to the op, missing, or of the wrong kind."""
+
+
+def _int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _seq(v, item) -> bool:
+    return isinstance(v, (tuple, list)) and all(item(x) for x in v)
+
+
+def _entry(e) -> bool:       # an index entry: int, None, or (start, stop, step)
+    return e is None or _int(e) or (isinstance(e, (tuple, list)) and len(e) == 3
+                                    and all(_int(x) for x in e))
+
+
+class Kind:
+    def __init__(self, what: str, test, required: bool = True):
+        self.what, self.test, self.required = what, test, required
+
+
+BOOL = Kind("a bool", lambda v: isinstance(v, (bool, np.bool_)))
+INT = Kind("an integer", _int)
+REAL = Kind("a finite real number", lambda v: _real(v) and math.isfinite(v))
+NUMBER = Kind("a number or bool (inf and nan allowed)", lambda v: _real(v) or BOOL.test(v))
+DTYPE = Kind(f"a dtype name ({', '.join(DTYPES)})", lambda v: isinstance(v, str) and v in DTYPES)
+INTS = Kind("a tuple of integers", lambda v: _seq(v, _int))
+INDEX = Kind("a tuple of index entries (int, None or (start, stop, step))",
+             lambda v: _seq(v, _entry))
+
+
+def optional(kind: Kind) -> Kind:
+    return Kind(kind.what, kind.test, required=False)
+
+
+def check_attrs(op: str, attrs, declared: dict) -> None:
+    """Raise AttrError unless `attrs` fits `declared` (ATTRS[op], or {} when the op has none)."""
+    if not isinstance(attrs, dict):
+        raise AttrError(f"{op}: attributes must be a dict, got {type(attrs).__name__}")
+    for name, value in attrs.items():
+        kind = declared.get(name) if isinstance(name, str) else None
+        if kind is None:
+            known = ", ".join(declared) or "none"
+            raise AttrError(f"{op}: unknown attribute {name!r} (its attributes: {known})")
+        if not kind.test(value):
+            raise AttrError(f"{op}: attribute {name}={_short(value)} must be {kind.what}")
+    missing = [k for k, kind in declared.items() if kind.required and k not in attrs]
+    if missing:
+        raise AttrError(f"{op}: missing attribute {', '.join(missing)}")
+
+
+def _short(value) -> str:
+    plain = (int, float, str, bool, tuple, list, type(None), np.generic)
+    text = repr(value) if isinstance(value, plain) else f"<{type(value).__name__} object>"
+    return text if len(text) <= 60 else text[:57] + "..."
