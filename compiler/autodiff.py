@@ -130,7 +130,7 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
         name = n.out.name
         if name not in pending or name not in live:
             continue
-        g = _accumulate(b, name, pending.pop(name), first_new)
+        g = _accumulate(b, name, pending.pop(name), first_new, n.loc)
         rules = GATE_RULES[n.op]
         ins = [Var(b, env[v.name]) for v in n.inputs]
         out = Var(b, env[name])
@@ -163,16 +163,22 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
     return new
 
 
-def _accumulate(b: Builder, name: str, parts: list, first_new: int) -> Var:
+def _accumulate(b: Builder, name: str, parts: list, first_new: int, loc=None) -> Var:
     """Sum the upstream gradients of one value (fan-out: the copy gate), and name the result
-    `d<name>` when this pass created it as a temporary."""
-    new = {id(n.out) for n in b.graph.nodes[first_new:]}
+    `d<name>` when this pass created it as a temporary.  The sum cites `loc`, the model line of
+    the value fanned out; a value without one (a graph input) cites the line of its uses when
+    they share one line, else none: never merely the line of the last gate built."""
+    made = {id(n.out): n.loc for n in b.graph.nodes[first_new:]}
+    new = made.keys()
     total = parts[0]
     if len(parts) > 1:
+        if loc is None:
+            uses = {made.get(id(p.value)) for p in parts}
+            loc = uses.pop() if len(uses) == 1 else None
         for k, p in enumerate(parts, 1):      # the contribution of each use: dW1_1, dW1_2, ...
             if p.value.temp and id(p.value) in new:
                 b.rename(p, f"d{name}_{k}")
-        b.rule, b.of = "fan-out: the gradients of every use are summed", name
+        b.loc, b.rule, b.of = loc, "fan-out: the gradients of every use are summed", name
         for p in parts[1:]:
             total = total + p
         new = {id(n.out) for n in b.graph.nodes[first_new:]}
