@@ -12,8 +12,11 @@ from compiler.ops.labels import error_for, label_checks as all_label_checks
 
 def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
     """The graph's inputs in order, as arrays of exactly the declared dtype and shape.
-    Python numbers are accepted for any numeric dtype they convert to exactly; arrays must
-    already have the declared dtype or one that converts to it without loss.  Any memory layout
+    A Python int is accepted for an i64 or float input that holds it exactly, a Python float
+    for a float input (an f32 one takes the nearest f32; a float beyond the f32 range, which
+    would become inf or 0, is refused), a bool only for a bool input, a complex number never.
+    Arrays must already have the declared dtype or one that converts to it without loss
+    (integer arrays converted to a float dtype are checked value by value).  Any memory layout
     is accepted (the LLVM kernel makes a C-contiguous copy of a non-contiguous array); read-only
     arrays are accepted (no backend writes into its arguments).  `check_finite`: a NaN or inf
     in a float argument is a ValueError naming the argument and the first bad index."""
@@ -84,11 +87,7 @@ def _convert(name, x, t):
     refuse_masked(f"argument {name!r}", x)
     want = np.dtype(NUMPY_DTYPE[t.dtype])
     if isinstance(x, numbers.Number) and not isinstance(x, np.generic):
-        if isinstance(x, bool) and t.dtype != "bool":
-            raise TypeError(f"argument {name!r}: got a bool, expected {t}")
-        if isinstance(x, float) and t.dtype in ("i64", "bool"):
-            raise TypeError(f"argument {name!r}: got float {x!r}, expected {t}")
-        arr = np.asarray(x, dtype=want)
+        arr = np.asarray(_python_number(name, x, t, want), dtype=want)
     else:
         try:
             arr = np.asarray(x)
@@ -98,8 +97,90 @@ def _convert(name, x, t):
             raise TypeError(f"argument {name!r}: dtype {arr.dtype} does not convert to {t} "
                             "without loss; convert it explicitly (e.g. x.astype(np."
                             f"{want.name}))")
+        if arr.dtype.kind in "iu" and want.kind == "f":
+            _exact_integers(name, arr, want, t)
         arr = arr.astype(want, copy=False)
     if arr.shape != t.shape:
         raise ValueError(f"argument {name!r}: shape {arr.shape} does not match the declared "
                          f"{t} (shape {t.shape})")
     return arr
+
+
+def copy_flag(value) -> bool:
+    """The `copy=` keyword of a compiled call: True or False (a NumPy bool too), nothing else
+    (copy="no" would read as True)."""
+    if type(value) is bool or type(value) is np.bool_:
+        return bool(value)
+    raise TypeError(f"copy must be True or False, got {value!r} (a {type(value).__name__}, "
+                    "not a bool)")
+
+
+_I64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _python_number(name, x, t, want):
+    """A Python number as the input's dtype, or an error naming the argument: an int becomes
+    an i64 or a float only when that dtype holds it exactly, a float becomes a float dtype
+    (rounded to the nearest f32, refused where that would be inf or 0), a bool only a bool,
+    and a complex number nothing."""
+    if isinstance(x, numbers.Complex) and not isinstance(x, numbers.Real):
+        raise TypeError(f"argument {name!r}: got complex {x!r}, expected {t}; gradc computes "
+                        "with real numbers")
+    if not isinstance(x, numbers.Real):
+        raise TypeError(f"argument {name!r}: got {type(x).__name__} {x!r}, expected {t}; pass "
+                        "a float or an int")
+    if isinstance(x, bool) or t.dtype == "bool":
+        if t.dtype == "bool" and (isinstance(x, bool) or (isinstance(x, numbers.Integral)
+                                                         and x in (0, 1))):
+            return bool(x)
+        raise TypeError(f"argument {name!r}: got {'a bool' if isinstance(x, bool) else repr(x)}"
+                        f", expected {t}")
+    if t.dtype == "i64":
+        if not isinstance(x, numbers.Integral):
+            raise TypeError(f"argument {name!r}: got {type(x).__name__} {x!r}, expected {t}")
+        if not _I64[0] <= x <= _I64[1]:
+            raise ValueError(f"argument {name!r}: {_show(x)} is outside the i64 range "
+                             f"[-2**63, 2**63 - 1]")
+        return int(x)
+    try:
+        f = float(x)
+    except OverflowError:
+        raise ValueError(f"argument {name!r}: {_show(x)} is too large for {t} (beyond the "
+                         "largest float)") from None
+    with np.errstate(over="ignore", under="ignore"):
+        v = want.type(f)
+    if isinstance(x, numbers.Integral):
+        if not np.isfinite(v) or int(v) != x:
+            raise ValueError(f"argument {name!r}: the integer {_show(x)} is not exactly "
+                             f"representable as {t} (nearest: {float(v)!r}); pass a float if "
+                             "rounding is meant")
+    elif f != x and isinstance(x, numbers.Rational):      # a Fraction that f64 does not hold
+        raise ValueError(f"argument {name!r}: {x} is not exactly representable as {t}; pass "
+                         "float(x) if rounding is meant")
+    elif np.isfinite(f) and (not np.isfinite(v) or (v == 0 and f != 0)):
+        raise ValueError(f"argument {name!r}: {x!r} is outside the {t.dtype} range (it would "
+                         f"become {float(v)!r}); use an f64 input or scale the value")
+    return v
+
+
+def _show(x) -> str:
+    text = str(x)
+    return text if len(text) <= 40 else f"an integer of {len(text.lstrip('-'))} digits"
+
+
+def _exact_integers(name, arr, want, t) -> None:
+    """An integer array converted to a float dtype keeps every value (int64 beyond 2**53 does
+    not fit f64 exactly, though NumPy calls the cast safe): a ValueError at the first loss."""
+    if arr.size == 0 or np.iinfo(arr.dtype).max <= 2 ** (np.finfo(want).nmant + 1):
+        return
+    limit = 2 ** (np.finfo(want).nmant + 1)
+    big = np.flatnonzero((arr > limit) | (arr < -limit) if arr.dtype.kind == "i" else arr > limit)
+    flat = arr.reshape(-1)
+    for i in big:                 # few values are this large: compare them as Python ints
+        v = int(flat[i])
+        if int(want.type(v)) != v:
+            idx = np.unravel_index(i, arr.shape)
+            where = f" at index {tuple(int(k) for k in idx)}" if arr.ndim else ""
+            raise ValueError(f"argument {name!r}: the {arr.dtype} value {v}{where} is not exactly "
+                             f"representable as {t}; convert it explicitly (x.astype(np."
+                             f"{want.name})) if rounding is meant")

@@ -25,7 +25,7 @@ from compiler.ir import NUMPY_DTYPE
 from compiler.ops.labels import error_for
 
 from . import cache, jit
-from .checks import _convert, check_arguments
+from .checks import _convert, check_arguments, copy_flag
 
 PLACEHOLDER = "gradc_entry"
 FRESH_BYTES = 1 << 16     # outputs this large are written into a new array per call, not copied
@@ -39,6 +39,14 @@ def _usable(flags) -> bool:
 # check_arguments converts without loss (a Python float is weakly typed, as in NumPy)
 _SCALAR_TYPES = {("f", 8): (float, int, np.float64), ("f", 4): (float, int, np.float32),
                  ("i", 8): (int, np.int64), ("b", 1): (bool, np.bool_)}
+# ... and the values of those Python types that the dtype holds (an int exactly, a float without
+# becoming inf or 0 in f32): a guard in the fast call, outside it the general path says why not
+_F32_TINY, _F32_HUGE = 2.0 ** -150, float.fromhex("0x1.ffffffp127")   # round to 0 / to inf
+_SCALAR_GUARDS = {
+    ("f", 8): [("int", f"-{2 ** 53} <= {{a}} <= {2 ** 53}")],
+    ("f", 4): [("int", f"-{2 ** 24} <= {{a}} <= {2 ** 24}"),
+               ("float", f"{_F32_TINY!r} < abs({{a}}) < {_F32_HUGE!r} or {{a}} == 0.0")],
+    ("i", 8): [("int", f"{-2 ** 63} <= {{a}} <= {2 ** 63 - 1}")]}
 
 
 class LLVMKernel:
@@ -145,6 +153,9 @@ class LLVMKernel:
                          f"        if a{k}.dtype is not dt{k} or a{k}.shape != ():",
                          "            return None",
                          f"    elif type(a{k}) not in ok{k}:", "        return None"]
+                for typ, holds in _SCALAR_GUARDS.get((dt.kind, dt.itemsize), ()):
+                    code += [f"    elif type(a{k}) is {typ} and not "
+                             f"({holds.format(a=f'a{k}')}):", "        return None"]
                 continue
             code += [f"    if (type(a{k}) is not ndarray or a{k}.dtype is not dt{k} or "
                      f"a{k}.shape != sh{k} or a{k}.strides != st{k}):", "        return None"]
@@ -231,7 +242,7 @@ class LLVMKernel:
         views of the kernel's own buffers, which the next call overwrites."""
         copy = True
         if "copy" in kwargs and "copy" not in self._names:
-            copy = bool(kwargs.pop("copy"))
+            copy = copy_flag(kwargs.pop("copy"))
         # fast path: every name present; arrays already of the declared dtype and shape and
         # C-contiguous are used as they are, anything else goes through the checks
         if len(kwargs) == self._n_in and not self.check_finite:

@@ -8,7 +8,7 @@ import numpy as np
 from compiler.ir import NUMPY_DTYPE
 from compiler.ops.labels import LabelError
 
-from .checks import check_arguments, label_checks
+from .checks import check_arguments, copy_flag, label_checks
 
 
 class NumpyKernel:
@@ -67,6 +67,8 @@ class NumpyKernel:
 
     def __call__(self, **kwargs) -> dict:
         copy = kwargs.pop("copy", True) if self._copy_kw else True
+        if copy is not True and copy is not False:
+            copy = copy_flag(copy)          # a NumPy bool, or a TypeError (copy="no")
         args = None if self.check_finite else self._exact_arguments(kwargs)
         if args is None:
             args = check_arguments(self.graph, kwargs, check_finite=self.check_finite)
