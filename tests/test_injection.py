@@ -105,6 +105,9 @@ def _check_all_backends(g) -> None:
     got = namespace[entry](*[args[v.name] for v in g.inputs])
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-12)
+    example = namespace["example_inputs"]()         # what its __main__ block runs
+    assert list(example) == list(namespace["INPUTS"])
+    namespace[entry](**example)
 
 
 def _entry(source: str) -> str:
