@@ -139,8 +139,11 @@ def number(x, dps: int = 30):
     digits (mpmath rounds a new number to the working precision)."""
     if isinstance(x, (bool, sp.logic.boolalg.BooleanAtom)):
         return bool(x)
+    x = sp.sympify(x)
+    if not x.is_Number:   # log(-1.5) = log(1.5) + iπ, √-2, ...: not a real number
+        return mpmath.nan if x.has(sp.I) else evaluate([x], {}, dps)[0]
     with mpmath.workdps(max(dps, mpmath.mp.dps)):
-        return _one(sp.sympify(x), {}, {})
+        return _one(x, {}, {})
 
 
 def _local_symbols(v) -> np.ndarray:
@@ -277,7 +280,7 @@ class ChainRule:
                     if x.free_symbols:
                         d = self._fdiff.get((e, k))
                         if d is None:
-                            d = self._fdiff[(e, k)] = e.fdiff(k + 1)
+                            d = self._fdiff[(e, k)] = _fdiff(e, k)
                         parts.append((x, g * evaluate([d], subs, dps, memo)[0]))
             else:
                 raise Unevaluable(f"no derivative rule for SymPy {type(e).__name__}")
@@ -285,6 +288,18 @@ class ChainRule:
                 if x.free_symbols:
                     bar[x] = bar[x] + d if x in bar else d
         return {s: g for s, g in bar.items() if s.is_Symbol}
+
+
+def _fdiff(e, k: int):
+    """SymPy's derivative of function e with respect to its k-th argument, in terms of e's
+    arguments (fdiff; through a real dummy variable when fdiff leaves a Derivative)."""
+    d = e.fdiff(k + 1)
+    if d.has(sp.Derivative):
+        u = sp.Dummy("u", real=True)
+        d = sp.diff(e.func(*e.args[:k], u, *e.args[k + 1:]), u).subs(u, e.args[k])
+    if d.has(sp.Derivative):
+        raise Unevaluable(f"SymPy has no derivative of {e.func} in argument {k + 1}")
+    return d
 
 
 def _product(vals):

@@ -198,3 +198,38 @@ def test_gradc_check_prints_progress_on_stderr(tmp_path):
     assert "check_against_sympy: mlp3" in done.stdout and "[" not in done.stdout.split()[0]
     assert "30-digit comparison" not in done.stdout       # progress stays off stdout
     assert seconds < 30                                   # it used to run for minutes
+
+
+# ---- the 30-digit reference on every op of the table ---------------------------------------
+def _op_cases():
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from graphs import all_cases, op_graph
+    out = []
+    for op, case in all_cases():
+        rules = GATE_RULES[op]
+        if not any(r is not None for r in rules):
+            continue
+        g = op_graph(op, case, "f64")
+        wrt = [v.name for v in g.inputs if v.type.is_float and v.name != "c"]
+        if wrt and "loss" in g.outputs:
+            out.append(pytest.param(op, g, wrt, id=f"{op}-{case.label}"))
+    return out
+
+
+@pytest.mark.parametrize("op,g,wrt", _op_cases())
+def test_every_op_passes_and_a_gate_rule_off_by_1e4_fails(op, g, wrt, monkeypatch):
+    """The chain-rule reference runs on every op sample, agrees with the correct gate rules,
+    and catches each op's first gate rule scaled by 1.0001 (sign's gradient is 0, and a
+    scalar dropout's mask may drop the one element: nothing to scale there)."""
+    report = compiler.check_against_sympy(g, wrt=wrt, of="loss", time_budget=0, backends=())
+    assert report.ok, str(report)
+    rules = GATE_RULES[op]
+    k = next(i for i, r in enumerate(rules) if r is not None)
+    text, fn = rules[k]
+    bad = list(rules)
+    bad[k] = (text, lambda *a, **kw: fn(*a, **kw) * 1.0001)
+    monkeypatch.setitem(GATE_RULES, op, type(rules)(bad))
+    report = compiler.check_against_sympy(g, wrt=wrt, of="loss", time_budget=0, backends=(),
+                                          localize=False)
+    zero = op == "sign" or (op == "dropout" and all(r.max_abs == 0 for r in report.rows))
+    assert report.ok == zero, str(report)
