@@ -1,13 +1,16 @@
 """A compiled function backed by emitted NumPy source."""
 from __future__ import annotations
 
+import itertools
 import linecache
+import threading
 
 import numpy as np
 
 from compiler.ir import NUMPY_DTYPE
 from compiler.ops.labels import LabelError
 
+from . import arena
 from .checks import check_arguments, copy_flag, label_checks
 
 
@@ -18,11 +21,13 @@ class NumpyKernel:
     Outputs are fresh arrays owned by the caller (scalars come back as NumPy scalars).
 
     Memory-planned kernels (`plan` given: see compiler/passes/memory.py) write intermediates
-    and outputs into buffers allocated on the first call and reused by every later call.
-    They still return fresh copies by default; `fn(..., copy=False)` returns the buffers
-    themselves (no copy; the next call overwrites them).  A planned kernel is not re-entrant:
-    one call at a time per kernel object.  `memory_report()` gives the planned and unplanned
-    byte counts."""
+    and outputs into buffers reused by every later call.  Each calling thread has its own set
+    (allocated on its first call, one arena: runtime/arena.py; freed when the thread ends), so
+    any number of threads may call one kernel at once.  Results are fresh copies by default;
+    `fn(..., copy=False)` returns the calling thread's buffers themselves (no copy): valid
+    until the same thread calls this kernel again, never written by other threads' calls.  An
+    argument overlapping the calling thread's buffers (such an output passed back) is copied
+    before the call.  `memory_report()` gives the planned and unplanned byte counts."""
 
     backend = "numpy"
     check_finite = False     # compile(..., check_finite=True): NaN/inf inputs are refused
@@ -30,7 +35,7 @@ class NumpyKernel:
     def __init__(self, graph, source: str, fname: str, plan=None):
         self.graph = graph
         self.plan = plan
-        self._buffers = None
+        self._tls = threading.local()     # .buf: this thread's (arena, buffers) of the plan
         self.source = source
         self.ir = str(graph)
         self.bound_source = None     # see bind
@@ -76,10 +81,14 @@ class NumpyKernel:
             if self.plan is None:
                 raw = self._fn(*args)
             else:
-                if self._buffers is None:
-                    self._buffers = [np.empty(s, dtype=NUMPY_DTYPE[d])
-                                     for d, s in self.plan.buffers]
-                raw = self._fn(*args, _buf=self._buffers)
+                try:
+                    own, bufs = self._tls.buf
+                except AttributeError:
+                    own, bufs = self._buffer_set()
+                for k, a in enumerate(args):    # a copy=False output passed back, or a view
+                    if type(a) is np.ndarray and arena.overlaps(a, own):   # of one: copied,
+                        args[k] = a.copy()      # as the code overwrites it while reading it
+                raw = self._fn(*args, _buf=bufs)
         fresh = self._copy_keys if (self.plan is None or not copy) else None
         out = {}
         for k, dt, scalar in self._out_specs:
@@ -92,6 +101,12 @@ class NumpyKernel:
                 out[k] = val if type(val) is np.ndarray and val.dtype == dt else \
                     np.asarray(val, dtype=dt)
         return out
+
+    def _buffer_set(self) -> tuple:
+        """The calling thread's (arena, buffers), allocated on its first call."""
+        self._tls.buf = arena.allocate((NUMPY_DTYPE[d], s) for d, s in self.plan.buffers)
+        self._tls.bound = {}           # bind token -> its fixed arguments are clear of the arena
+        return self._tls.buf
 
     def bind(self, fixed: dict, donate: dict | None = None):
         """`run = kernel.bind({"W1": W1, ...})`: the function with these arguments fixed, for a
@@ -116,7 +131,8 @@ class NumpyKernel:
                 return None
             base[k] = a
         free = [(name,) + specs[name] for name in specs if name not in fixed]
-        labels, fn, plan = self._labels, self._fn, self.plan
+        labels, fn, plan, tls, token = self._labels, self._fn, self.plan, self._tls, next(_TOKENS)
+        overlaps = arena.overlaps
         donate = {k: v for k, v in (donate or {}).items() if v in fixed}
         if donate:
             fn = self._donating(donate)
@@ -135,12 +151,20 @@ class NumpyKernel:
                 lab = args[k]
                 if lab.size and lab.view(np.uint64).max() >= depth:
                     return self(copy=False, **fixed, **rest)
-            with np.errstate(all="ignore"):
-                if plan is None:
+            if plan is None:
+                with np.errstate(all="ignore"):
                     return fn(*args)
-                if self._buffers is None:
-                    self._buffers = [np.empty(s, dtype=NUMPY_DTYPE[d]) for d, s in plan.buffers]
-                return fn(*args, _buf=self._buffers)
+            try:
+                own, bufs = tls.buf
+            except AttributeError:
+                own, bufs = self._buffer_set()
+            clear = tls.bound.get(token)        # the fixed arrays, checked once per thread
+            if clear is None:
+                clear = tls.bound[token] = not any(overlaps(a, own) for a in fixed.values())
+            if not clear or any(overlaps(args[k], own) for _, k, _, _ in free):
+                return self(copy=False, **fixed, **rest)   # copies what overlaps
+            with np.errstate(all="ignore"):
+                return fn(*args, _buf=bufs)
         return run
 
     def _donating(self, donate: dict):
@@ -173,6 +197,8 @@ class NumpyKernel:
         sig = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)
         return f"<gradc {self.backend} function {self.graph.name}({sig}) -> {list(self.graph.outputs)}>"
 
+
+_TOKENS = itertools.count()     # bind's runs, keyed in each thread's record of checked arguments
 
 _VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
 
