@@ -19,6 +19,8 @@ from hypothesis import given, settings, strategies as st
 
 import compiler
 from compiler.export import export_module
+from frontends import dsl
+from frontends.dsl import f64
 from compiler.ir import Graph, Node, TensorType, Value
 from compiler.ops.attrs import AttrError
 
@@ -178,6 +180,32 @@ def test_values_named_like_the_planned_buffers():
     assert "out=_b" in compiler.compile(g).source      # it is the planned module
     _check_all_backends(g)
     _check_all_backends(compiler.grad(g, of="out"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("rows", [5, 5000])          # 5000: the memory-planned module
+def test_train_step_parameters_named_like_emitted_names(backend, rows):
+    """Parameters named `_buf` (the planned module's keyword), `sum` (a builtin) and `np_`
+    train as any others: the losses and updates of two SGD steps equal a NumPy derivation."""
+    def loss(np_, sum, _buf, X):                   # noqa: A002 (the point of the test)
+        h = dsl.tanh(X @ np_ + sum)
+        return dsl.sum(h * h * _buf)
+    rng = np.random.default_rng(0)
+    params = {"np_": rng.standard_normal((3, 2)), "sum": rng.standard_normal(2),
+              "_buf": rng.standard_normal(2)}
+    ref = {k: v.copy() for k, v in params.items()}
+    step = compiler.train_step(loss, params=params, inputs={"X": f64[rows, 3]},
+                               optimizer=compiler.optim.SGD(lr=0.01), backend=backend)
+    X = rng.standard_normal((rows, 3))
+    for _ in range(2):
+        got = step(X=X)
+        h = np.tanh(X @ ref["np_"] + ref["sum"])
+        dh = 2 * h * (1 - h * h) * ref["_buf"]
+        np.testing.assert_allclose(got, (h * h * ref["_buf"]).sum(), rtol=1e-10)
+        ref = {"np_": ref["np_"] - 0.01 * (X.T @ dh), "sum": ref["sum"] - 0.01 * dh.sum(0),
+               "_buf": ref["_buf"] - 0.01 * (h * h).sum(0)}
+        for k in ref:
+            np.testing.assert_allclose(step.params[k], ref[k], rtol=1e-10, atol=1e-12)
 
 
 def test_readable_names_are_kept():
