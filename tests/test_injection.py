@@ -138,6 +138,36 @@ def test_hostile_names_locations_and_rules_never_run(name, names, keys, locs, ru
     _check_all_backends(compiler.grad(g, of=keys[0]))   # gradient names d<name>, rule texts
 
 
+ATTR_OPS = {"leaky_relu": ["alpha"], "elu": ["alpha"], "sum": ["axes", "keepdims"],
+            "softmax": ["axis"], "transpose": ["perm"], "reshape": ["shape"], "exp": [],
+            "cast": ["dtype"], "broadcast_to": ["shape"]}
+ATTR_VALUE = st.one_of(st.integers(-3, 3), st.integers(), st.floats(), st.booleans(), st.none(),
+                       TEXT, st.sampled_from(["f64", "f32", "i64"]),
+                       st.lists(st.integers(-1, 3) | TEXT, max_size=3).map(tuple),
+                       st.builds(lambda: _Evil()))
+
+
+@settings(max_examples=60)
+@given(op=st.sampled_from(sorted(ATTR_OPS)), data=st.data())
+def test_hostile_attributes_are_refused_or_computed_exactly(op, data):
+    """Any attribute dict on an op (its own names with values of every kind, unknown names,
+    payload text, objects whose repr is code): compiling refuses it with a GradcError before
+    any code is generated, or both backends compute the interpreter's numbers."""
+    names = st.sampled_from(ATTR_OPS[op]) | TEXT if ATTR_OPS[op] else TEXT
+    attrs = data.draw(st.dictionaries(names, ATTR_VALUE, max_size=3))
+    t = TensorType("f64", (3,))
+    x, y = Value("x", t), Value("y", t)
+    g = Graph("f", [x], [Node(op, (x,), attrs, y)], {"out": y})
+    try:
+        compiler.verify(g)
+    except compiler.GradcError:
+        for backend in ("numpy", "llvm"):
+            with pytest.raises(compiler.GradcError):
+                compiler.compile(g, backend=backend)
+        return
+    _check_all_backends(g)
+
+
 def test_docstring_payload_from_parsed_text_does_not_run(tmp_path):
     """The issue's reproduction: a location that closes the IR docstring."""
     marker = tmp_path / "PWNED"
