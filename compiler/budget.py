@@ -43,6 +43,8 @@ def time_limit(seconds: float):
     if main:
         def stop(*_):
             raise _Budget()
+        theirs = signal.getitimer(signal.ITIMER_REAL) if len(stack) == 1 else (0.0, 0.0)
+        started = time.perf_counter()
         old = signal.signal(signal.SIGALRM, stop)
         arm()
     else:
@@ -69,6 +71,9 @@ def time_limit(seconds: float):
             signal.signal(signal.SIGALRM, old)
             if stack:
                 arm()   # the enclosing limit goes on (raising at once if it has passed)
+            elif theirs[0] > 0:     # the caller's own timer goes on, less the time spent here
+                left = theirs[0] - (time.perf_counter() - started)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), theirs[1])
         else:
             sys.settrace(old_trace)
 

@@ -123,6 +123,29 @@ def test_budget_holds_in_a_worker_thread():
     assert "symbolic" in report.stages and report.numeric_only    # the limit cut SymPy short
 
 
+def test_time_limit_nests_and_keeps_the_callers_own_alarm():
+    import signal
+    from compiler.budget import _Budget, time_limit
+    if not hasattr(signal, "SIGALRM"):
+        pytest.skip("no SIGALRM on this platform")
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda *a: fired.append(time.perf_counter()))
+    try:
+        t0 = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        x = sp.symbols("x0:20")
+        with pytest.raises(_Budget):
+            with time_limit(0.3):
+                with time_limit(30):          # the earlier deadline wins
+                    sp.expand(sp.Mul(*[(xi + 1) for xi in x[:18]]))
+        assert time.perf_counter() - t0 < 0.3 + SLACK
+        time.sleep(1.2)
+        assert len(fired) == 1 and 0.9 < fired[0] - t0 < 1.0 + SLACK
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def test_zero_budget_still_compares_every_point_and_proves_nothing():
     g = mlp3(mlp3_svm)
     report, seconds = timed_check(g, time_budget=0, points=3)
