@@ -533,6 +533,7 @@ def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
     head = [f"; gradc: graph {quoted(repr(graph.name))} lowered to LLVM IR", ";"]
     head += ["; " + quoted(line) for line in str(graph).split("\n")]   # one comment a line
     head += [";", "; buffers (slot: value):"]
-    head += [f";   {k}: %{em.ident[v.name]}: {v.type}" + ("  (unused)" if v.name in em.untouched else "")
+    head += [f";   {k}: %{em.ident[v.name]}: {v.type}"
+             + ("  (unused)" if v.name in em.untouched else "")
              for k, v in enumerate(buffer_values(graph))]
     return "\n".join(head) + "\n" + body, frozenset(em.untouched)

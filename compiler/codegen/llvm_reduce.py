@@ -188,7 +188,8 @@ def _xent(em, node):
         ok, y = _label_at(em, labels, r, c)
         logp = b.fsub(b.fsub(_pick_row(em, scores, r, ok, y, c), m), logf(b, em.get(s, ty)))
         b.store(b.fadd(em.get(total, ty), logp), total)
-    loss = b.fdiv(b.fneg(em.get(total, ty)), ir.Constant(ty, float(n)), name=em.ident[out.name] + ".value")
+    loss = b.fdiv(b.fneg(em.get(total, ty)), ir.Constant(ty, float(n)),
+                  name=em.ident[out.name] + ".value")
     em.store(loss, out, const_i64(0))
 
 
