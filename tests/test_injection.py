@@ -360,3 +360,21 @@ def test_non_string_names_and_keys_are_refused():
     g.outputs = {"out\ud800": y}
     with pytest.raises(compiler.ShapeError, match="not valid Unicode"):
         compiler.compile(g)
+
+
+def test_declared_attributes_match_the_shape_rules():
+    """ATTRS[op] names exactly the attributes an op's shape rule takes (required where the rule
+    has no default), for every op whose rule lists them; the others declare theirs by hand
+    (leaky_relu, elu: alpha; svm_loss: margin) and the hypothesis test above exercises them."""
+    import inspect
+    from compiler.ops import SHAPE_RULES
+    from compiler.ops.attrs import ATTRS
+    checked = 0
+    for op, rule in SHAPE_RULES.items():
+        params = list(inspect.signature(rule).parameters.values())[1:]
+        if any(p.kind == p.VAR_KEYWORD for p in params):
+            continue
+        want = {p.name: p.default is p.empty for p in params}
+        assert {k: kind.required for k, kind in ATTRS.get(op, {}).items()} == want, op
+        checked += 1
+    assert checked >= 20 and set(ATTRS) <= set(SHAPE_RULES)
