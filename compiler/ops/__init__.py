@@ -6,6 +6,8 @@
                         fn(g, out, *inputs, **attrs) builds the downstream gradient as IR
     SYMPY_RULES[op]     (*object arrays of SymPy expressions, **attrs) -> object array
     NUMPY_EMITTERS[op]  how the NumPy source emitter writes the op (see codegen/numpy_emit.py)
+    ATTRS[op]           ops/attrs.py: attribute name -> kind (an op without an entry takes
+                        none); `ir.verify` refuses unknown, missing and ill-typed attributes
     LABEL_RULES[op]     label ops only: node -> (operand position, classes): that operand holds
                         class indices, each checked to lie in [0, classes) (ops/labels.py)
 
