@@ -14,6 +14,8 @@ import threading
 
 from llvmlite import binding as llvm
 
+from . import elf
+
 _lock = threading.RLock()
 _state: dict = {}
 _loaded: dict = {}      # symbol -> address (an object is added once per process)
@@ -98,13 +100,38 @@ def compile_object(ir_text: str) -> tuple:
         return _state["tm"].emit_object(mod), ext
 
 
+def checks_objects() -> bool:
+    """Whether `check_object` can parse this host's objects (ELF); elsewhere the disk cache is
+    not read, since an object that cannot be checked is not linked from disk."""
+    return elf.host_machine(_init()["triple"]) is not None and not any(
+        os_name in _state["triple"] for os_name in ("apple", "darwin", "windows", "msvc"))
+
+
+def check_object(obj: bytes, symbol: str, ext) -> None:
+    """Refuse (ObjectError, RuntimeError) an object the engine must not link: one whose
+    structure is unsound (LLVM's loader would read out of bounds), that does not define
+    `symbol` or defines anything but `symbol` and its `symbol_...` companions, or that needs a
+    symbol the process does not provide."""
+    defined, undefined = elf.symbols(obj, elf.host_machine(_init()["triple"]))
+    if symbol not in defined:
+        raise elf.ObjectError(f"object does not define {symbol!r}")
+    other = [d for d in defined if d != symbol and not d.startswith(symbol + "_")]
+    if other:
+        raise elf.ObjectError(f"object for {symbol!r} also defines {', '.join(other[:3])}")
+    check_externals(list(dict.fromkeys([*ext, *undefined])))
+
+
 def load(obj: bytes, symbol: str, ext) -> int:
-    """Add `obj` to the engine (once per symbol) and return the address of `symbol`."""
+    """Add `obj` to the engine (once per symbol) after `check_object`, and return the address
+    of `symbol`."""
     with _lock:
         if symbol in _loaded:
             return _loaded[symbol]
-        check_externals(ext)
         engine = _init()["engine"]
+        if checks_objects():
+            check_object(obj, symbol, ext)
+        else:
+            check_externals(ext)
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
         addr = engine.get_function_address(symbol)
