@@ -338,3 +338,36 @@ def test_finite_loss_means_finite_exact_gradient(spec):
                     "s": np.array(vals[3:9]).reshape(2, 3), "y": np.array(ys)}
     args = {v.name: given_values[v.name] for v in g.inputs}
     assert_trustworthy(g, args, backends=("numpy", "llvm"), where=str(g))
+
+
+# ---- the rewrites are identities (SymPy), and the golden form ----------------------------------
+IDENTITIES = {   # naive spelling -> the op the canonical graph computes it with
+    "log1p(exp(z))": "softplus", "log1p(-sigmoid(z))": "softplus",
+    "log(1 / (1 + exp(-z)))": "softplus", "log(1 - 1 / (1 + exp(-z)))": "softplus",
+    "log(sigmoid(-z))": "softplus",
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(IDENTITIES))
+def test_canonical_form_is_the_same_function(spelling):
+    """SymPy proves naive == canonical (after rewriting both in exp/log), and the canonical graph
+    uses the stable primitive."""
+    import sympy as sp
+    g = _z_graph(ELEMENTWISE_SPELLINGS[spelling])
+    c = compiler.passes.canonicalize(g)
+    assert IDENTITIES[spelling] in {n.op for n in c.nodes}
+    assert "log" not in {n.op for n in compiler.optimize(c, ["dce"]).nodes}
+    naive, stable = (compiler.to_sympy(x)["out"] for x in (g, c))
+    diff = sp.simplify(sp.expand_log(sp.powsimp(naive - stable), force=True))
+    assert diff == 0, diff
+
+
+def test_log_of_picked_softmax_is_pick_of_log_softmax():
+    import sympy as sp
+    g = _scores_graph(SCORE_SPELLINGS["-mean(log(pick(softmax(s), y)))"])
+    c = compiler.passes.canonicalize(g)
+    ops = [n.op for n in compiler.optimize(c, ["dce"]).nodes]
+    assert "log_softmax" in ops and "softmax" not in ops and "log" not in ops
+    y = {"y": np.array([2, 0])}
+    naive, stable = (compiler.to_sympy(x, y)["out"] for x in (g, c))
+    assert sp.simplify(sp.expand_log(naive - stable, force=True)) == 0
