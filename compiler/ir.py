@@ -20,8 +20,8 @@ DTYPES = ("bool", "i64", "f32", "f64")
 FLOAT_DTYPES = ("f32", "f64")
 NUMPY_DTYPE = {"bool": "bool", "i64": "int64", "f32": "float32", "f64": "float64"}
 
-TEMP_NAME = re.compile(r"^t\d+$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TEMP_NAME = re.compile(r"^t\d+\Z")                 # \Z: `$` also matches before a final "\n"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class GradcError(Exception):

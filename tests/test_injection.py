@@ -247,6 +247,15 @@ def test_readable_names_are_kept():
     assert "def net(X, W1):" in src and "dW1 = " in src and "h = " in src
 
 
+@pytest.mark.parametrize("tail", ["\n", "\r", "\u2028", " "])
+def test_names_with_a_trailing_line_break(tail):
+    """`re.match("^[A-Za-z_]\\w*$", "A\\n")` matches (`$` matches before a final newline): a
+    name 'A\\n' once passed as an identifier and split the function's signature."""
+    _check_all_backends(_graph("g" + tail, ["A" + tail, "B" + tail, "h" + tail, "s" + tail,
+                                            "t0" + tail], ["out" + tail, "h" + tail],
+                               [None] * 3, [None] * 2, ("exp", "mul"), 0.0))
+
+
 def test_llvm_comments_and_names_cannot_inject_ir():
     """A name or location with '\\r' (LLVM's lexer ends a comment there, Python's does too)
     would put `@gradc_injected` into the module as a top-level definition."""

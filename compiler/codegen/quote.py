@@ -23,7 +23,7 @@ import keyword
 import re
 import unicodedata
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")      # used with fullmatch: `$` would accept "h\n"
 # names a module or function body of gradc's emitted code refers to
 _EMITTED = frozenset({"np", "math", "inputs", "outputs", "self", "_buf", "LabelError"})
 _RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(
@@ -94,7 +94,7 @@ def identifiers(names, reserved=frozenset()) -> dict:
     identifiers).  A name that is already a fine identifier keeps it unless an earlier name
     took it; `reserved` names (helpers the module defines) are renamed."""
     names = list(dict.fromkeys(names))
-    keep = {n for n in names if isinstance(n, str) and _IDENT.match(n) and n not in _RESERVED
+    keep = {n for n in names if isinstance(n, str) and _IDENT.fullmatch(n) and n not in _RESERVED
             and n not in reserved and not _BUFFER.match(n)}
     out: dict = {}
     taken = set()
