@@ -395,6 +395,22 @@ def test_planted_private_subdirectory_in_a_shared_dir_is_not_used(tmp_path, plan
     assert not run_child(shared)["cached"]             # in memory only, every time
 
 
+@needs_root
+def test_cache_dir_that_is_another_users_symlink_is_not_followed(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    os.symlink(mine, link)
+    os.lchown(link, NOBODY, NOBODY)
+    res = run_child(link)
+    assert_right(res)
+    assert not res["cached"]
+    warned(res, "a symbolic link owned by uid")
+    assert os.listdir(mine) == []
+    os.lchown(link, os.geteuid(), os.getegid())        # the user's own link is followed
+    assert run_child(link)["warnings"] == [] and os.listdir(mine)
+
+
 def test_cache_dir_tmp_is_safe():
     """GRADC_CACHE_DIR=/tmp (world-writable, sticky): entries go to /tmp/gradc-<uid>, 0700."""
     res = run_child("/tmp")
