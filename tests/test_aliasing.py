@@ -91,7 +91,9 @@ def test_partial_overlap_with_an_output_buffer(backend, n):
     for pick in (lambda o: {"a": A, "v": o["c"][1]},            # a contiguous row of c
                  lambda o: {"a": A, "v": o["c"][:, 0]},         # a column (strided)
                  lambda o: {"a": o["c"], "v": o["d"]},          # two outputs, two arguments
-                 lambda o: {"a": o["c"], "v": o["c"][-1]}):     # two arguments, one buffer
+                 lambda o: {"a": o["c"], "v": o["c"][-1]},      # two arguments, one buffer
+                 lambda o: {"a": A, "v": np.frombuffer(o["c"].data, np.float64)[n:2 * n]}):
+                 # ... and memory reached through the buffer protocol (no .base chain)
         _check(fn, ref, g, pick(fn(a=A, v=v, copy=False)))
 
 

@@ -151,3 +151,38 @@ def test_a_thread_that_ends_frees_its_buffers_and_results_stay_right(backend):
         _in_threads(4, work)
     gc.collect()
     assert sum(r() is not None for r in refs) == 0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_scalar_arguments_from_many_threads(backend):
+    """A 0-d input passed as a Python float (the LLVM fast path boxes it into a 0-d array per
+    thread) with a different value in each thread."""
+    g = compiler.grad(dsl.trace(lambda X, W, s: s * _tanh_loss(X, W), X=f64[256, 64],
+                                W=f64[64, 64], s=f64[()]), wrt=["W"])
+    fn = compiler.compile(g, backend=backend)
+    a = _inputs(256, 64, 0)
+    scales = [0.5 + t for t in range(6)]
+    want = [fn(s=s, **a) for s in scales]
+    np.testing.assert_allclose(want[1]["dW"], want[0]["dW"] * scales[1] / scales[0], rtol=1e-9,
+                               atol=1e-12)   # the oracle is linear in s
+
+    def work(t):
+        for r in range(REPEATS):
+            _same(fn(s=scales[t], **a), want[t], f"thread {t}, call {r}")
+    _in_threads(len(scales), work)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_a_kernel_called_from_threads_is_freed_with_its_buffers(backend):
+    """Per-thread state does not keep a compiled function (or its buffers) alive."""
+    import gc
+    import weakref
+    fn = compiler.compile(_graph(256, 64), backend=backend)
+    a = _inputs(256, 64, 1)
+    views = []
+    _in_threads(3, lambda t: views.append(weakref.ref(fn(copy=False, **a)["dX"].base)))
+    fn(**a)
+    ref = weakref.ref(fn)
+    del fn
+    gc.collect()
+    assert ref() is None and all(v() is None for v in views)
