@@ -1,24 +1,34 @@
-"""The JIT: one LLVM execution engine per process, native target for the host CPU.
+"""The JIT: LLVM execution engines (MCJIT), native target for the host CPU.
 
     compile_object(ir_text)   optimized object code (O3, loop and SLP vectorization)
-    load(obj, symbol)         adds an object to the engine, checks its externals, returns the
-                              entry's address
+    load(obj, symbol)         loads an object into an engine of its own, checks its externals,
+                              returns its `Code` (`code.address(name)`, `code.function(...)`)
     assembly(ir_text)         the optimized module as assembly text (for `fn.asm`)
 
 External symbols (BLAS, libm) are checked with `address_of_symbol` before code is loaded: an
 unresolved symbol would otherwise bind to address 0 and crash at call time.
+
+Lifetime: each object gets an engine of its own (~1 ms to create) so that its memory can be
+given back: when the last reference to its `Code` goes (the kernels built on it, and the ctypes
+functions `code.function` made, which hold it), a finalizer closes the engine, which unmaps the
+object's code and data (one shared engine never frees an object).  An object is loaded once
+while anything holds its Code: `loaded(symbol)` finds it.  The O3 pipeline runs in a worker
+process (runtime/llvm_opt.py), since llvmlite's pass manager leaks memory on every run.
 """
 from __future__ import annotations
 
+import atexit
+import ctypes
 import threading
+import weakref
 
 from llvmlite import binding as llvm
 
-from . import elf
+from . import elf, llvm_opt
 
 _lock = threading.RLock()
 _state: dict = {}
-_loaded: dict = {}      # symbol -> address (an object is added once per process)
+_loaded = weakref.WeakValueDictionary()     # symbol -> its Code, while anything holds it
 
 
 
@@ -37,10 +47,54 @@ def _init() -> dict:
                                               reloc="default", codemodel="jitdefault")
             backing = llvm.parse_assembly("")
             backing.triple = triple
+            # never given code: creating an engine makes the process's own symbols (libm,
+            # libc) resolvable, which check_externals relies on
             engine = llvm.create_mcjit_compiler(backing, tm)
             _state.update(tm=tm, engine=engine, triple=triple, cpu=cpu, features=features,
                           layout=str(tm.target_data))
         return _state
+
+
+def _new_engine():
+    """An empty MCJIT engine for one object (it owns its target machine and backing module)."""
+    s = _init()
+    tm = llvm.Target.from_triple(s["triple"]).create_target_machine(
+        cpu=s["cpu"], features=s["features"], opt=3, reloc="default", codemodel="jitdefault")
+    backing = llvm.parse_assembly("")
+    backing.triple = s["triple"]
+    return llvm.create_mcjit_compiler(backing, tm)
+
+
+def _close(engine) -> None:
+    with _lock:
+        engine.close()
+
+
+class Code:
+    """One loaded object and its engine; the engine is closed (the code unmapped) when the Code
+    is garbage-collected, so anything that may call into the code must hold the Code: the
+    functions made by `function` do."""
+
+    def __init__(self, engine, symbol: str):
+        self.symbol = symbol
+        self._engine = engine
+        self._addresses: dict = {}
+        weakref.finalize(self, _close, engine).atexit = False   # at exit the process unmaps
+
+    def address(self, name: str) -> int:
+        """The address of function `name` of this object."""
+        with _lock:
+            addr = self._addresses.get(name) or self._engine.get_function_address(name)
+            if not addr:
+                raise RuntimeError(f"native function {name!r} not found in the loaded code")
+            self._addresses[name] = addr
+            return addr
+
+    def function(self, name: str, restype, *argtypes):
+        """A ctypes function for `name` that keeps this Code (so the code) alive."""
+        fn = ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
+        fn.code = self
+        return fn
 
 
 def target_key() -> str:
@@ -53,34 +107,10 @@ def target_key() -> str:
 
 def _optimized(ir_text: str):
     s = _init()
-    mod = llvm.parse_assembly(ir_text)
-    mod.triple = s["triple"]
-    mod.data_layout = s["layout"]
-    mod.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pb = llvm.create_pass_builder(s["tm"], pto)
-    pb.getModulePassManager().run(mod, pb)
-    return mod
+    return llvm_opt.optimized(ir_text, s["tm"], s["triple"], s["layout"])
 
 
-_LIBC = {"llvm.memset": "memset", "llvm.memcpy": "memcpy", "llvm.memmove": "memmove"}
-
-
-def externals(mod) -> list:
-    """Names of the functions the module declares but does not define (a memset/memcpy/memmove
-    intrinsic becomes a libc call in code generation, so those count too)."""
-    out = []
-    for f in mod.functions:
-        if not f.is_declaration:
-            continue
-        if not f.name.startswith("llvm."):
-            out.append(f.name)
-        for prefix, libc in _LIBC.items():
-            if f.name.startswith(prefix) and libc not in out:
-                out.append(libc)
-    return out
+externals = llvm_opt.externals
 
 
 def check_externals(names) -> None:
@@ -92,8 +122,18 @@ def check_externals(names) -> None:
 
 
 def compile_object(ir_text: str) -> tuple:
-    """(object bytes, external symbol names) of the optimized module."""
+    """(object bytes, external symbol names) of the optimized module, built by the compile
+    worker (runtime/llvm_opt.py: llvmlite's pass manager leaks memory on every run), else
+    in-process."""
     with _lock:
+        s = _init()
+        if "worker" not in s:
+            s["worker"] = llvm_opt.Worker(s["triple"], s["cpu"], s["features"])
+            atexit.register(s["worker"].close)
+        built = s["worker"].compile(ir_text)
+        if built is not None:
+            check_externals(built[1])
+            return built
         mod = _optimized(ir_text)
         ext = externals(mod)
         check_externals(ext)
@@ -121,39 +161,29 @@ def check_object(obj: bytes, symbol: str, ext) -> None:
     check_externals(list(dict.fromkeys([*ext, *undefined])))
 
 
-def load(obj: bytes, symbol: str, ext) -> int:
-    """Add `obj` to the engine (once per symbol) after `check_object`, and return the address
-    of `symbol`."""
+def load(obj: bytes, symbol: str, ext) -> Code:
+    """Load `obj` (once per symbol while its Code lives) after `check_object` into an engine of
+    its own, and return its Code."""
     with _lock:
-        if symbol in _loaded:
-            return _loaded[symbol]
-        engine = _init()["engine"]
+        code = _loaded.get(symbol)
+        if code is not None:
+            return code
         if checks_objects():
             check_object(obj, symbol, ext)
         else:
             check_externals(ext)
+        engine = _new_engine()
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
-        addr = engine.get_function_address(symbol)
-        if not addr:
+        code = Code(engine, symbol)
+        if not engine.get_function_address(symbol):
             raise RuntimeError(f"native entry {symbol!r} not found after loading its object")
-        _loaded[symbol] = addr
-        return addr
+        _loaded[symbol] = code
+        return code
 
 
-def address(symbol: str) -> int:
-    """The address of another function of an object already loaded by `load`."""
-    with _lock:
-        if symbol in _loaded:
-            return _loaded[symbol]
-        addr = _init()["engine"].get_function_address(symbol)
-        if not addr:
-            raise RuntimeError(f"native function {symbol!r} not found in the loaded code")
-        _loaded[symbol] = addr
-        return addr
-
-
-def loaded(symbol: str) -> int | None:
+def loaded(symbol: str) -> Code | None:
+    """The Code of `symbol` if it is loaded (and something still holds it), else None."""
     return _loaded.get(symbol)
 
 

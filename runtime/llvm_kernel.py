@@ -83,15 +83,16 @@ class LLVMKernel:
                        for ch in (fname or graph.name))        # an ASCII symbol name
         self.symbol = f"gradc_{safe}_{self.key[:16]}"
         self.cached = False
-        self.address = self._build()
+        self._code = self._build()      # the loaded object: the kernel keeps it alive
+        self.address = self._code.address(self.symbol)
         untouched = (self._untouched if self._untouched is not None
                      else plan_untouched(graph, fuse))
         # the graph's function returns 0, or 1 + the index of a failed computed label check
-        self._cfunc = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(self.address)
+        self._cfunc = self._code.function(self.symbol, ctypes.c_int64, ctypes.c_void_p)
         self._labels = label_checks(graph)
         self._computed = computed_checks(graph)
-        self._check = (ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(
-            jit.address(self.symbol + "_labels")) if self._labels else None)
+        self._check = (self._code.function(self.symbol + "_labels", ctypes.c_int64,
+                                           ctypes.c_void_p) if self._labels else None)
         values = buffer_values(graph)
         self._slot = {v.name: k for k, v in enumerate(values)}
         n_in = len(graph.inputs)
@@ -243,17 +244,18 @@ class LLVMKernel:
             self._emit()
         return self._source
 
-    def _build(self) -> int:
-        addr = jit.loaded(self.symbol)
-        if addr:
+    def _build(self) -> jit.Code:
+        """The loaded object: already in this process, else from the disk cache, else built."""
+        code = jit.loaded(self.symbol)
+        if code is not None:
             self.cached = True
-            return addr
+            return code
         hit = cache.get(self.key) if jit.checks_objects() else None
         if hit is not None:
             try:
-                addr = jit.load(hit[0], self.symbol, hit[1])
+                code = jit.load(hit[0], self.symbol, hit[1])
                 self.cached = True
-                return addr
+                return code
             except Exception as e:  # an entry that does not load is rebuilt, not trusted
                 cache.rejected(self.key, e)
         obj, ext = jit.compile_object(self.source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import linecache
 import threading
+import weakref
 
 import numpy as np
 
@@ -178,13 +179,18 @@ class NumpyKernel:
 
     def _load(self, source: str, fname: str, tag: str = ""):
         shown = repr(self.graph.name)[1:-1]    # the graph's name is text: no NUL, one line
-        filename = f"<gradc:{shown}:{tag + ':' if tag else ''}{id(self):x}>"
+        # unique per module (never reused, as an id() would be), so that dropping one module's
+        # entry cannot drop another's
+        filename = f"<gradc:{shown}:{tag + ':' if tag else ''}{next(_MODULES)}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = {"__name__": f"gradc_generated_{self.graph.name}"}
         exec(compile(source, filename, "exec"), namespace)  # our own emitted code
         if "LabelError" in namespace:    # the module's own class (it imports only numpy)
             namespace["LabelError"] = LabelError     # -> the one every backend raises
-        return namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
+        fn = namespace[namespace.get("__all__", [fname])[0]]   # the emitter may rename
+        # the source lines (for tracebacks) live as long as the function: then they go too
+        weakref.finalize(fn, linecache.cache.pop, filename, None).atexit = False
+        return fn
 
     def memory_report(self) -> dict:
         """Bytes: allocated per call without planning, their peak while live, the planned
@@ -198,6 +204,7 @@ class NumpyKernel:
         return f"<gradc {self.backend} function {self.graph.name}({sig}) -> {list(self.graph.outputs)}>"
 
 
+_MODULES = itertools.count()    # numbers the generated modules' linecache names
 _TOKENS = itertools.count()     # bind's runs, keyed in each thread's record of checked arguments
 
 _VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
