@@ -11,7 +11,8 @@ a call with `out=`, so no array is allocated per call:
 A chain of elementwise nodes (a fusion group, compiler/passes/fusion.py) thus becomes a
 sequence of in-place ufunc calls on one buffer.  Nodes without an `out=` form (softmax, the
 losses, indexing) are written as in the plain emitter and allocate as before.  The buffers
-arrive as the keyword argument `_buf` (a list the kernel owns and allocates once).  Scalar
+arrive as the keyword argument `_buf` (the calling thread's set: the kernel allocates one per
+thread).  Scalar
 constants are written inline as literals.  One statement per node, the model's names, the
 gate rule comments and the IR header are kept, as in codegen/numpy_emit.py.
 """
@@ -131,5 +132,5 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
     bufs = "\n".join(f"        _b{k}: {d}{list(s)}" for k, (d, s) in enumerate(plan.buffers))
     return module_text(graph, fname, params, helpers, body, entry=fname != (name or graph.name),
                        title=" (memory-planned)",
-                       doc_extra=f"    Buffers (_buf, owned by the kernel, reused across calls):"
+                       doc_extra=f"    Buffers (_buf: the calling thread's, reused across its calls):"
                                  f"\n{bufs}\n")

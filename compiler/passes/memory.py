@@ -9,15 +9,16 @@ emitter (codegen/numpy_planned.py) and runtime.NumpyKernel read.
   it extends the live range of the source's buffer (its root) rather than owning one.
 * Buffers.  Nodes whose op has an `out=` form (`PLANNABLE`: ufuncs, matmul, reductions, where,
   cast) and a result of at least `MIN_ELEMENTS` elements get a buffer: a free buffer of the same dtype and shape if one
-  is dead, else a new one.  Buffers are allocated once per compiled function, on its first call,
-  and reused on every call.
+  is dead, else a new one.  Each calling thread gets its own set of buffers on its first call
+  (runtime/numpy_kernel.py), reused on every later call of that thread.
 * In place.  An elementwise node may write into the buffer of an operand that dies at that node
   and has the result's dtype and shape (`np.multiply(a, b, out=a)`): the operand's buffer is
   freed before the result's is chosen.  Operands of matmul and reductions are freed after (their
   kernels read all of an operand while writing).  `where` may only overwrite its last operand.
 * Outputs.  An output's buffer is never reused within a call.  The compiled function returns
-  fresh copies by default; `fn(..., copy=False)` returns the buffers themselves, which the next
-  call overwrites.
+  fresh copies by default; `fn(..., copy=False)` returns the calling thread's buffers
+  themselves, which that thread's next call overwrites (an argument overlapping them is copied
+  first).
 
 `memory_report()` compares: bytes allocated per call without planning (every node's result a
 fresh array), the peak of live intermediate bytes without planning (a lower bound for that
