@@ -132,5 +132,5 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
     bufs = "\n".join(f"        _b{k}: {d}{list(s)}" for k, (d, s) in enumerate(plan.buffers))
     return module_text(graph, fname, params, helpers, body, entry=fname != (name or graph.name),
                        title=" (memory-planned)",
-                       doc_extra=f"    Buffers (_buf: the calling thread's, reused across its calls):"
+                       doc_extra=f"    Buffers (_buf: the calling thread's, reused by its calls):"
                                  f"\n{bufs}\n")
