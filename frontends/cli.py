@@ -178,11 +178,12 @@ def cmd_check(args) -> int:
             print(r, flush=True)
             ok, ran = ok and r.ok, ran + 1
     if args.only in (None, "fd"):
-        _progress(f"check_finite_differences: {m.graph.name}: {args.points} points")
+        _progress(f"[{0:5.1f} s] check_finite_differences: {m.graph.name}: {args.points} points")
         started = time.perf_counter()
         r = compiler.check_finite_differences(m.graph, m.wrt, m.of, points=args.points,
                                               seed=args.seed)
-        _progress(f"check_finite_differences: done in {time.perf_counter() - started:.1f} s")
+        took = time.perf_counter() - started
+        _progress(f"[{took:5.1f} s] check_finite_differences: done in {took:.1f} s")
         print(r)
         ok, ran = ok and r.ok, ran + 1
     if not ran:
