@@ -9,8 +9,9 @@ Why a child process: llvmlite's binding of the new pass manager leaks native mem
 run (its PassBuilder allocates a PassInstrumentationCallbacks it never frees, and each run
 registers StandardInstrumentations callbacks into it: about 0.1-0.5 MiB per compiled graph,
 llvmlite 0.50), so a process that compiles many distinct graphs would grow without bound.  The
-worker runs the pipeline instead and is replaced after `RECYCLE` compiles, which bounds what it
-leaks; the object comes back as bytes and is loaded (and checked) by the caller as any object.
+worker runs the pipeline instead (after the first IN_PROCESS_FIRST compiles of a process, which
+run in-process so that a program compiling a few graphs starts no worker) and is replaced after
+`RECYCLE` compiles, which bounds what it leaks; the object comes back as bytes and is loaded (and checked) by the caller as any object.
 GRADC_JIT_WORKER=0 compiles in-process; so does a process whose worker cannot start (one
 warning).
 
@@ -30,6 +31,9 @@ import warnings
 from llvmlite import binding as llvm
 
 RECYCLE = 64      # compiles per worker process (each leaks ~0.1-0.5 MiB inside llvmlite)
+IN_PROCESS_FIRST = 16   # a process's first compiles run in-process: most programs compile a few
+                        # graphs and should not pay a worker's start-up (~0.2 s); past this many
+                        # the leak (then at most ~8 MiB) stops growing: the worker takes over
 START_TIMEOUT = 60    # seconds a new worker may take to initialize LLVM
 
 _LIBC = {"llvm.memset": "memset", "llvm.memcpy": "memcpy", "llvm.memmove": "memmove"}
@@ -120,6 +124,7 @@ class Worker:
         self._done = 0
         self.answered = False           # whether any worker ever replied
         self.disabled = os.environ.get("GRADC_JIT_WORKER", "1").strip() in ("0", "no", "off")
+        self.in_process_left = IN_PROCESS_FIRST
 
     def _start(self):
         self._proc = subprocess.Popen(self._args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -157,6 +162,9 @@ class Worker:
         worker that dies on a module after answering others is an error for that module (it
         would crash this process too) and is replaced for the next one."""
         if self.disabled:
+            return None
+        if self.in_process_left > 0:
+            self.in_process_left -= 1
             return None
         try:
             if self._proc is not None and self._pid != os.getpid():
