@@ -13,8 +13,11 @@ budget that covers everything it does:
    its share of the remaining time).  Past the budget the report says, per gradient, how many
    elements were proven, and why the rest were checked numerically only.
 Points are sampled away from kinks (Max/Min ties, Heaviside/Piecewise/Abs/sign switches).
-Models too large to render are checked on a reduced copy traced from the same function with
-small dimensions (the report says so).  When a gradient disagrees, each gate rule on the path
+Models with more than `max_symbols` float input elements are too large to render: the 30-digit
+comparison still runs on the model itself, along sampled directions against a 60-digit
+directional derivative of the forward graph (compiler/check_large.py); nothing is claimed
+proven there, and the symbolic proofs run, with the time left, on a reduced copy traced from
+the same function with small dimensions (the report says so).  When a gradient disagrees, each gate rule on the path
 is checked on its own against SymPy and the first one that disagrees is named.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .budget import _Budget, time_limit
+from .check_large import check_large, float_symbols
 from .ir import GradcError, Graph
 from .report import CheckReport, GradientRow
 from .mpeval import ChainRule, evaluate, number
@@ -147,7 +151,9 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     `time_budget` (seconds) covers the whole check, counted from the start: the 30-digit
     comparison at `points` points and the backends' comparison always run to the end (their
     cost grows with the graph, never with the model's expression); localizing a disagreement
-    and the symbolic proofs get the time left and stop when it runs out.
+    and the symbolic proofs get the time left and stop when it runs out.  Past `max_symbols`
+    float input elements, compiler/check_large.py compares along sampled directions instead
+    (at least one per gradient; more while the budget lasts).
     `progress(line)` is called as the check goes (`gradc check` prints the lines to stderr)."""
     if not isinstance(time_budget, (int, float)) or not time_budget >= 0:
         raise ValueError(f"check_against_sympy: time_budget must be a number of seconds >= 0, "
@@ -159,6 +165,10 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
             progress(f"[{time.perf_counter() - started:5.1f} s] {line}")
     deadline = started + max(time_budget, 0.0) * 0.97   # the rest: writing the report
     notes = []
+    if float_symbols(graph) > max_symbols:    # too large for SymPy: numbers over the DAG
+        return check_large(graph, wrt, of, points=points, seed=seed, tol=tol,
+                           time_budget=time_budget, max_symbols=max_symbols,
+                           backends=backends, localize=localize, say=say, started=started)
     graph = renderable(graph, max_symbols, notes, "check_against_sympy",
                        "check_finite_differences")
     wrt = _wrt_list(graph, wrt)

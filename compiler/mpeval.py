@@ -10,12 +10,16 @@ of the op's SymPy meaning on one symbol per input element).  No whole-model expr
 built, so its cost grows with the graph, not with the size of the model's expression tree."""
 from __future__ import annotations
 
+import time
+
 import mpmath
 import numpy as np
 import sympy as sp
+from mpmath.libmp import from_man_exp
 
 from .ir import GradcError, Graph
 from .ops import SYMPY_RULES
+from .passes.fold import ELEMENTWISE
 from .symbolic import render
 
 
@@ -313,3 +317,161 @@ def _zeros(shape) -> np.ndarray:
     out = np.empty(shape, dtype=object)
     out[...] = mpmath.mpf(0)
     return out
+
+
+# ---- a whole graph in numbers, node by node (models too large for SymPy) --------------------
+def graph_numbers(graph: Graph, point: dict, dps: int = 30, base: dict | None = None,
+                  cache: dict | None = None) -> dict:
+    """Every value of `graph` at `point` as an object array of `dps`-digit mpmath numbers,
+    node by node over the graph's DAG with the op table's SymPy meanings applied to numbers (no
+    symbol, no expression is built).  Float inputs may be float64 arrays or object arrays of
+    mpmath numbers; integer and bool inputs are given as the renderer takes them.
+
+    The one op whose SymPy meaning costs a Python multiplication per term of a contraction,
+    the bilinear matmul, is given integers instead: each operand as integers times one power of
+    two (`_fixed`), so NumPy's object dot is exact integer arithmetic, about 20 times faster than
+    on mpmath numbers (the same SymPy meaning, on another number type; its result is rounded
+    once, to `dps` digits).  With `base` (the values at a point that differs from this one
+    only in the float inputs given as object arrays), the nodes that do not depend on those
+    inputs keep their `base` values.  A node whose SymPy meaning was slow on numbers (SymPy
+    functions: softmax_cross_entropy's exp and log) is rendered once on one symbol per input
+    element and evaluated by `evaluate` from then on, when `cache` (a dict kept by the caller
+    between calls on this graph) is given: the same meaning, only faster."""
+    from .symbolic import _as_objects
+    to_mp = np.frompyfunc(lambda x: _mp(x, dps), 1, 1)
+    env, changed = {}, set()
+    with mpmath.workdps(dps), np.errstate(all="ignore"):
+        for v in graph.inputs:
+            x = point[v.name]
+            if base is not None and not (v.type.is_float and np.asarray(x).dtype == object):
+                env[v.name] = base[v.name]
+            elif not v.type.is_float:
+                env[v.name] = _as_objects(x, v.shape)
+            else:
+                x = np.asarray(x)
+                env[v.name] = np.asarray(to_mp(x) if x.dtype != object else x, dtype=object)
+                changed.add(v.name)
+        for n in graph.nodes:
+            if base is not None and not any(v.name in changed for v in n.inputs):
+                env[n.out.name] = base[n.out.name]
+                continue
+            changed.add(n.out.name)
+            args = [env[v.name] for v in n.inputs]
+            r = None
+            if n.op in _EXACT_PRODUCTS and all(v.type.is_float for v in n.inputs):
+                r = _exact_product(n, args, dps)
+            elif n.op in ELEMENTWISE and n.inputs and all(v.type.is_float for v in n.inputs):
+                r = np.asarray(np.frompyfunc(_scalar(n), len(args), 1)(*args), dtype=object)
+            local = None if cache is None else cache.get(_local_key(n, env))
+            if r is None and local is not None:
+                syms, exprs = local
+                subs = {sym: env[name][idx] for name, arr in syms.items()
+                        for idx, sym in np.ndenumerate(arr)}
+                r = np.empty(n.out.shape, dtype=object)
+                r.flat[:] = evaluate(exprs, subs, dps)
+            if r is None:
+                t = time.perf_counter()
+                try:
+                    r = SYMPY_RULES[n.op](*args, **n.attrs)
+                except Exception as e:
+                    raise GradcError(f"check_against_sympy: evaluating {n.out.name} = "
+                                     f"{n.op}(...) at {dps} digits failed: "
+                                     f"{type(e).__name__}: {e}") from e
+                r = np.asarray(r, dtype=object)
+                slow = time.perf_counter() - t > 0.02       # SymPy functions on numbers
+                if (cache is not None and slow and n.out.type.is_float
+                        and sum(v.type.size for v in n.inputs) <= 20000):
+                    cache[_local_key(n, env)] = _render_local(n, env)
+            if n.out.type.is_float and not all(type(x) is mpmath.mpf for x in r.flat):
+                r = np.asarray(to_mp(r), dtype=object)
+            if r.shape != n.out.shape:
+                r = np.broadcast_to(r, n.out.shape).copy()
+            env[n.out.name] = r
+    return env
+
+
+def _local_key(node, env):
+    return (node.out.name, tuple((v.name, tuple(np.ravel(env[v.name]))) for v in node.inputs
+                                 if not v.type.is_float))
+
+
+def _render_local(node, env):
+    """(symbols by input name, output expressions) of one node on one symbol per element of
+    its float inputs (its other inputs at their values)."""
+    syms, args = {}, []
+    for v in node.inputs:
+        if v.type.is_float:
+            syms.setdefault(v.name, _local_symbols(v))
+            args.append(syms[v.name])
+        else:
+            args.append(env[v.name])
+    out = np.asarray(SYMPY_RULES[node.op](*args, **node.attrs), dtype=object)
+    out = np.broadcast_to(out, node.out.shape)
+    return syms, [sp.sympify(e) for e in out.ravel()]
+
+
+_EXACT_PRODUCTS = ("matmul",)     # bilinear: op(A·2^a, B·2^b) = op(A, B)·2^(a+b)
+_SCALARS: dict = {}
+
+
+def _scalar(node):
+    """An elementwise op's SymPy meaning on one element of each input, as an mpmath function
+    (SymPy's own functions are slow on numbers: Max(x, 0) takes 300 µs)."""
+    key = (node.op, repr(sorted(node.attrs.items())), len(node.inputs))
+    fn = _SCALARS.get(key)
+    if fn is None:
+        syms = sp.symbols(f"a0:{len(node.inputs)}", real=True)
+        expr = np.asarray(SYMPY_RULES[node.op](*(np.array(a, dtype=object) for a in syms),
+                                               **node.attrs), dtype=object)[()]
+        fn = _SCALARS[key] = sp.lambdify(syms, expr, modules="mpmath")
+    return fn
+
+
+def _mp(x, dps: int):
+    if type(x) is mpmath.mpf:
+        return x
+    if isinstance(x, (float, int)) and not isinstance(x, bool):
+        return mpmath.mpf(x)
+    return number(x, dps)
+
+
+def _fixed(arr: np.ndarray, bits: int):
+    """(integers, E) with arr ≈ integers·2^E: every element kept to `bits` bits below the
+    largest one (exact for mpmath numbers within that range); None for a non-finite element."""
+    parts = [x._mpf_ for x in arr.flat]
+    if any(m == 0 and (s, m, e, bc) != (0, 0, 0, 0) for s, m, e, bc in parts):
+        return None                                   # inf or nan: mpmath's special values
+    top = max((e + bc for s, m, e, bc in parts if m), default=0)
+    E = top - bits
+    ints = [(-m if s else m) << (e - E) if e >= E else (-m if s else m) >> (E - e)
+            for s, m, e, bc in parts]
+    out = np.empty(arr.shape, dtype=object)
+    out.flat[:] = ints
+    return out, E
+
+
+def _exact_product(node, args, dps):
+    bits = mpmath.mp.prec + 64
+    fixed = [_fixed(a, bits) for a in args]
+    if any(f is None for f in fixed):
+        return None
+    ints = np.asarray(SYMPY_RULES[node.op](*(f[0] for f in fixed), **node.attrs),
+                      dtype=object)
+    scale = sum(f[1] for f in fixed)
+    prec, make = mpmath.mp.prec, mpmath.mp.make_mpf
+    out = np.empty(ints.shape, dtype=object)
+    out.flat[:] = [make(from_man_exp(int(k), scale, prec, "n")) for k in ints.flat]
+    return out
+
+
+def dot_numbers(a: np.ndarray, v: np.ndarray, dps: int = 30):
+    """Σ a·v of an object array of mpmath numbers and a float64 array, exact before one
+    rounding to `dps` digits (integer arithmetic, as for the products above)."""
+    with mpmath.workdps(dps):
+        fa = _fixed(np.asarray(a, dtype=object).reshape(-1), mpmath.mp.prec + 64)
+        if fa is None:
+            return mpmath.nan
+        vo = np.empty(v.size, dtype=object)
+        vo.flat[:] = [mpmath.mpf(float(x)) for x in np.ravel(v)]
+        fv = _fixed(vo, 64)       # a float64 has 53 bits: exact
+        return mpmath.ldexp(mpmath.mpf(int(np.dot(fa[0], fv[0]))), fa[1] + fv[1])
