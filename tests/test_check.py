@@ -77,7 +77,7 @@ def test_large_model_is_checked_on_a_reduced_copy():
     """Issue 14.5: the model itself is compared at 30 digits; the symbolic proofs run on a
     reduced copy traced from the same function."""
     g = two_layer_graph(300, 2, 100, 3)
-    report = compiler.check_against_sympy(g, time_budget=60)
+    report = compiler.check_against_sympy(g, time_budget=10)
     assert report.ok, str(report)
     assert any("reduced copy" in n and "100→" in n and "proven symbolically there" in n
                for n in report.notes), report.notes

@@ -152,3 +152,11 @@ def test_every_op_through_the_number_path_and_a_rule_off_by_1e4_fails(op, g, wrt
                                           max_symbols=0, localize=False)
     zero = op == "sign" or (op == "dropout" and all(r.max_abs == 0 for r in report.rows))
     assert report.ok == zero, str(report)
+
+
+def test_a_model_too_large_for_memory_is_a_clear_error(monkeypatch):
+    import compiler.check_large as large
+    monkeypatch.setattr(large, "BYTES_PER_NUMBER", 2 ** 40)
+    g = compiler.parse_graph(str(wide_graph()))
+    with pytest.raises(compiler.GradcError, match="GiB.*check_finite_differences"):
+        compiler.check_against_sympy(g)
