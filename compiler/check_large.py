@@ -23,7 +23,7 @@ import mpmath
 import numpy as np
 
 from .ir import GradcError
-from .mpeval import _fixed, graph_numbers
+from .mpeval import graph_numbers
 from .report import GradientRow
 
 DPS = 60            # digits of the forward evaluations
@@ -102,30 +102,37 @@ def _central(graph, point, base, x, k, v, target, cache):
     """(f(p + t·v) − f(p − t·v)) / 2t at DPS digits, re-evaluating only what depends on x."""
     with mpmath.workdps(DPS):
         vals = []
-        for sign in (1, -1):
-            moved = dict(point)
-            moved[x] = _moved(base[x], k, v, sign)
+        for moved_x in _moved(base[x], np.asarray(point[x], dtype=np.float64), k, v):
+            moved = dict(point, **{x: moved_x})
             vals.append(graph_numbers(graph, moved, DPS, base=base, cache=cache)[target][()])
         return (vals[0] - vals[1]) * mpmath.ldexp(1, -STEP - 1)
 
 
-def _moved(xs, k, v, sign):
-    """p ± t·v as an object array of DPS-digit numbers (exact: p and v are float64)."""
+def _moved(xs, p, k, v):
+    """p + t·v and p − t·v as object arrays of DPS-digit numbers, exact (p and v are float64:
+    integers below 2^53 times powers of two)."""
     if k >= 0:
-        out = xs.copy()
-        out.flat[k] = out.flat[k] + sign * mpmath.ldexp(1, STEP)
+        out = []
+        for sign in (1, -1):
+            o = xs.copy()
+            o.flat[k] = o.flat[k] + sign * mpmath.ldexp(1, STEP)
+            out.append(o)
         return out
-    fp, ep = _fixed(xs, mpmath.mp.prec + 64)
-    vo = np.empty(v.shape, dtype=object)
-    vo.flat[:] = [mpmath.mpf(float(a)) for a in v.flat]
-    fv, ev = _fixed(vo, 64)
-    ev += STEP
-    e = min(ep, ev)
+    mp_, ep = np.frexp(p.ravel())
+    mv, ev = np.frexp(v.ravel())
+    ip, iv = (mp_ * 2.0 ** 53).astype(np.int64), (mv * 2.0 ** 53).astype(np.int64)
+    ep, ev = ep.astype(np.int64) - 53, ev.astype(np.int64) - 53 + STEP
+    e = int(min(ep.min(), ev.min()))
+    sp_, sv = (ep - e).tolist(), (ev - e).tolist()
+    a = [int(m) << s for m, s in zip(ip.tolist(), sp_)]
+    b = [int(m) << s for m, s in zip(iv.tolist(), sv)]
     make, prec = mpmath.mp.make_mpf, mpmath.mp.prec
     from mpmath.libmp import from_man_exp
-    out = np.empty(xs.shape, dtype=object)
-    out.flat[:] = [make(from_man_exp((int(a) << (ep - e)) + sign * (int(b) << (ev - e)), e,
-                                     prec, "n")) for a, b in zip(fp.flat, fv.flat)]
+    out = []
+    for sign in (1, -1):
+        o = np.empty(p.shape, dtype=object)
+        o.flat[:] = [make(from_man_exp(x + sign * y, e, prec, "n")) for x, y in zip(a, b)]
+        out.append(o)
     return out
 
 

@@ -327,11 +327,11 @@ def graph_numbers(graph: Graph, point: dict, dps: int = 30, base: dict | None = 
     symbol, no expression is built).  Float inputs may be float64 arrays or object arrays of
     mpmath numbers; integer and bool inputs are given as the renderer takes them.
 
-    The one op whose SymPy meaning costs a Python multiplication per term of a contraction,
-    the bilinear matmul, is given integers instead: each operand as integers times one power of
+    The op whose SymPy meaning costs a Python multiplication per term of a contraction, the
+    bilinear matmul, is given integers instead: each operand as integers times one power of
     two (`_fixed`), so NumPy's object dot is exact integer arithmetic, about 20 times faster than
     on mpmath numbers (the same SymPy meaning, on another number type; its result is rounded
-    once, to `dps` digits).  With `base` (the values at a point that differs from this one
+    once, to `dps` digits); so is sum, linear in its operand.  With `base` (the values at a point that differs from this one
     only in the float inputs given as object arrays), the nodes that do not depend on those
     inputs keep their `base` values.  A node whose SymPy meaning was slow on numbers (SymPy
     functions: softmax_cross_entropy's exp and log) is rendered once on one symbol per input
@@ -359,7 +359,7 @@ def graph_numbers(graph: Graph, point: dict, dps: int = 30, base: dict | None = 
             args = [env[v.name] for v in n.inputs]
             r = None
             if n.op in _EXACT_PRODUCTS and all(v.type.is_float for v in n.inputs):
-                r = _exact_product(n, args, dps)
+                r = _exact_product(n, args, dps, cache)
             elif n.op in ELEMENTWISE and n.inputs and all(v.type.is_float for v in n.inputs):
                 r = np.asarray(np.frompyfunc(_scalar(n), len(args), 1)(*args), dtype=object)
             local = None if cache is None else cache.get(_local_key(n, env))
@@ -410,7 +410,7 @@ def _render_local(node, env):
     return syms, [sp.sympify(e) for e in out.ravel()]
 
 
-_EXACT_PRODUCTS = ("matmul",)     # bilinear: op(A·2^a, B·2^b) = op(A, B)·2^(a+b)
+_EXACT_PRODUCTS = ("matmul", "sum")    # multilinear: op(A·2^a, B·2^b) = op(A, B)·2^(a+b)
 _SCALARS: dict = {}
 
 
@@ -450,9 +450,16 @@ def _fixed(arr: np.ndarray, bits: int):
     return out, E
 
 
-def _exact_product(node, args, dps):
+def _exact_product(node, args, dps, cache=None):
     bits = mpmath.mp.prec + 64
-    fixed = [_fixed(a, bits) for a in args]
+    fixed = []
+    for a in args:
+        hit = None if cache is None else cache.get(("fixed", id(a), bits))
+        if hit is None or hit[0] is not a:
+            hit = (a, _fixed(a, bits))
+            if cache is not None:
+                cache[("fixed", id(a), bits)] = hit     # holds `a`: its id stays its own
+        fixed.append(hit[1])
     if any(f is None for f in fixed):
         return None
     ints = np.asarray(SYMPY_RULES[node.op](*(f[0] for f in fixed), **node.attrs),

@@ -49,12 +49,17 @@ def test_exact_products_equal_the_sympy_meaning_on_mpmath_numbers():
     rng = np.random.default_rng(2)
     A = rng.standard_normal((3, 40)) * 10.0 ** rng.integers(-200, 200, (3, 40))
     B = rng.standard_normal((40, 2))
-    mine = graph_numbers(g, {"A": A, "B": B}, 30)[g.nodes[0].out.name]
+    env = graph_numbers(g, {"A": A, "B": B}, 30)
+    mine, total = env[g.nodes[0].out.name], env[g.outputs["out"].name][()]
     with mpmath.workdps(30):
         to = np.frompyfunc(mpmath.mpf, 1, 1)
         ref = SYMPY_RULES["matmul"](to(A), to(B))
         for a, r in zip(mine.flat, ref.flat):
             assert abs(a - r) <= 1e-28 * abs(r)
+    with mpmath.workdps(80):            # the sum, also in integers: against an exact one
+        exact = mpmath.fsum(mpmath.fsum(mpmath.mpf(a) * mpmath.mpf(b) for a, b in zip(row, col))
+                            for row in A for col in B.T)
+        assert abs(total - exact) <= 1e-28 * abs(exact)
 
 
 def test_wide_model_checks_at_30_digits_and_agrees_with_finite_differences():
