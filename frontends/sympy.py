@@ -38,7 +38,16 @@ def trace(expr, inputs: dict, name: str = "sympy_expr", reduce: str | None = Non
     exprs = expr if isinstance(expr, dict) else (
         {f"out{k}": e for k, e in enumerate(expr)} if isinstance(expr, (list, tuple))
         else {"out": expr})
-    exprs = {k: sp.sympify(e) for k, e in exprs.items()}
+    for k, e in exprs.items():
+        if isinstance(e, str):
+            raise UnsupportedError(
+                f"sympy.trace: output {k!r} is the string {e[:40]!r}; pass a SymPy expression "
+                "(sympy.sympify evaluates a string as Python code, so gradc never does it for "
+                "you: parse text you trust yourself, e.g. sympy.parse_expr(text))")
+    try:     # strict: numbers and SymPy objects only, never a string or an object's repr
+        exprs = {k: sp.sympify(e, strict=True) for k, e in exprs.items()}
+    except sp.SympifyError as e:
+        raise UnsupportedError(f"sympy.trace: {e}; pass SymPy expressions or numbers") from None
     free = set().union(*(e.free_symbols for e in exprs.values()))
     missing = sorted(str(s) for s in free if s not in inputs)
     if missing:

@@ -387,3 +387,26 @@ def test_declared_attributes_match_the_shape_rules():
         assert {k: kind.required for k, kind in ATTRS.get(op, {}).items()} == want, op
         checked += 1
     assert checked >= 20 and set(ATTRS) <= set(SHAPE_RULES)
+
+
+def test_sympy_trace_refuses_strings(tmp_path):
+    """sympy.sympify("...") runs Python; the SymPy frontend must never hand it a string."""
+    import sympy as sp
+    from frontends import sympy as sympy_frontend
+    from frontends.dsl import f64
+    x = sp.Symbol("x", real=True)
+    marker = tmp_path / "ran"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch() or x"
+    for expr in (payload, [x, payload], {"out": payload}):
+        with pytest.raises(compiler.UnsupportedError, match="pass a SymPy expression"):
+            sympy_frontend.trace(expr, {x: f64[()]})
+    assert not marker.exists()
+
+    class Sneaky:                      # an object whose str() is code is not parsed either
+        def __str__(self):
+            return payload
+    with pytest.raises(compiler.UnsupportedError, match="SymPy expressions or numbers"):
+        sympy_frontend.trace(Sneaky(), {x: f64[()]})
+    assert not marker.exists()
+    g = sympy_frontend.trace(x ** 2 + 1, {x: f64[()]})      # expressions and numbers still work
+    assert compiler.interpret(g, x=np.float64(3.0))["out"] == 10.0
