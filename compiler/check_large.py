@@ -43,6 +43,7 @@ def numeric_large(graph, dg, wrt, names, target, labels, rng, points, tol, rows,
     from .interpret import interpret
     done = compared = tries = 0
     cache: dict = {}
+    said = time.perf_counter()
     while done < points and tries < 20 * points:
         if done and time.perf_counter() > deadline:
             break
@@ -76,6 +77,10 @@ def numeric_large(graph, dg, wrt, names, target, labels, rng, points, tol, rows,
                     row.add_backend(name, [float(np.sum(np.asarray(out[names[x]]) * v))],
                                     [float(ref)])
                 compared += 1
+            if time.perf_counter() - said > 1.0:
+                said = time.perf_counter()
+                say(f"  30-digit comparison: point {done + 1}/{points}, {compared} directional "
+                    "derivatives so far")
         done += 1
         say(f"  30-digit comparison: point {done}/{points} done ({compared} directional "
             "derivatives so far)")
