@@ -470,15 +470,3 @@ def _exact_product(node, args, dps, cache=None):
     out.flat[:] = [make(from_man_exp(int(k), scale, prec, "n")) for k in ints.flat]
     return out
 
-
-def dot_numbers(a: np.ndarray, v: np.ndarray, dps: int = 30):
-    """Σ a·v of an object array of mpmath numbers and a float64 array, exact before one
-    rounding to `dps` digits (integer arithmetic, as for the products above)."""
-    with mpmath.workdps(dps):
-        fa = _fixed(np.asarray(a, dtype=object).reshape(-1), mpmath.mp.prec + 64)
-        if fa is None:
-            return mpmath.nan
-        vo = np.empty(v.size, dtype=object)
-        vo.flat[:] = [mpmath.mpf(float(x)) for x in np.ravel(v)]
-        fv = _fixed(vo, 64)       # a float64 has 53 bits: exact
-        return mpmath.ldexp(mpmath.mpf(int(np.dot(fa[0], fv[0]))), fa[1] + fv[1])
