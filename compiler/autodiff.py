@@ -15,7 +15,7 @@ import inspect
 from . import builder as B
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
-from .ops import GATE_RULES
+from .ops import OPS
 from .passes import canonicalize
 
 
@@ -131,7 +131,7 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
         if name not in pending or name not in live:
             continue
         g = _accumulate(b, name, pending.pop(name), first_new, n.loc)
-        rules = GATE_RULES[n.op]
+        rules = OPS[n.op].gate
         ins = [Var(b, env[v.name]) for v in n.inputs]
         out = Var(b, env[name])
         for k, v in enumerate(n.inputs):

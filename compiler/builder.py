@@ -38,9 +38,9 @@ class Builder:
         return Var(self, v)
 
     def emit(self, op: str, inputs, name: str | None = None, **attrs) -> "Var":
-        from .ops import SHAPE_RULES, known_ops
+        from .ops import OPS, known_ops
         loc = self.where()
-        if op not in SHAPE_RULES:
+        if op not in OPS:
             raise UnsupportedError(f"unsupported op {op!r}; gradc supports: {known_ops()}")
         vals = [x.value if isinstance(x, Var) else x for x in inputs]
         for x in vals:
@@ -49,7 +49,7 @@ class Builder:
                                        "needed; pass arrays as inputs of the traced function"
                                        f"{' (at ' + loc + ')' if loc else ''}")
         try:
-            out_type = SHAPE_RULES[op]([v.type for v in vals], **attrs)
+            out_type = OPS[op].shape([v.type for v in vals], **attrs)
         except ShapeError as e:
             raise ShapeError(f"{e}{' at ' + loc if loc else ''}") from None
         out = Value(self.namer.fresh(name) if name else self.namer.temp(), out_type)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .ir import GradcError, Graph, Node, ShapeError
+from .ops import OPS
 
 
 class BroadcastWarning(UserWarning):
@@ -23,9 +24,6 @@ class BroadcastWarning(UserWarning):
 
 
 # ---- the broadcast guard ------------------------------------------------------------------
-BROADCASTING_OPS = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum",
-                              "greater", "greater_equal", "less", "less_equal", "equal",
-                              "not_equal", "where"})
 
 
 def expansion(shape: tuple, out: tuple) -> tuple:
@@ -40,7 +38,7 @@ def expansion(shape: tuple, out: tuple) -> tuple:
 def suspicious_broadcast(node: Node) -> bool:
     """True when at least two operands are expanded and one of them gained an axis; an explicit
     outer broadcast ([n,1] against [1,d]) and a scalar operand are fine."""
-    if node.op not in BROADCASTING_OPS:
+    if not (OPS[node.op].elementwise and len(node.inputs) > 1):     # a broadcasting op
         return False
     out = node.out.shape
     kinds = [expansion(v.shape, out) for v in node.inputs if v.shape != ()]

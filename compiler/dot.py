@@ -22,6 +22,7 @@ import shutil
 import subprocess
 
 from .ir import GradcError, Graph, Node
+from .ops import OPS
 
 FORWARD, GRADIENT, UPDATE, INPUT, CONST = "#cfe2f3", "#f9cb9c", "#d9ead3", "#eeeeee", "#f7f7f7"
 FORMATS = ("svg", "png", "pdf")
@@ -95,7 +96,7 @@ def to_dot(graph: Graph, *, fusion: bool = True, legend: bool = True) -> str:
                      f"tooltip={_q(tooltip)}{extra}];")
     for n in graph.nodes:
         for k, v in enumerate(n.inputs):
-            attrs = f" [label={_q(k)}]" if len(n.inputs) > 1 and n.op in _ORDERED else ""
+            attrs = f" [label={_q(k)}]" if len(n.inputs) > 1 and OPS[n.op].ordered else ""
             lines.append(f"  {_q(v.name)} -> {_q(n.out.name)}{attrs};")
     if fusion:
         for k, grp in enumerate(_fusion(graph)):
@@ -119,12 +120,6 @@ def to_dot(graph: Graph, *, fusion: bool = True, legend: bool = True) -> str:
             lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-# ops whose operand order matters enough to label the edges (a − b, a / b, A·B, ...)
-_ORDERED = frozenset({"sub", "div", "pow", "matmul", "where", "greater", "greater_equal",
-                      "less", "less_equal", "softmax_cross_entropy", "svm_loss", "pick",
-                      "maximum", "minimum"})
 
 
 def dot_program() -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ir import NUMPY_DTYPE, GradcError, Graph
-from .ops import EVAL_RULES
+from .ops import OPS
 from .ops.labels import checked_labels, label_checks
 
 
@@ -25,7 +25,7 @@ def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = Fa
             if c is not None:
                 checked_labels(env[c.value.name], c.classes, c.value.name, c.op, c.source, c.loc)
             try:
-                r = np.asarray(EVAL_RULES[n.op](*(env[v.name] for v in n.inputs), **n.attrs))
+                r = np.asarray(OPS[n.op].eval(*(env[v.name] for v in n.inputs), **n.attrs))
             except Exception as e:  # a reference rule failing is a bug or a bad input value
                 where = f" ({n.loc})" if n.loc else ""
                 raise GradcError(f"evaluating {n.out.name} = {n.op}(...){where} failed: "

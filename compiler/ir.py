@@ -242,8 +242,8 @@ def verify(graph: Graph) -> Graph:
     """Check SSA (unique names, defined before use), output types against the op shape rules,
     and that outputs refer to defined values; names are strings and attributes are those the
     op declares (ops/attrs.py: `AttrError`).  Returns the graph; raises `ShapeError`."""
-    from .ops import SHAPE_RULES, known_ops
-    from .ops.attrs import ATTRS, check_attrs
+    from .ops import OPS, known_ops
+    from .ops.attrs import check_attrs
     defined: dict = {}
     _text("the graph's name", graph.name)
     for v in graph.inputs:
@@ -252,7 +252,7 @@ def verify(graph: Graph) -> Graph:
             raise ShapeError(f"verify: input {v.name!r} defined twice")
         defined[v.name] = v
     for n in graph.nodes:
-        if n.op not in SHAPE_RULES:
+        if n.op not in OPS:
             raise UnsupportedError(f"verify: unknown op {n.op!r}; ops are {known_ops()}")
         for v in n.inputs:
             if defined.get(v.name) is not v:
@@ -264,8 +264,8 @@ def verify(graph: Graph) -> Graph:
         for what in ("loc", "rule", "of"):
             if getattr(n, what) is not None:
                 _text(f"{n.out.name}'s {what}", getattr(n, what))
-        check_attrs(n.op, n.attrs, ATTRS.get(n.op, {}))
-        expect = SHAPE_RULES[n.op]([v.type for v in n.inputs], **n.attrs)
+        check_attrs(n.op, n.attrs, OPS[n.op].attrs)
+        expect = OPS[n.op].shape([v.type for v in n.inputs], **n.attrs)
         if expect != n.out.type:
             raise ShapeError(f"verify: {n.out.name} = {n.op}(...) has type {n.out.type} but the "
                              f"{n.op} rule gives {expect}")

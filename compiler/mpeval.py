@@ -18,8 +18,7 @@ import sympy as sp
 from mpmath.libmp import from_man_exp
 
 from .ir import GradcError, Graph
-from .ops import SYMPY_RULES
-from .passes.fold import ELEMENTWISE
+from .ops import OPS
 from .symbolic import render
 
 
@@ -206,7 +205,7 @@ class ChainRule:
             else:
                 args.append(env[v.name])
         try:
-            out = np.asarray(SYMPY_RULES[node.op](*args, **node.attrs), dtype=object)
+            out = np.asarray(OPS[node.op].sympy(*args, **node.attrs), dtype=object)
         except Exception as e:
             raise GradcError(f"check_against_sympy: the SymPy meaning of {node.op} failed on "
                              f"symbols at {node.out.name}: {type(e).__name__}: {e}") from e
@@ -360,7 +359,7 @@ def graph_numbers(graph: Graph, point: dict, dps: int = 30, base: dict | None = 
             r = None
             if n.op in _EXACT_PRODUCTS and all(v.type.is_float for v in n.inputs):
                 r = _exact_product(n, args, dps, cache)
-            elif n.op in ELEMENTWISE and n.inputs and all(v.type.is_float for v in n.inputs):
+            elif OPS[n.op].elementwise and n.inputs and all(v.type.is_float for v in n.inputs):
                 r = np.asarray(np.frompyfunc(_scalar(n), len(args), 1)(*args), dtype=object)
             local = None if cache is None else cache.get(_local_key(n, env))
             if r is None and local is not None:
@@ -372,7 +371,7 @@ def graph_numbers(graph: Graph, point: dict, dps: int = 30, base: dict | None = 
             if r is None:
                 t = time.perf_counter()
                 try:
-                    r = SYMPY_RULES[n.op](*args, **n.attrs)
+                    r = OPS[n.op].sympy(*args, **n.attrs)
                 except Exception as e:
                     raise GradcError(f"check_against_sympy: evaluating {n.out.name} = "
                                      f"{n.op}(...) at {dps} digits failed: "
@@ -405,7 +404,7 @@ def _render_local(node, env):
             args.append(syms[v.name])
         else:
             args.append(env[v.name])
-    out = np.asarray(SYMPY_RULES[node.op](*args, **node.attrs), dtype=object)
+    out = np.asarray(OPS[node.op].sympy(*args, **node.attrs), dtype=object)
     out = np.broadcast_to(out, node.out.shape)
     return syms, [sp.sympify(e) for e in out.ravel()]
 
@@ -421,7 +420,7 @@ def _scalar(node):
     fn = _SCALARS.get(key)
     if fn is None:
         syms = sp.symbols(f"a0:{len(node.inputs)}", real=True)
-        expr = np.asarray(SYMPY_RULES[node.op](*(np.array(a, dtype=object) for a in syms),
+        expr = np.asarray(OPS[node.op].sympy(*(np.array(a, dtype=object) for a in syms),
                                                **node.attrs), dtype=object)[()]
         fn = _SCALARS[key] = sp.lambdify(syms, expr, modules="mpmath")
     return fn
@@ -462,7 +461,7 @@ def _exact_product(node, args, dps, cache=None):
         fixed.append(hit[1])
     if any(f is None for f in fixed):
         return None
-    ints = np.asarray(SYMPY_RULES[node.op](*(f[0] for f in fixed), **node.attrs),
+    ints = np.asarray(OPS[node.op].sympy(*(f[0] for f in fixed), **node.attrs),
                       dtype=object)
     scale = sum(f[1] for f in fixed)
     prec, make = mpmath.mp.prec, mpmath.mp.make_mpf

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .builder import Builder
 from .ir import Graph, Node, TensorType
-from .ops import GATE_RULES
+from .ops import OPS
 
 
 def single_op_graph(op: str, in_types, attrs: dict) -> Graph | None:
@@ -27,7 +27,7 @@ def single_op_graph(op: str, in_types, attrs: dict) -> Graph | None:
 def gate_disagreement(node: Node, seed: int = 0, max_elements: int = 60) -> str | None:
     """A message naming the op when its gate rule disagrees with SymPy at this node's types."""
     from .check import check_against_sympy
-    rules = GATE_RULES.get(node.op, ())
+    rules = (OPS[node.op].gate if node.op in OPS else ())
     if not any(rules) or sum(v.type.size for v in node.inputs) + node.out.type.size > max_elements:
         return None
     g = single_op_graph(node.op, [v.type for v in node.inputs], node.attrs)

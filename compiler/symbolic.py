@@ -3,7 +3,7 @@
 Each float input element is a real symbol named after the input and its index (`W1_0_1`; a
 scalar input `x` is the symbol `x`).  Integer inputs (labels) take concrete values, since
 `onehot(y)` of a symbolic class index has no closed form.  Each node is rendered with its op's
-SymPy meaning from the op table (`SYMPY_RULES`), on NumPy object arrays of expressions.
+SymPy meaning from the op table (`OPS[op].sympy`), on NumPy object arrays of expressions.
 Non-smooth ops render as `Max`, `Piecewise` and relationals.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from .ir import GradcError, Graph
-from .ops import SYMPY_RULES
+from .ops import OPS
 
 
 def input_symbols(graph: Graph, names=None) -> dict:
@@ -60,7 +60,7 @@ def render(graph: Graph, values: dict | None = None, symbols: dict | None = None
             each(k, len(graph.nodes), n)
         args = [env[v.name] for v in n.inputs]
         try:
-            r = SYMPY_RULES[n.op](*args, **n.attrs)
+            r = OPS[n.op].sympy(*args, **n.attrs)
         except Exception as e:
             raise GradcError(f"to_sympy: rendering {n.out.name} = {n.op}(...) failed: "
                              f"{type(e).__name__}: {e}") from e

@@ -137,7 +137,8 @@ def parse_graph(text: str) -> Graph:
     """Read the text form back into a Graph.  Raises ParseError (with a line number) for
     malformed text; the result is verified against the op rules."""
     from .ir import verify
-    from .ops.attrs import ATTRS, check_attrs
+    from .ops import OPS
+    from .ops.attrs import check_attrs
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln]
     if not lines:
@@ -194,7 +195,7 @@ def parse_graph(text: str) -> Graph:
         env[name] = out
         attrs = parse_attrs(attrs, lineno)
         try:                             # unknown or ill-typed attributes: this line's error
-            check_attrs(op, attrs, ATTRS.get(op, {}))
+            check_attrs(op, attrs, (OPS[op].attrs if op in OPS else {}))
         except GradcError as e:
             raise ParseError(str(e), lineno) from None
         g.nodes.append(Node(op, tuple(ins), attrs, out,

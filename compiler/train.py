@@ -312,7 +312,7 @@ def _updates_cannot_fail(graph, donate: dict) -> bool:
     gather, ... after an update) the kernel computes into its own buffers and the step copies
     back after the call succeeded."""
     from .codegen.numpy_emit import plan_inlining
-    from .passes.fold import ELEMENTWISE, NEVER, VIEWS
+    from .ops import OPS
     names = {graph.outputs[k].name for k in donate if k in graph.outputs}
     order = {n.out.name: i for i, n in enumerate(graph.nodes)}
     first = min((order[v] for v in names if v in order), default=None)
@@ -327,7 +327,7 @@ def _updates_cannot_fail(graph, donate: dict) -> bool:
     for n in graph.nodes:
         if statement(n.out.name) < first:
             continue
-        if not (n.op in ELEMENTWISE or n.op in VIEWS or n.op in NEVER) or (
+        if not (OPS[n.op].elementwise or OPS[n.op].view or not n.inputs) or (
                 n.op == "pow" and n.out.type.dtype not in FLOAT_DTYPES):
             return False
     return True

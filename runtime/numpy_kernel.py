@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 
 from compiler.ir import NUMPY_DTYPE
+from compiler.ops import OPS
 from compiler.ops.labels import LabelError
 
 from . import arena
@@ -207,9 +208,6 @@ class NumpyKernel:
 _MODULES = itertools.count()    # numbers the generated modules' linecache names
 _TOKENS = itertools.count()     # bind's runs, keyed in each thread's record of checked arguments
 
-_VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
-
-
 def _aliasing_outputs(graph) -> set:
     """Output keys whose array could alias a caller's input or another output (an input
     returned as is, a view op's result, a value returned under two names): copied on return,
@@ -219,7 +217,7 @@ def _aliasing_outputs(graph) -> set:
     seen, keys = set(), set()
     for k, v in graph.outputs.items():
         n = producers.get(v.name)
-        if v.name in inputs or v.name in seen or (n is not None and n.op in _VIEW_OPS):
+        if v.name in inputs or v.name in seen or (n is not None and OPS[n.op].view):
             keys.add(k)
         seen.add(v.name)
     return keys

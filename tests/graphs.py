@@ -441,3 +441,12 @@ def assert_close_grad(analytic, numeric, what: str, rel: float = 1e-6, floor: fl
         f"differences {n[worst]!r}")
     norm = np.linalg.norm(a - n) / max(np.linalg.norm(a), np.linalg.norm(n), floor)
     assert norm < rel, f"{what}: relative error in norm {norm:.2e}"
+
+
+def set_gate(monkeypatch, op: str, rules) -> None:
+    """Replace op's gate rule for one test (a deliberately wrong rule the checks must catch):
+    the op's record is swapped for a copy with `gate=rules`, undone after the test."""
+    import dataclasses
+
+    from compiler.ops import OPS
+    monkeypatch.setitem(OPS, op, dataclasses.replace(OPS[op], gate=rules))

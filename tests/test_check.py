@@ -10,7 +10,8 @@ import sympy as sp
 
 import compiler
 from compiler.ir import TensorType
-from compiler.ops import GATE_RULES, gate
+from compiler.ops import OPS, gate
+from graphs import set_gate
 from compiler.report import CheckReport, GradientRow
 from compiler.singleop import single_op_graph
 from compiler.symbolic import input_symbols, render
@@ -36,7 +37,7 @@ def two_layer_graph(N, D, H, C):
 @pytest.fixture
 def wrong_mul(monkeypatch):
     """mul's dB rule with its sign flipped: a checker that cannot catch this is worthless."""
-    monkeypatch.setitem(GATE_RULES, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
+    set_gate(monkeypatch, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
                                                 "dB = G·A", lambda g, out, a, b: -(g * a)))
 
 
@@ -97,7 +98,7 @@ def test_large_graph_without_source_is_checked_at_30_digits(monkeypatch):
     text = str(report)
     assert "not proven symbolically: model too large (1203 symbols > limit 150)" in text
     assert "checked numerically at 30 digits" in text and "no symbolic proof" in text
-    monkeypatch.setitem(GATE_RULES, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
+    set_gate(monkeypatch, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
                                                 "dB = G·A", lambda g, out, a, b: -(g * a)))
     report = compiler.check_against_sympy(g, time_budget=0)
     assert not report.ok and "FAIL dW1" in str(report), str(report)   # reg·sum(W1·W1)

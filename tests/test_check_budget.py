@@ -18,7 +18,8 @@ import sympy as sp
 import compiler
 from compiler.check import kinks, label_values
 from compiler.mpeval import ChainRule, evaluate
-from compiler.ops import GATE_RULES, gate
+from compiler.ops import OPS, gate
+from graphs import set_gate
 from compiler.symbolic import input_symbols, render
 from frontends import dsl
 from frontends.dsl import f64, i64
@@ -59,7 +60,7 @@ def within_budget(report, seconds, budget) -> bool:
 @pytest.fixture
 def wrong_tanh(monkeypatch):
     """tanh's gate rule with the square dropped: dx = G·(1 − tanh x)."""
-    monkeypatch.setitem(GATE_RULES, "tanh", gate("dx = G·(1−tanh x)",
+    set_gate(monkeypatch, "tanh", gate("dx = G·(1−tanh x)",
                                                  lambda g, out, x: g * (1 - out)))
 
 
@@ -229,7 +230,7 @@ def _op_cases():
     from graphs import all_cases, op_graph
     out = []
     for op, case in all_cases():
-        rules = GATE_RULES[op]
+        rules = OPS[op].gate
         if not any(r is not None for r in rules):
             continue
         g = op_graph(op, case, "f64")
@@ -246,12 +247,12 @@ def test_every_op_passes_and_a_gate_rule_off_by_1e4_fails(op, g, wrt, monkeypatc
     scalar dropout's mask may drop the one element: nothing to scale there)."""
     report = compiler.check_against_sympy(g, wrt=wrt, of="loss", time_budget=0, backends=())
     assert report.ok, str(report)
-    rules = GATE_RULES[op]
+    rules = OPS[op].gate
     k = next(i for i, r in enumerate(rules) if r is not None)
     text, fn = rules[k]
     bad = list(rules)
     bad[k] = (text, lambda *a, **kw: fn(*a, **kw) * 1.0001)
-    monkeypatch.setitem(GATE_RULES, op, type(rules)(bad))
+    set_gate(monkeypatch, op, type(rules)(bad))
     report = compiler.check_against_sympy(g, wrt=wrt, of="loss", time_budget=0, backends=(),
                                           localize=False)
     zero = op == "sign" or (op == "dropout" and all(r.max_abs == 0 for r in report.rows))

@@ -13,7 +13,8 @@ import pytest
 
 import compiler
 from compiler.mpeval import graph_numbers, number
-from compiler.ops import GATE_RULES, SYMPY_RULES, gate
+from compiler.ops import OPS, gate
+from graphs import set_gate
 from compiler.symbolic import render
 from frontends import dsl
 from frontends.dsl import f64, i64
@@ -53,7 +54,7 @@ def test_exact_products_equal_the_sympy_meaning_on_mpmath_numbers():
     mine, total = env[g.nodes[0].out.name], env[g.outputs["out"].name][()]
     with mpmath.workdps(30):
         to = np.frompyfunc(mpmath.mpf, 1, 1)
-        ref = SYMPY_RULES["matmul"](to(A), to(B))
+        ref = OPS["matmul"].sympy(to(A), to(B))
         for a, r in zip(mine.flat, ref.flat):
             assert abs(a - r) <= 1e-28 * abs(r)
     with mpmath.workdps(80):            # the sum, also in integers: against an exact one
@@ -73,7 +74,7 @@ def test_wide_model_checks_at_30_digits_and_agrees_with_finite_differences():
 
 
 def test_wrong_tanh_rule_is_caught_on_a_wide_model(monkeypatch):
-    monkeypatch.setitem(GATE_RULES, "tanh", gate("dx = G·(1−tanh x)",
+    set_gate(monkeypatch, "tanh", gate("dx = G·(1−tanh x)",
                                                  lambda g, out, x: g * (1 - out)))
     g = compiler.parse_graph(str(wide_graph()))       # no source: no reduced copy
     report = compiler.check_against_sympy(g, time_budget=0)
@@ -84,10 +85,10 @@ def test_wrong_tanh_rule_is_caught_on_a_wide_model(monkeypatch):
 
 def test_matmul_rule_off_by_1e7_is_caught_where_finite_differences_cannot(monkeypatch):
     """30 digits, not 6: dB = Aᵀ·G scaled by 1 + 1e-7."""
-    text, fn = GATE_RULES["matmul"][1]
-    rules = list(GATE_RULES["matmul"])
+    text, fn = OPS["matmul"].gate[1]
+    rules = list(OPS["matmul"].gate)
     rules[1] = (text, lambda *a, **kw: fn(*a, **kw) * (1 + 1e-7))
-    monkeypatch.setitem(GATE_RULES, "matmul", type(GATE_RULES["matmul"])(rules))
+    set_gate(monkeypatch, "matmul", tuple(rules))
     g = compiler.parse_graph(str(wide_graph()))
     report = compiler.check_against_sympy(g, time_budget=0, backends=())
     assert not report.ok and not report.rows[0].ok, str(report)     # dW1
@@ -113,7 +114,7 @@ def test_cifar_sized_two_layer_net_is_checked(monkeypatch):
     g = compiler.parse_graph(str(dsl.trace(net, W1=f64[3072, 100], b1=f64[100],
                                            W2=f64[100, 10], b2=f64[10], X=f64[8, 3072],
                                            y=i64[8])))
-    monkeypatch.setitem(GATE_RULES, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
+    set_gate(monkeypatch, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
                                                 "dB = G·A", lambda g, out, a, b: -(g * a)))
     report = compiler.check_against_sympy(g, time_budget=0, backends=())
     assert [r.name for r in report.rows if not r.ok] == ["dW1"], str(report)
@@ -128,7 +129,7 @@ def _op_cases():
     from graphs import all_cases, op_graph
     out = []
     for op, case in all_cases():
-        rules = GATE_RULES[op]
+        rules = OPS[op].gate
         if not any(r is not None for r in rules):
             continue
         g = op_graph(op, case, "f64")
@@ -147,12 +148,12 @@ def test_every_op_through_the_number_path_and_a_rule_off_by_1e4_fails(op, g, wrt
                                           max_symbols=0)
     assert report.ok, str(report)
     assert any("model too large" in n for n in report.notes)
-    rules = GATE_RULES[op]
+    rules = OPS[op].gate
     k = next(i for i, r in enumerate(rules) if r is not None)
     text, fn = rules[k]
     bad = list(rules)
     bad[k] = (text, lambda *a, **kw: fn(*a, **kw) * 1.0001)
-    monkeypatch.setitem(GATE_RULES, op, type(rules)(bad))
+    set_gate(monkeypatch, op, type(rules)(bad))
     report = compiler.check_against_sympy(g, wrt=wrt, of="loss", time_budget=5, backends=(),
                                           max_symbols=0, localize=False)
     zero = op == "sign" or (op == "dropout" and all(r.max_abs == 0 for r in report.rows))

@@ -16,7 +16,8 @@ import textwrap
 import pytest
 
 import compiler
-from compiler.ops import GATE_RULES, gate
+from compiler.ops import OPS, gate
+from graphs import set_gate
 from frontends import cli, dsl
 from frontends.dsl import f64, i64
 
@@ -208,7 +209,7 @@ def test_emit_forward_only_for_non_scalar_output(capsys):
 # ---- check ---------------------------------------------------------------------------------
 def test_check_exits_1_on_a_wrong_gate_rule(capsys, monkeypatch):
     """mul's dB rule with its sign flipped: both checks must fail and the exit status is 1."""
-    monkeypatch.setitem(GATE_RULES, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
+    set_gate(monkeypatch, "mul", gate("dA = G·B", lambda g, out, a, b: g * b,
                                                 "dB = G·A", lambda g, out, a, b: -(g * a)))
     rc, out, _ = run(capsys, "check", f"{LECTURE}:neuron", "--points", "1")
     assert rc == 1

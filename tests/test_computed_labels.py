@@ -276,16 +276,16 @@ def test_constant_labels_out_of_range_are_not_folded_away(backend):
 
 
 def test_label_rules_name_an_integer_operand_without_a_gradient():
-    """The op table's LABEL_RULES (which every backend and the interpreter ask) point at an
+    """The op records' `label` rules (which every backend and the interpreter ask) point at an
     i64 operand that has no gate rule, with the class count of the op's own shape rule."""
-    from compiler.ops import GATE_RULES, LABEL_RULES
+    from compiler.ops import OPS
     g = dsl.trace(lambda s, y: dsl.sum(dsl.pick(s, y)) + dsl.softmax_cross_entropy(s, y)
                   + dsl.svm_loss(s, y) + dsl.sum(dsl.onehot(y, 7)), s=f64[N, C], y=i64[N])
     seen = {}
     for n in g.nodes:
-        if n.op in LABEL_RULES:
-            k, classes = LABEL_RULES[n.op](n)
-            assert n.inputs[k].dtype == "i64" and GATE_RULES[n.op][k] is None
+        if OPS[n.op].label is not None:
+            k, classes = OPS[n.op].label(n)
+            assert n.inputs[k].dtype == "i64" and OPS[n.op].gate[k] is None
             seen[n.op] = classes
     assert seen == {"pick": C, "softmax_cross_entropy": C, "svm_loss": C, "onehot": 7}
-    assert set(LABEL_RULES) == set(seen)
+    assert {op for op in OPS if OPS[op].label is not None} == set(seen)

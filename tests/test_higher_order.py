@@ -18,7 +18,8 @@ import sympy as sp
 
 import compiler
 from compiler.ir import GradcError
-from compiler.ops import GATE_RULES, SHAPE_RULES
+from compiler.ops import OPS
+from graphs import set_gate
 from frontends import dsl
 from frontends.dsl import f64
 from graphs import (EXAMPLES, OP_SAMPLES, _two_layer_build, op_graph, op_inputs, symbols_for,
@@ -71,10 +72,10 @@ def llvm_ok():
         return False
 
 
-@pytest.mark.parametrize("op", sorted(SHAPE_RULES))
+@pytest.mark.parametrize("op", sorted(OPS))
 def test_every_op_second_derivative_vs_sympy(op, rng, llvm_ok):
     assert op in OP_SAMPLES, f"{op}: no sample in tests/graphs.py OP_SAMPLES"
-    if not any(r is not None for r in GATE_RULES[op]):
+    if not any(r is not None for r in OPS[op].gate):
         # not differentiable (comparisons, const, onehot): no float input reaches the output
         for case in OP_SAMPLES[op].cases:
             g = op_graph(op, case, "f64", weighted=False)
@@ -122,7 +123,7 @@ def test_two_layer_hessian_vs_sympy_hessian():
 def test_check_hessian_catches_a_wrong_gate_rule(monkeypatch):
     from compiler.ops import gate
     g = EXAMPLES["neuron"].build("f64")
-    monkeypatch.setitem(GATE_RULES, "sigmoid", gate("wrong: dx = G·σ", lambda g, out, x: g * out))
+    set_gate(monkeypatch, "sigmoid", gate("wrong: dx = G·σ", lambda g, out, x: g * out))
     rep = compiler.check_hessian_against_sympy(g, time_budget=0, backends=())
     assert not rep.ok and "FAIL" in str(rep)
 

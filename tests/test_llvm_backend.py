@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.codegen.llvm_lower import LLVM_LOWERINGS
 from compiler.ir import Graph, Node, Value
-from compiler.ops import SHAPE_RULES
+from compiler.ops import OPS
 from graphs import EXAMPLES, OP_SAMPLES, op_graph, op_inputs
 
 TOL = {"f64": dict(rtol=1e-12, atol=1e-14), "f32": dict(rtol=1e-5, atol=1e-6)}
@@ -53,7 +52,7 @@ def all_ops(request):
     rng = np.random.default_rng(0)
     parts, inputs = {}, {}
     for op, sample in OP_SAMPLES.items():
-        if op not in SHAPE_RULES:
+        if op not in OPS:
             continue
         for k, case in enumerate(sample.cases):
             prefix = f"{op}_{k}_"
@@ -65,10 +64,10 @@ def all_ops(request):
     return dtype, parts, fn, inputs, fn(**inputs)
 
 
-@pytest.mark.parametrize("op", sorted(SHAPE_RULES))
+@pytest.mark.parametrize("op", sorted(OPS))
 def test_op_matches_interpreter(all_ops, op):
     dtype, parts, fn, inputs, got = all_ops
-    assert op in LLVM_LOWERINGS, f"no LLVM lowering for {op!r}"
+    assert OPS[op].llvm is not None, f"no LLVM lowering for {op!r}"
     if op not in OP_SAMPLES:
         pytest.fail(f"tests/graphs.py has no sample for {op!r}")
     for k in range(len(OP_SAMPLES[op].cases)):

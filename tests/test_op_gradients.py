@@ -18,13 +18,13 @@ import sympy as sp
 import compiler
 from compiler.builder import Builder, Var
 from compiler.ir import Graph, TensorType
-from compiler.ops import GATE_RULES
+from compiler.ops import OPS
 from graphs import (EXAMPLES, OP_SAMPLES, all_cases, assert_close_grad, numeric_grad, op_graph,
                     op_inputs, symbols_for, sympy_values)
 
 
 def _differentiable(op) -> bool:
-    return any(r is not None for r in GATE_RULES[op])
+    return any(r is not None for r in OPS[op].gate)
 
 
 def _wrt(graph):

@@ -1,4 +1,4 @@
-"""How the NumPy source emitter writes one op: the forms an entry of `NUMPY_EMITTERS` takes.
+"""How the NumPy source emitter writes one op: the forms the `numpy` field of an op record takes.
 
 An `Expr` renders the node as one Python expression (so a single-use temporary can be inlined
 into its consumer); `Stmt` renders it as statements assigned to the node's name.  Python

@@ -1,5 +1,5 @@
 """The label checks of an LLVM module: every label operand of a label op (the op table's
-`LABEL_RULES`; compiler/ops/labels.py) must lie in [0, classes), checked natively.
+`OPS[op].label`; compiler/ops/labels.py) must lie in [0, classes), checked natively.
 
 Labels that are graph inputs: the module gets a second function, `symbol` + "_labels", that
 only reads them; the kernel (runtime/llvm_kernel.py) calls it before the graph's function.

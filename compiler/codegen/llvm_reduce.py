@@ -12,7 +12,7 @@ softmax_cross_entropy = −(1/N)·Σᵣ log_softmax(scoresᵣ)[yᵣ];
 svm_loss = (1/N)·Σᵣ Σ_{j≠yᵣ} max(0, s_rj − s_ryᵣ + margin).
 A label outside [0, C) reads nothing (NaN, or an all-zero row for onehot); no such label gets
 here: inputs are checked before the graph's function runs, computed labels right after the
-values they depend on (llvm_labels.py), from the op table's LABEL_RULES.
+values they depend on (llvm_labels.py), from the op records' `label` rules.
 """
 from __future__ import annotations
 

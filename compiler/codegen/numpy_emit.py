@@ -5,7 +5,7 @@ temporary used once, inside the same source line or the same gate rule, is inlin
 consumer), names from the model (`h`, `scores`, `dscores`, `dW1`), each gradient line commented
 with the gate rule that produced it, the forward value whose gate it was (`[of h]`, or the
 inlined expression `[of h @ W2]`) and the model line it belongs to, and a docstring header
-holding the graph's IR.  Ops are written through `NUMPY_EMITTERS` only (forms.py).
+holding the graph's IR.  Ops are written through `OPS[op].numpy` only (forms.py).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import inspect
 import textwrap
 
 from ..ir import Graph, Node
-from ..ops import NUMPY_EMITTERS
+from ..ops import OPS
 from ..ops.labels import checked_labels, label_checks, label_error
 from .forms import ATOM, Expr, Stmt
 from .numpy_helpers import LabelError
@@ -35,7 +35,7 @@ def plan_inlining(graph: Graph) -> set:
     outputs = {v.name for v in graph.outputs.values()}
     inline = set()
     for n in graph.nodes:
-        form = NUMPY_EMITTERS[n.op]
+        form = OPS[n.op].numpy
         if not isinstance(form, Expr) or n.out.name in outputs:
             continue
         if form.cheap and n.out.shape == ():
@@ -43,7 +43,7 @@ def plan_inlining(graph: Graph) -> set:
             continue
         uses = users.get(n.out.name, [])
         if (n.out.temp and len(uses) == 1 and _group(uses[0]) == _group(n)
-                and isinstance(NUMPY_EMITTERS[uses[0].op], Expr)):
+                and isinstance(OPS[uses[0].op].numpy, Expr)):
             inline.add(n.out.name)
     return inline
 
@@ -63,7 +63,7 @@ def _local_names(graph: Graph) -> dict:
     `_` suffix (`sigmoid = sigmoid(x)` would shadow the helper it calls), other text is
     spelled out as an identifier, and no two values share a name."""
     module = {h.__name__ for n in graph.nodes
-              for h in getattr(NUMPY_EMITTERS[n.op], "helpers", ())} | _LABEL_NAMES
+              for h in getattr(OPS[n.op].numpy, "helpers", ())} | _LABEL_NAMES
     return identifiers([v.name for v in graph.inputs] + [n.out.name for n in graph.nodes],
                        reserved=module)
 
@@ -74,7 +74,7 @@ def label_guards(graph: Graph, inline: frozenset = frozenset()) -> dict:
     runs first (an `inline`d node runs in its consumer's statement) gets its operand written
     `checked_labels(y - 1, 3, ...)`, which raises the LabelError every backend raises.  (Labels
     that are arguments are checked by the runtime before the code runs.)"""
-    from ..ops import LABEL_RULES
+    from ..ops import OPS
     checks = {c.value.name: c for c in label_checks(graph) if c.source is not None}
     if not checks:
         return {}
@@ -86,9 +86,9 @@ def label_guards(graph: Graph, inline: frozenset = frozenset()) -> dict:
             name = users[name][0].out.name
         return order[name]
     out, seen = {}, set()
-    readers = [n for n in graph.nodes if n.op in LABEL_RULES]
+    readers = [n for n in graph.nodes if OPS[n.op].label is not None]
     for n in sorted(readers, key=lambda n: (statement(n.out.name), order[n.out.name])):
-        k = LABEL_RULES[n.op](n)[0]
+        k = OPS[n.op].label(n)[0]
         c = checks.get(n.inputs[k].name)
         if c is not None and c.value.name not in seen:
             seen.add(c.value.name)
@@ -120,7 +120,6 @@ def donations(graph: Graph, donate: dict | None, inline: frozenset = frozenset()
     input's memory (the input, or a view of it) after that node's statement (an `inline`d node
     counts at its consumer's statement), nor does the function return it.
     value name -> input name."""
-    from ..passes.memory import UFUNCS, VIEWS
     if not donate:
         return {}
     producers, inputs = graph.producers(), {v.name: v for v in graph.inputs}
@@ -136,12 +135,12 @@ def donations(graph: Graph, donate: dict | None, inline: frozenset = frozenset()
     for key, inp in donate.items():
         v = graph.outputs.get(key)
         n = producers.get(v.name) if v is not None else None
-        if (n is None or n.op not in UFUNCS or inp not in inputs or inputs[inp].type != n.out.type
+        if (n is None or OPS[n.op].ufunc is None or inp not in inputs or inputs[inp].type != n.out.type
                 or inp in found.values() or v.name in found or n.out.name in inline):
             continue
         alias = {inp}
         for m in graph.nodes:
-            if m.op in VIEWS and m.inputs[0].name in alias:
+            if OPS[m.op].view and m.inputs[0].name in alias:
                 alias.add(m.out.name)
         at = order[v.name]
         if alias & returned or any(
@@ -155,7 +154,6 @@ def donations(graph: Graph, donate: dict | None, inline: frozenset = frozenset()
 def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None) -> str:
     """Python source of a function `name(**inputs) -> dict` computing the graph's outputs;
     `donate` (output key -> input name): see `donations`."""
-    from ..passes.memory import UFUNCS
     fname = name or graph.name
     producers = graph.producers()
     inline = plan_inlining(graph)
@@ -163,7 +161,7 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
     helpers: list = []
     ident = _local_names(graph)
     guards = label_guards(graph, frozenset(inline))
-    module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
+    module = {"np"} | {h.__name__ for n in graph.nodes for h in OPS[n.op].numpy.helpers}
     module |= _LABEL_NAMES
     fname = identifier(fname, reserved=module)   # a model named like a helper (`sigmoid`)
                                                  # must not replace the helper it calls
@@ -177,7 +175,7 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
         if vname not in inline:
             return ident.get(vname, vname), ATOM
         n = producers[vname]
-        form = NUMPY_EMITTERS[n.op]
+        form = OPS[n.op].numpy
         args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
         need(form, args, n)
         return form.render(args, n.attrs, n), form.precedence(n.attrs)
@@ -196,7 +194,7 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
     for n in graph.nodes:
         if n.out.name in inline:
             continue
-        form = NUMPY_EMITTERS[n.op]
+        form = OPS[n.op].numpy
         if isinstance(form, Stmt):
             need(form)
             args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
@@ -204,7 +202,7 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
                                 n.attrs, n)
         elif n.out.name in into:      # computed into the caller's array
             args = ", ".join(render(v.name)[0] for v in n.inputs)
-            lines = [f"{ident.get(n.out.name, n.out.name)} = {UFUNCS[n.op]}({args}, "
+            lines = [f"{ident.get(n.out.name, n.out.name)} = {OPS[n.op].ufunc}({args}, "
                      f"out={ident.get(into[n.out.name], into[n.out.name])})"]
         else:
             args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 
 from ..ir import Graph
-from ..ops import NUMPY_EMITTERS
+from ..ops import OPS
 from ..passes.fusion import fusion_groups
-from ..passes.memory import UFUNCS, MemoryPlan
+from ..passes.memory import MemoryPlan
 from .forms import ATOM, Expr, zero_else
 from .numpy_emit import (_LABEL_NAMES, _comment, _local_names, donations, guard_labels,
                          label_guards, module_text)
@@ -33,8 +33,8 @@ def _planned_lines(n, name, args, buf, plan) -> list | None:
     """Statements computing node n (as Python name `name`) into buffer `buf` (None: the op
     has no out= form)."""
     op, a = n.op, n.attrs
-    if op in UFUNCS:
-        return [f"{name} = {UFUNCS[op]}({', '.join(args)}, out={buf})"]
+    if OPS[op].ufunc is not None:
+        return [f"{name} = {OPS[op].ufunc}({', '.join(args)}, out={buf})"]
     if op == "relu":
         return [f"{name} = np.maximum({args[0]}, 0.0, out={buf})"]
     if op == "matmul":
@@ -67,7 +67,7 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
     producers = graph.producers()
     helpers: list = []
     ident = _local_names(graph)          # values named like a helper or `np` get a suffix
-    module = {"np"} | {h.__name__ for n in graph.nodes for h in NUMPY_EMITTERS[n.op].helpers}
+    module = {"np"} | {h.__name__ for n in graph.nodes for h in OPS[n.op].numpy.helpers}
     fname = identifier(fname, reserved=module | _LABEL_NAMES)
     guards = label_guards(graph)      # computed labels: checked where first read
 
@@ -83,7 +83,7 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
     def arg(v) -> tuple:
         n = producers.get(v.name)
         if n is not None and n.op == "const" and n.out.shape == ():
-            form = NUMPY_EMITTERS["const"]
+            form = OPS["const"].numpy
             return form.render([], n.attrs, n), form.precedence(n.attrs)
         return py(v.name), ATOM
 
@@ -95,15 +95,15 @@ def emit_planned(graph: Graph, plan: MemoryPlan, name: str | None = None,
         lines = None
         out = py(n.out.name)
         if n.out.name in into:
-            lines = [f"{out} = {UFUNCS[n.op]}({', '.join(t for t, _ in args)}, "
+            lines = [f"{out} = {OPS[n.op].ufunc}({', '.join(t for t, _ in args)}, "
                      f"out={py(into[n.out.name])})"]
         elif n.out.name in plan.assign:
             lines = _planned_lines(n, out, [t for t, _ in args],
                                    f"_b{plan.assign[n.out.name]}", plan)
             if lines is not None and n.op == "where":
-                need(NUMPY_EMITTERS["where"], args, n)
+                need(OPS["where"].numpy, args, n)
         if lines is None:
-            form = NUMPY_EMITTERS[n.op]
+            form = OPS[n.op].numpy
             need(form, args, n)
             if isinstance(form, Expr):
                 lines = [f"{out} = " + form.render(args, n.attrs, n)]

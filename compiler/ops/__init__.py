@@ -1,35 +1,29 @@
-"""The op table.  Every primitive is declared once, in one family module, on consecutive lines:
+"""The op table: every primitive is declared once, as one record `OPS[name]` (an `OpRecord`,
+compiler/ops/record.py), on consecutive lines of its family module (elementwise, reduce,
+linalg, shape, loss).  The record holds the op's rules (shape/dtype rule, reference
+evaluation, gate rule, SymPy meaning, NumPy emitter, LLVM lowering, attributes, label operand)
+and the traits the rest of the compiler asks about (elementwise, view, reduction, selects,
+NumPy `out=` ufunc, plannable, bounded, ...).  Passes, backends, the runtime and the checks ask
+the record (`OPS[n.op].view`); `tests/test_op_table.py` walks every field and trait of every
+record and fails on a missing or inconsistent one.
 
-    SHAPE_RULES[op]     (input types, **attrs) -> output TensorType; raises ShapeError
-    EVAL_RULES[op]      (*numpy arrays, **attrs) -> numpy array: the reference meaning
-    GATE_RULES[op]      one (rule text, fn) per input, or None for an input with no gradient;
-                        fn(g, out, *inputs, **attrs) builds the downstream gradient as IR
-    SYMPY_RULES[op]     (*object arrays of SymPy expressions, **attrs) -> object array
-    NUMPY_EMITTERS[op]  how the NumPy source emitter writes the op (see codegen/numpy_emit.py)
-    ATTRS[op]           ops/attrs.py: attribute name -> kind (an op without an entry takes
-                        none); `ir.verify` refuses unknown, missing and ill-typed attributes
-    LABEL_RULES[op]     label ops only: node -> (operand position, classes): that operand holds
-                        class indices, each checked to lie in [0, classes) (ops/labels.py)
-
-The registries are plain dicts keyed by primitive name.  `tests/test_op_table.py` walks every
-primitive and fails on a missing entry.
+Transitional: SHAPE_RULES, EVAL_RULES, GATE_RULES, SYMPY_RULES, NUMPY_EMITTERS, LABEL_RULES (and
+ops.attrs.ATTRS) are read-only views `op -> OPS[op].<field>` for callers not yet migrated.
 """
 from __future__ import annotations
 
-SHAPE_RULES: dict = {}
-EVAL_RULES: dict = {}
-GATE_RULES: dict = {}
-SYMPY_RULES: dict = {}
-NUMPY_EMITTERS: dict = {}
-LABEL_RULES: dict = {}
+from .record import OPS, RULES, TRAITS, FieldView, OpRecord, declare  # noqa: F401
 
-REGISTRIES = {"shape rule": SHAPE_RULES, "reference evaluation": EVAL_RULES,
-              "gate rule": GATE_RULES, "SymPy meaning": SYMPY_RULES,
-              "NumPy emitter": NUMPY_EMITTERS}
+SHAPE_RULES = FieldView("shape")
+EVAL_RULES = FieldView("eval")
+GATE_RULES = FieldView("gate")
+SYMPY_RULES = FieldView("sympy")
+NUMPY_EMITTERS = FieldView("numpy")
+LABEL_RULES = FieldView("label", only_set=True)
 
 
 def known_ops() -> str:
-    return ", ".join(sorted(SHAPE_RULES))
+    return ", ".join(sorted(OPS))
 
 
 def gate(*pairs):
@@ -47,7 +41,9 @@ def gate(*pairs):
 
 from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (fills the tables)
 
-# LLVM_LOWERINGS[op]: how the LLVM emitter lowers the op (compiler/codegen/llvm_lower.py, kept
-# beside the emitter for now; it belongs in the family modules above)
+# The LLVM lowerings are still tabled beside the emitter (codegen/llvm_lower.py: LLVM_LOWERINGS);
+# each record's `llvm` field is filled from that table here.
 from ..codegen.llvm_lower import LLVM_LOWERINGS  # noqa: E402
-REGISTRIES["LLVM lowering"] = LLVM_LOWERINGS
+from dataclasses import replace as _replace  # noqa: E402
+for _op, _lowering in LLVM_LOWERINGS.items():
+    OPS[_op] = _replace(OPS[_op], llvm=_lowering)

@@ -1,10 +1,10 @@
-"""Attribute kinds: what each op's attributes may hold (`ATTRS[op]`, declared in the op's
-family module beside its other rules).
+"""Attribute kinds: what each op's attributes may hold (`OPS[op].attrs`, declared in the op's
+record in its family module beside its other rules).
 
-    ATTRS["leaky_relu"] = {"alpha": REAL}
-    ATTRS["matmul"] = {"transpose_a": optional(BOOL), "transpose_b": optional(BOOL)}
+    declare("leaky_relu", ..., attrs={"alpha": REAL}, ...)
+    declare("matmul", ..., attrs={"transpose_a": optional(BOOL), "transpose_b": optional(BOOL)})
 
-An op without an entry takes no attributes.  `check_attrs` (called by `ir.verify`, so by the
+An op declared without attrs takes none.  `check_attrs` (called by `ir.verify`, so by the
 text parser, the passes' verifier and every compile) refuses an attribute the op does not
 declare, a missing required one, and a value of the wrong kind, so that only plain literals of
 the declared kind reach a shape rule or an emitter (which writes them with `repr`).
@@ -17,9 +17,11 @@ import numbers
 import numpy as np
 
 from ..ir import DTYPES, GradcError
+from .record import FieldView
 
 
-ATTRS: dict = {}     # op -> {attribute name: Kind}, filled by the family modules
+# transitional, read-only: op -> OPS[op].attrs, for callers not yet asking the record
+ATTRS = FieldView("attrs")
 
 
 class AttrError(GradcError, TypeError):
@@ -63,7 +65,7 @@ def optional(kind: Kind) -> Kind:
 
 
 def check_attrs(op: str, attrs, declared: dict) -> None:
-    """Raise AttrError unless `attrs` fits `declared` (ATTRS[op], or {} when the op has none)."""
+    """Raise AttrError unless `attrs` fits `declared` (OPS[op].attrs)."""
     if not isinstance(attrs, dict):
         raise AttrError(f"{op}: attributes must be a dict, got {type(attrs).__name__}")
     for name, value in attrs.items():

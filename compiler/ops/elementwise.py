@@ -14,8 +14,9 @@ from .. import builder as B
 from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, literal, prefix,
                              template, where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
-from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
-from .attrs import ATTRS, DTYPE, INTS, NUMBER, REAL
+from . import gate
+from .record import OPS, declare
+from .attrs import DTYPE, INTS, NUMBER, REAL
 from .common import (arith_binary, compare, elementwise, float_binary, float_unary,
                      sym_bool_to_number, sym_where)
 
@@ -44,9 +45,8 @@ def _zeros_like(v):
 # zeros come from a gate that selects: the inactive branch of where(x > 0, sqrt(x), 0), relu,
 # maximum, max, pick, getitem, dropout.  A gate wrapped by `zero_safe` answers
 # where(G == 0, 0, G·f'(x)) when G descends from a selecting gate (the test is on the graph,
-# so models without one get exactly the plain rule and the same code).
-SELECTING_OPS = frozenset({"where", "putitem", "onehot", "dropout", "greater", "greater_equal",
-                           "less", "less_equal", "equal", "not_equal"})
+# so models without one get exactly the plain rule and the same code).  A selecting op is one
+# whose record has the `selects` trait.
 
 
 def may_carry_selected_zeros(g) -> bool:
@@ -56,7 +56,7 @@ def may_carry_selected_zeros(g) -> bool:
     memo = b.__dict__.setdefault("_selected_zeros", [0, set()])
     nodes, marked = b.graph.nodes, memo[1]
     for n in nodes[memo[0]:]:
-        if n.rule is not None and (n.op in SELECTING_OPS
+        if n.rule is not None and (OPS[n.op].selects
                                    or any(id(v) in marked for v in n.inputs)):
             marked.add(id(n.out))
     memo[0] = len(nodes)
@@ -77,160 +77,260 @@ def zero_safe(*pairs):
 
 
 # ---- unary --------------------------------------------------------------------------------
-SHAPE_RULES["neg"] = lambda ins: _numeric(ins[0], "neg")
-EVAL_RULES["neg"] = np.negative
-GATE_RULES["neg"] = gate("dx = −G", lambda g, out, x: -g)
-SYMPY_RULES["neg"] = elementwise(lambda x: -x)
-NUMPY_EMITTERS["neg"] = prefix("-")
+declare("neg",
+        shape=lambda ins: _numeric(ins[0], "neg"),
+        eval=np.negative,
+        gate=gate("dx = −G", lambda g, out, x: -g),
+        sympy=elementwise(lambda x: -x),
+        numpy=prefix("-"),
+        elementwise=True,
+        ufunc="np.negative",
+        plannable=True,
+        through=True)
 
-SHAPE_RULES["exp"] = float_unary("exp")
-EVAL_RULES["exp"] = np.exp
-GATE_RULES["exp"] = zero_safe("dx = G·exp(x)", lambda g, out, x: g * out)
-SYMPY_RULES["exp"] = elementwise(sp.exp)
-NUMPY_EMITTERS["exp"] = call("np.exp")
+declare("exp",
+        shape=float_unary("exp"),
+        eval=np.exp,
+        gate=zero_safe("dx = G·exp(x)", lambda g, out, x: g * out),
+        sympy=elementwise(sp.exp),
+        numpy=call("np.exp"),
+        elementwise=True,
+        ufunc="np.exp",
+        plannable=True,
+        nonneg=True)
 
-SHAPE_RULES["log"] = float_unary("log")
-EVAL_RULES["log"] = np.log
-GATE_RULES["log"] = zero_safe("dx = G/x", lambda g, out, x: g / x)
-SYMPY_RULES["log"] = elementwise(sp.log)
-NUMPY_EMITTERS["log"] = call("np.log")
+declare("log",
+        shape=float_unary("log"),
+        eval=np.log,
+        gate=zero_safe("dx = G/x", lambda g, out, x: g / x),
+        sympy=elementwise(sp.log),
+        numpy=call("np.log"),
+        elementwise=True,
+        ufunc="np.log",
+        plannable=True)
 
-SHAPE_RULES["log1p"] = float_unary("log1p")
-EVAL_RULES["log1p"] = np.log1p
-GATE_RULES["log1p"] = zero_safe("dx = G/(1+x)", lambda g, out, x: g / (1 + x))
-SYMPY_RULES["log1p"] = elementwise(lambda x: sp.log(1 + x))
-NUMPY_EMITTERS["log1p"] = call("np.log1p")
+declare("log1p",
+        shape=float_unary("log1p"),
+        eval=np.log1p,
+        gate=zero_safe("dx = G/(1+x)", lambda g, out, x: g / (1 + x)),
+        sympy=elementwise(lambda x: sp.log(1 + x)),
+        numpy=call("np.log1p"),
+        elementwise=True,
+        ufunc="np.log1p",
+        plannable=True)
 
-SHAPE_RULES["sqrt"] = float_unary("sqrt")
-EVAL_RULES["sqrt"] = np.sqrt
-GATE_RULES["sqrt"] = zero_safe("dx = G/(2·√x)", lambda g, out, x: g / (2 * out))
-SYMPY_RULES["sqrt"] = elementwise(sp.sqrt)
-NUMPY_EMITTERS["sqrt"] = call("np.sqrt")
+declare("sqrt",
+        shape=float_unary("sqrt"),
+        eval=np.sqrt,
+        gate=zero_safe("dx = G/(2·√x)", lambda g, out, x: g / (2 * out)),
+        sympy=elementwise(sp.sqrt),
+        numpy=call("np.sqrt"),
+        elementwise=True,
+        ufunc="np.sqrt",
+        plannable=True,
+        nonneg=True)
 
-SHAPE_RULES["tanh"] = float_unary("tanh")
-EVAL_RULES["tanh"] = np.tanh
-GATE_RULES["tanh"] = zero_safe("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out))
-SYMPY_RULES["tanh"] = elementwise(sp.tanh)
-NUMPY_EMITTERS["tanh"] = call("np.tanh")
+declare("tanh",
+        shape=float_unary("tanh"),
+        eval=np.tanh,
+        gate=zero_safe("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out)),
+        sympy=elementwise(sp.tanh),
+        numpy=call("np.tanh"),
+        elementwise=True,
+        ufunc="np.tanh",
+        plannable=True,
+        bounded=True)
 
-SHAPE_RULES["sin"] = float_unary("sin")
-EVAL_RULES["sin"] = np.sin
-GATE_RULES["sin"] = zero_safe("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x))
-SYMPY_RULES["sin"] = elementwise(sp.sin)
-NUMPY_EMITTERS["sin"] = call("np.sin")
+declare("sin",
+        shape=float_unary("sin"),
+        eval=np.sin,
+        gate=zero_safe("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x)),
+        sympy=elementwise(sp.sin),
+        numpy=call("np.sin"),
+        elementwise=True,
+        ufunc="np.sin",
+        plannable=True,
+        bounded=True)
 
-SHAPE_RULES["cos"] = float_unary("cos")
-EVAL_RULES["cos"] = np.cos
-GATE_RULES["cos"] = zero_safe("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x)))
-SYMPY_RULES["cos"] = elementwise(sp.cos)
-NUMPY_EMITTERS["cos"] = call("np.cos")
+declare("cos",
+        shape=float_unary("cos"),
+        eval=np.cos,
+        gate=zero_safe("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x))),
+        sympy=elementwise(sp.cos),
+        numpy=call("np.cos"),
+        elementwise=True,
+        ufunc="np.cos",
+        plannable=True,
+        bounded=True)
 
-SHAPE_RULES["sigmoid"] = float_unary("sigmoid")
-EVAL_RULES["sigmoid"] = sigmoid
-GATE_RULES["sigmoid"] = zero_safe("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out)))
-SYMPY_RULES["sigmoid"] = elementwise(lambda x: 1 / (1 + sp.exp(-x)))
-NUMPY_EMITTERS["sigmoid"] = helper(sigmoid)
+declare("sigmoid",
+        shape=float_unary("sigmoid"),
+        eval=sigmoid,
+        gate=zero_safe("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out))),
+        sympy=elementwise(lambda x: 1 / (1 + sp.exp(-x))),
+        numpy=helper(sigmoid),
+        elementwise=True,
+        bounded=True,
+        nonneg=True)
 
-SHAPE_RULES["softplus"] = float_unary("softplus")
-EVAL_RULES["softplus"] = lambda x: np.logaddexp(0, x)
-GATE_RULES["softplus"] = zero_safe("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x))
-SYMPY_RULES["softplus"] = elementwise(lambda x: sp.log(1 + sp.exp(x)))
-NUMPY_EMITTERS["softplus"] = template("np.logaddexp(0, {0})")
+declare("softplus",
+        shape=float_unary("softplus"),
+        eval=lambda x: np.logaddexp(0, x),
+        gate=zero_safe("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x)),
+        sympy=elementwise(lambda x: sp.log(1 + sp.exp(x))),
+        numpy=template("np.logaddexp(0, {0})"),
+        elementwise=True,
+        nonneg=True)
 
-SHAPE_RULES["swish"] = float_unary("swish")
-EVAL_RULES["swish"] = swish
-GATE_RULES["swish"] = zero_safe("dx = G·(σ(x) + x·σ(x)(1−σ(x)))",
-                           lambda g, out, x: g * _swish_slope(x, out))
-SYMPY_RULES["swish"] = elementwise(lambda x: x / (1 + sp.exp(-x)))
-NUMPY_EMITTERS["swish"] = helper(swish, also=(sigmoid,))
+declare("swish",
+        shape=float_unary("swish"),
+        eval=swish,
+        gate=zero_safe("dx = G·(σ(x) + x·σ(x)(1−σ(x)))",
+                  lambda g, out, x: g * _swish_slope(x, out)),
+        sympy=elementwise(lambda x: x / (1 + sp.exp(-x))),
+        numpy=helper(swish, also=(sigmoid,)),
+        elementwise=True)
 
-SHAPE_RULES["relu"] = float_unary("relu")
-EVAL_RULES["relu"] = lambda x: np.maximum(x, 0)
-GATE_RULES["relu"] = gate("dx = G·[x > 0]", lambda g, out, x: B.where(out > 0, g, 0))
-SYMPY_RULES["relu"] = elementwise(lambda x: sp.Max(x, 0))
-NUMPY_EMITTERS["relu"] = Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0.0)")
+declare("relu",
+        shape=float_unary("relu"),
+        eval=lambda x: np.maximum(x, 0),
+        gate=gate("dx = G·[x > 0]", lambda g, out, x: B.where(out > 0, g, 0)),
+        sympy=elementwise(lambda x: sp.Max(x, 0)),
+        numpy=Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0.0)"),
+        elementwise=True,
+        plannable=True,
+        through=True,
+        nonneg=True)
 
-SHAPE_RULES["leaky_relu"] = float_unary("leaky_relu")
-ATTRS["leaky_relu"] = {"alpha": REAL}
-EVAL_RULES["leaky_relu"] = lambda x, alpha: np.where(x > 0, x, alpha * x)
-GATE_RULES["leaky_relu"] = gate("dx = G·(1 if x > 0 else α)",
-                                lambda g, out, x, alpha: B.where(x > 0, g, alpha * g))
-SYMPY_RULES["leaky_relu"] = elementwise(lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * x, True)))
-NUMPY_EMITTERS["leaky_relu"] = template("np.where({0} > 0, {0}, {alpha!r} * {0})")
+declare("leaky_relu",
+        shape=float_unary("leaky_relu"),
+        attrs={"alpha": REAL},
+        eval=lambda x, alpha: np.where(x > 0, x, alpha * x),
+        gate=gate("dx = G·(1 if x > 0 else α)",
+                  lambda g, out, x, alpha: B.where(x > 0, g, alpha * g)),
+        sympy=elementwise(lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * x, True))),
+        numpy=template("np.where({0} > 0, {0}, {alpha!r} * {0})"),
+        elementwise=True)
 
-SHAPE_RULES["elu"] = float_unary("elu")
-ATTRS["elu"] = {"alpha": REAL}
-EVAL_RULES["elu"] = elu
-GATE_RULES["elu"] = zero_safe("dx = G·(1 if x > 0 else elu(x) + α)",
-                         lambda g, out, x, alpha: B.where(x > 0, g, g * (out + alpha)))
-SYMPY_RULES["elu"] = elementwise(
-    lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True)))
-NUMPY_EMITTERS["elu"] = helper(elu, "alpha")
+declare("elu",
+        shape=float_unary("elu"),
+        attrs={"alpha": REAL},
+        eval=elu,
+        gate=zero_safe("dx = G·(1 if x > 0 else elu(x) + α)",
+                  lambda g, out, x, alpha: B.where(x > 0, g, g * (out + alpha))),
+        sympy=elementwise(
+lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))),
+        numpy=helper(elu, "alpha"),
+        elementwise=True)
 
-SHAPE_RULES["abs"] = lambda ins: _numeric(ins[0], "abs")
-EVAL_RULES["abs"] = np.abs
-GATE_RULES["abs"] = zero_safe("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x))
-SYMPY_RULES["abs"] = elementwise(sp.Abs)
-NUMPY_EMITTERS["abs"] = call("np.abs")
+declare("abs",
+        shape=lambda ins: _numeric(ins[0], "abs"),
+        eval=np.abs,
+        gate=zero_safe("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x)),
+        sympy=elementwise(sp.Abs),
+        numpy=call("np.abs"),
+        elementwise=True,
+        ufunc="np.absolute",
+        plannable=True,
+        through=True,
+        nonneg=True)
 
-SHAPE_RULES["sign"] = lambda ins: _numeric(ins[0], "sign")
-EVAL_RULES["sign"] = np.sign
-GATE_RULES["sign"] = gate("dx = 0 (sign is flat)", lambda g, out, x: _zeros_like(x))
-SYMPY_RULES["sign"] = elementwise(sp.sign)
-NUMPY_EMITTERS["sign"] = call("np.sign")
+declare("sign",
+        shape=lambda ins: _numeric(ins[0], "sign"),
+        eval=np.sign,
+        gate=gate("dx = 0 (sign is flat)", lambda g, out, x: _zeros_like(x)),
+        sympy=elementwise(sp.sign),
+        numpy=call("np.sign"),
+        elementwise=True,
+        ufunc="np.sign",
+        plannable=True,
+        bounded=True)
 
 
 # ---- binary arithmetic --------------------------------------------------------------------
-SHAPE_RULES["add"] = arith_binary("add")
-EVAL_RULES["add"] = np.add
-GATE_RULES["add"] = gate("dA = G", lambda g, out, a, b: g,
-                         "dB = G", lambda g, out, a, b: g)
-SYMPY_RULES["add"] = elementwise(lambda a, b: a + b)
-NUMPY_EMITTERS["add"] = infix("+", ADD)
+declare("add",
+        shape=arith_binary("add"),
+        eval=np.add,
+        gate=gate("dA = G", lambda g, out, a, b: g,
+                  "dB = G", lambda g, out, a, b: g),
+        sympy=elementwise(lambda a, b: a + b),
+        numpy=infix("+", ADD),
+        elementwise=True,
+        ufunc="np.add",
+        plannable=True)
 
-SHAPE_RULES["sub"] = arith_binary("sub")
-EVAL_RULES["sub"] = np.subtract
-GATE_RULES["sub"] = gate("dA = G", lambda g, out, a, b: g,
-                         "dB = −G", lambda g, out, a, b: -g)
-SYMPY_RULES["sub"] = elementwise(lambda a, b: a - b)
-NUMPY_EMITTERS["sub"] = infix("-", ADD)
+declare("sub",
+        shape=arith_binary("sub"),
+        eval=np.subtract,
+        gate=gate("dA = G", lambda g, out, a, b: g,
+                  "dB = −G", lambda g, out, a, b: -g),
+        sympy=elementwise(lambda a, b: a - b),
+        numpy=infix("-", ADD),
+        elementwise=True,
+        ufunc="np.subtract",
+        plannable=True,
+        ordered=True)
 
-SHAPE_RULES["mul"] = arith_binary("mul")
-EVAL_RULES["mul"] = np.multiply
-GATE_RULES["mul"] = zero_safe("dA = G·B", lambda g, out, a, b: g * b,
-                         "dB = G·A", lambda g, out, a, b: g * a)
-SYMPY_RULES["mul"] = elementwise(lambda a, b: a * b)
-NUMPY_EMITTERS["mul"] = infix("*", MUL)
+declare("mul",
+        shape=arith_binary("mul"),
+        eval=np.multiply,
+        gate=zero_safe("dA = G·B", lambda g, out, a, b: g * b,
+                  "dB = G·A", lambda g, out, a, b: g * a),
+        sympy=elementwise(lambda a, b: a * b),
+        numpy=infix("*", MUL),
+        elementwise=True,
+        ufunc="np.multiply",
+        plannable=True)
 
-SHAPE_RULES["div"] = float_binary("div")
-EVAL_RULES["div"] = np.divide
-GATE_RULES["div"] = zero_safe("dA = G/B", lambda g, out, a, b: g / b,
-                         "dB = −G·(A/B)/B", lambda g, out, a, b: -(g * out) / b)
-SYMPY_RULES["div"] = elementwise(lambda a, b: a / b)
-NUMPY_EMITTERS["div"] = infix("/", MUL)
+declare("div",
+        shape=float_binary("div"),
+        eval=np.divide,
+        gate=zero_safe("dA = G/B", lambda g, out, a, b: g / b,
+                  "dB = −G·(A/B)/B", lambda g, out, a, b: -(g * out) / b),
+        sympy=elementwise(lambda a, b: a / b),
+        numpy=infix("/", MUL),
+        elementwise=True,
+        ufunc="np.divide",
+        plannable=True,
+        ordered=True)
 
-SHAPE_RULES["pow"] = float_binary("pow")
-EVAL_RULES["pow"] = np.power
-GATE_RULES["pow"] = zero_safe("dA = G·B·A^(B−1)", lambda g, out, a, b: g * (b * a ** (b - 1)),
-                         "dB = G·A^B·log A", lambda g, out, a, b: g * (out * B.log(a)))
-SYMPY_RULES["pow"] = elementwise(lambda a, b: a ** b)
-NUMPY_EMITTERS["pow"] = infix("**", POW)
+declare("pow",
+        shape=float_binary("pow"),
+        eval=np.power,
+        gate=zero_safe("dA = G·B·A^(B−1)", lambda g, out, a, b: g * (b * a ** (b - 1)),
+                  "dB = G·A^B·log A", lambda g, out, a, b: g * (out * B.log(a))),
+        sympy=elementwise(lambda a, b: a ** b),
+        numpy=infix("**", POW),
+        elementwise=True,
+        ufunc="np.power",
+        plannable=True,
+        ordered=True)
 
-SHAPE_RULES["maximum"] = float_binary("maximum")
-EVAL_RULES["maximum"] = np.maximum
-GATE_RULES["maximum"] = gate(
-    "dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b),
-    "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a))
-SYMPY_RULES["maximum"] = elementwise(sp.Max)
-NUMPY_EMITTERS["maximum"] = call("np.maximum")
+declare("maximum",
+        shape=float_binary("maximum"),
+        eval=np.maximum,
+        gate=gate(
+"dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b),
+"dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a)),
+        sympy=elementwise(sp.Max),
+        numpy=call("np.maximum"),
+        elementwise=True,
+        ufunc="np.maximum",
+        plannable=True,
+        ordered=True)
 
-SHAPE_RULES["minimum"] = float_binary("minimum")
-EVAL_RULES["minimum"] = np.minimum
-GATE_RULES["minimum"] = gate(
-    "dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a),
-    "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b))
-SYMPY_RULES["minimum"] = elementwise(sp.Min)
-NUMPY_EMITTERS["minimum"] = call("np.minimum")
+declare("minimum",
+        shape=float_binary("minimum"),
+        eval=np.minimum,
+        gate=gate(
+"dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a),
+"dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b)),
+        sympy=elementwise(sp.Min),
+        numpy=call("np.minimum"),
+        elementwise=True,
+        ufunc="np.minimum",
+        plannable=True,
+        ordered=True)
 
 
 # ---- comparisons, where, cast, constants --------------------------------------------------
@@ -240,48 +340,65 @@ for _op, _np, _sp, _sym in (("greater", np.greater, sp.StrictGreaterThan, ">"),
                             ("less_equal", np.less_equal, sp.LessThan, "<="),
                             ("equal", np.equal, sp.Eq, "=="),
                             ("not_equal", np.not_equal, sp.Ne, "!=")):
-    SHAPE_RULES[_op] = compare(_op)
-    EVAL_RULES[_op] = _np
-    GATE_RULES[_op] = gate(None, None)
-    SYMPY_RULES[_op] = elementwise(_sp)
-    NUMPY_EMITTERS[_op] = infix(_sym, CMP)
+    declare(_op,
+            shape=compare(_op),
+            eval=_np,
+            gate=gate(None, None),
+            sympy=elementwise(_sp),
+            numpy=infix(_sym, CMP),
+            elementwise=True,
+            selects=True,
+            ufunc=f"np.{_np.__name__}",
+            plannable=True,
+            ordered=_op not in ("equal", "not_equal"))
 
-SHAPE_RULES["where"] = lambda ins: _where_type(ins)
-EVAL_RULES["where"] = np.where
-GATE_RULES["where"] = gate(None,
-                           "dA = G where cond", lambda g, out, c, a, b: B.where(c, g, 0),
-                           "dB = G where not cond", lambda g, out, c, a, b: B.where(c, 0, g))
-SYMPY_RULES["where"] = elementwise(sym_where)
-NUMPY_EMITTERS["where"] = where_form()
+declare("where",
+        shape=lambda ins: _where_type(ins),
+        eval=np.where,
+        gate=gate(None,
+                  "dA = G where cond", lambda g, out, c, a, b: B.where(c, g, 0),
+                  "dB = G where not cond", lambda g, out, c, a, b: B.where(c, 0, g)),
+        sympy=elementwise(sym_where),
+        numpy=where_form(),
+        elementwise=True,
+        selects=True,
+        plannable=True,
+        ordered=True)
 
-SHAPE_RULES["cast"] = lambda ins, dtype: _cast_type(ins[0], dtype)
-ATTRS["cast"] = {"dtype": DTYPE}
-EVAL_RULES["cast"] = lambda x, dtype: x.astype(NUMPY_DTYPE[dtype])
-GATE_RULES["cast"] = gate("dx = G in x's dtype", lambda g, out, x, dtype: B.cast(g, x.dtype))
-SYMPY_RULES["cast"] = lambda x, dtype: elementwise(_sym_cast)(x, dtype=dtype)
-NUMPY_EMITTERS["cast"] = Expr(lambda args, attrs, node:   # a scalar may be a Python number
-                              f"np.{NUMPY_DTYPE[attrs['dtype']]}({args[0][0]})" if not node.out.shape
-                              else f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})")
+declare("cast",
+        shape=lambda ins, dtype: _cast_type(ins[0], dtype),
+        attrs={"dtype": DTYPE},
+        eval=lambda x, dtype: x.astype(NUMPY_DTYPE[dtype]),
+        gate=gate("dx = G in x's dtype", lambda g, out, x, dtype: B.cast(g, x.dtype)),
+        sympy=lambda x, dtype: elementwise(_sym_cast)(x, dtype=dtype),
+        numpy=Expr(lambda args, attrs, node:   # a scalar may be a Python number
+                   f"np.{NUMPY_DTYPE[attrs['dtype']]}({args[0][0]})" if not node.out.shape
+                   else f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})"),
+        elementwise=True,
+        plannable=True)
 
-SHAPE_RULES["const"] = lambda ins, value, dtype, shape: TensorType(dtype, shape)
-ATTRS["const"] = {"value": NUMBER, "dtype": DTYPE, "shape": INTS}
-EVAL_RULES["const"] = lambda value, dtype, shape: np.full(shape, value, dtype=NUMPY_DTYPE[dtype])
-GATE_RULES["const"] = gate()
-SYMPY_RULES["const"] = lambda value, dtype, shape: _sym_const(value, shape)
-NUMPY_EMITTERS["const"] = Expr(lambda args, attrs, node: _const_text(attrs)[0],
-                               prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1])
+declare("const",
+        shape=lambda ins, value, dtype, shape: TensorType(dtype, shape),
+        attrs={"value": NUMBER, "dtype": DTYPE, "shape": INTS},
+        eval=lambda value, dtype, shape: np.full(shape, value, dtype=NUMPY_DTYPE[dtype]),
+        gate=gate(),
+        sympy=lambda value, dtype, shape: _sym_const(value, shape),
+        numpy=Expr(lambda args, attrs, node: _const_text(attrs)[0],
+                   prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1]))
 
 # dropout(x, keep; p) = x/(1−p) where keep else 0 (inverted dropout; `keep` is a bool mask input
 # the runtime draws with P(keep) = 1−p each step; see compiler/train.py).  Linear in x.
-SHAPE_RULES["dropout"] = lambda ins, p: _dropout_type(ins, p)
-ATTRS["dropout"] = {"p": REAL}
-EVAL_RULES["dropout"] = lambda x, keep, p: np.where(keep, x / (1 - p), 0)
-GATE_RULES["dropout"] = gate("dx = dropout(G, keep): G/(1−p) where kept, else 0",
-                             lambda g, out, x, keep, p: g.b.emit("dropout", [g, keep], p=p), None)
-SYMPY_RULES["dropout"] = elementwise(lambda x, keep, p: sym_where(
-    bool(keep) if isinstance(keep, (bool, np.bool_)) else keep, x / (1 - sp.nsimplify(p)), 0))
-NUMPY_EMITTERS["dropout"] = Expr(lambda args, attrs, node: f"np.where({args[1][0]}, "
-                                 f"{wrap(args[0], MUL, False)} / {1 - attrs['p']!r}, 0)")
+declare("dropout",
+        shape=lambda ins, p: _dropout_type(ins, p),
+        attrs={"p": REAL},
+        eval=lambda x, keep, p: np.where(keep, x / (1 - p), 0),
+        gate=gate("dx = dropout(G, keep): G/(1−p) where kept, else 0",
+                  lambda g, out, x, keep, p: g.b.emit("dropout", [g, keep], p=p), None),
+        sympy=elementwise(lambda x, keep, p: sym_where(
+bool(keep) if isinstance(keep, (bool, np.bool_)) else keep, x / (1 - sp.nsimplify(p)), 0)),
+        numpy=Expr(lambda args, attrs, node: f"np.where({args[1][0]}, "
+                   f"{wrap(args[0], MUL, False)} / {1 - attrs['p']!r}, 0)"),
+        selects=True)
 
 
 # ---- helpers used by the rules above ------------------------------------------------------

@@ -1,8 +1,8 @@
 """Class labels: the one check every backend makes on the label operand of a label op.
 
 A label op (pick, onehot, softmax_cross_entropy, svm_loss) declares in the op table which of
-its operands holds class indices and how many classes there are (`LABEL_RULES[op](node) ->
-(operand position, classes)`, beside the op's other rules in compiler/ops/loss.py).  Every
+its operands holds class indices and how many classes there are (its record's `label`:
+`OPS[op].label(node) -> (operand position, classes)`, beside the op's other rules in compiler/ops/loss.py).  Every
 label must lie in [0, classes): NumPy would wrap −1 around to the last class and the native
 code would read NaN.  `label_checks(graph)` lists the checks; where the labels come from
 decides where the check runs, always before the op reads them:
@@ -46,14 +46,14 @@ def label_checks(graph: Graph) -> list:
     """One LabelCheck per value used as labels, in the order of their first label op (so the
     first failing check is the one the NumPy code and the interpreter hit first).  Cached on
     the graph."""
-    from . import LABEL_RULES
+    from .record import OPS
     cached = graph.__dict__.get("_label_uses")
     if cached is not None and cached[0] == len(graph.nodes):
         return cached[1]
     producers = graph.producers()
     found: dict = {}
     for n in graph.nodes:
-        rule = LABEL_RULES.get(n.op)
+        rule = OPS[n.op].label
         if rule is None:
             continue
         k, classes = rule(n)

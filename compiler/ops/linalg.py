@@ -15,8 +15,9 @@ import numpy as np
 from .. import builder as B
 from ..codegen.forms import ATOM, MUL, Expr, wrap
 from ..ir import ShapeError, TensorType
-from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
-from .attrs import ATTRS, BOOL, optional
+from . import gate
+from .record import declare
+from .attrs import BOOL, optional
 
 
 def bilinear(product, transpose, names=("A", "B")):
@@ -63,14 +64,17 @@ def _matmul_type(ins, transpose_a=False, transpose_b=False):
     return TensorType(a.dtype, (a.shape[0], b.shape[1]))
 
 
-SHAPE_RULES["matmul"] = _matmul_type
-ATTRS["matmul"] = {"transpose_a": optional(BOOL), "transpose_b": optional(BOOL)}
-EVAL_RULES["matmul"] = lambda a, b, transpose_a=False, transpose_b=False: np.matmul(
-    _flagged(a, transpose_a), _flagged(b, transpose_b))
-GATE_RULES["matmul"] = bilinear(B.matmul, B.transpose)
-SYMPY_RULES["matmul"] = lambda a, b, transpose_a=False, transpose_b=False: np.asarray(
-    _flagged(a, transpose_a).dot(_flagged(b, transpose_b)), dtype=object)
-NUMPY_EMITTERS["matmul"] = Expr(lambda args, attrs, node: _matmul_text(args, attrs), MUL)
+declare("matmul",
+        shape=_matmul_type,
+        attrs={"transpose_a": optional(BOOL), "transpose_b": optional(BOOL)},
+        eval=lambda a, b, transpose_a=False, transpose_b=False: np.matmul(
+_flagged(a, transpose_a), _flagged(b, transpose_b)),
+        gate=bilinear(B.matmul, B.transpose),
+        sympy=lambda a, b, transpose_a=False, transpose_b=False: np.asarray(
+_flagged(a, transpose_a).dot(_flagged(b, transpose_b)), dtype=object),
+        numpy=Expr(lambda args, attrs, node: _matmul_text(args, attrs), MUL),
+        plannable=True,
+        ordered=True)
 
 
 def _matmul_text(args, attrs) -> str:

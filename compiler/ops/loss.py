@@ -13,8 +13,9 @@ from .. import builder as B
 from ..codegen import numpy_helpers as H
 from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
-from .attrs import ATTRS, DTYPE, INT, REAL
-from . import EVAL_RULES, GATE_RULES, LABEL_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
+from .attrs import DTYPE, INT, REAL
+from . import gate
+from .record import declare
 
 
 # ---- reference implementations shared with the emitted module (keep them self-contained) ---
@@ -157,51 +158,65 @@ def _onehot_text(args, attrs, node):
             f"[{args[0][0]}]")
 
 
-SHAPE_RULES["softmax"] = _axis_type("softmax")
-ATTRS["softmax"] = {"axis": INT}
-EVAL_RULES["softmax"] = softmax
-GATE_RULES["softmax"] = gate("dx = y·(G − Σ G·y)",
-                             lambda g, out, x, axis: out * (g - B.sum(g * out, axis, keepdims=True)))
-SYMPY_RULES["softmax"] = _sym_softmax
-NUMPY_EMITTERS["softmax"] = helper(H.softmax, "axis")
+declare("softmax",
+        shape=_axis_type("softmax"),
+        attrs={"axis": INT},
+        eval=softmax,
+        gate=gate("dx = y·(G − Σ G·y)",
+                  lambda g, out, x, axis: out * (g - B.sum(g * out, axis, keepdims=True))),
+        sympy=_sym_softmax,
+        numpy=helper(H.softmax, "axis"),
+        bounded=True,
+        nonneg=True)
 
-SHAPE_RULES["log_softmax"] = _axis_type("log_softmax")
-ATTRS["log_softmax"] = {"axis": INT}
-EVAL_RULES["log_softmax"] = log_softmax
-GATE_RULES["log_softmax"] = gate("dx = G − softmax(x)·Σ G",
-                                 lambda g, out, x, axis: g - B.exp(out) * B.sum(g, axis, keepdims=True))
-SYMPY_RULES["log_softmax"] = _sym_log_softmax
-NUMPY_EMITTERS["log_softmax"] = helper(H.log_softmax, "axis")
+declare("log_softmax",
+        shape=_axis_type("log_softmax"),
+        attrs={"axis": INT},
+        eval=log_softmax,
+        gate=gate("dx = G − softmax(x)·Σ G",
+                  lambda g, out, x, axis: g - B.exp(out) * B.sum(g, axis, keepdims=True)),
+        sympy=_sym_log_softmax,
+        numpy=helper(H.log_softmax, "axis"))
 
-SHAPE_RULES["softmax_cross_entropy"] = _loss_type("softmax_cross_entropy")
-EVAL_RULES["softmax_cross_entropy"] = softmax_cross_entropy
-GATE_RULES["softmax_cross_entropy"] = gate("dscores = (softmax(scores) − onehot(labels))·G/N",
-                                           _xent_gate, None)
-SYMPY_RULES["softmax_cross_entropy"] = _sym_xent
-LABEL_RULES["softmax_cross_entropy"] = _row_labels
-NUMPY_EMITTERS["softmax_cross_entropy"] = helper(H.softmax_cross_entropy,
-                                                 also=(H.log_softmax,))
+declare("softmax_cross_entropy",
+        shape=_loss_type("softmax_cross_entropy"),
+        eval=softmax_cross_entropy,
+        gate=gate("dscores = (softmax(scores) − onehot(labels))·G/N",
+                  _xent_gate, None),
+        sympy=_sym_xent,
+        numpy=helper(H.softmax_cross_entropy,
+                     also=(H.log_softmax,)),
+        label=_row_labels,
+        ordered=True)
 
-SHAPE_RULES["svm_loss"] = _loss_type("svm_loss")
-ATTRS["svm_loss"] = {"margin": REAL}
-EVAL_RULES["svm_loss"] = svm_loss
-GATE_RULES["svm_loss"] = gate("dscores = ([margin > 0] − onehot·Σ[margin > 0])·G/N",
-                              _svm_gate, None)
-SYMPY_RULES["svm_loss"] = _sym_svm
-LABEL_RULES["svm_loss"] = _row_labels
-NUMPY_EMITTERS["svm_loss"] = helper(svm_loss, "margin")
+declare("svm_loss",
+        shape=_loss_type("svm_loss"),
+        attrs={"margin": REAL},
+        eval=svm_loss,
+        gate=gate("dscores = ([margin > 0] − onehot·Σ[margin > 0])·G/N",
+                  _svm_gate, None),
+        sympy=_sym_svm,
+        numpy=helper(svm_loss, "margin"),
+        label=_row_labels,
+        ordered=True)
 
-SHAPE_RULES["pick"] = _pick_type
-EVAL_RULES["pick"] = lambda x, labels: x[np.arange(len(labels)), labels]
-GATE_RULES["pick"] = gate("dx = onehot(labels)·G", _pick_gate, None)
-SYMPY_RULES["pick"] = _sym_pick
-LABEL_RULES["pick"] = _row_labels
-NUMPY_EMITTERS["pick"] = Expr(_pick_text)
+declare("pick",
+        shape=_pick_type,
+        eval=lambda x, labels: x[np.arange(len(labels)), labels],
+        gate=gate("dx = onehot(labels)·G", _pick_gate, None),
+        sympy=_sym_pick,
+        numpy=Expr(_pick_text),
+        label=_row_labels,
+        ordered=True)
 
-SHAPE_RULES["onehot"] = _onehot_type
-ATTRS["onehot"] = {"depth": INT, "dtype": DTYPE}
-EVAL_RULES["onehot"] = lambda labels, depth, dtype: np.eye(depth, dtype=NUMPY_DTYPE[dtype])[labels]
-GATE_RULES["onehot"] = gate(None)
-SYMPY_RULES["onehot"] = _sym_onehot
-LABEL_RULES["onehot"] = _onehot_labels
-NUMPY_EMITTERS["onehot"] = Expr(_onehot_text)
+declare("onehot",
+        shape=_onehot_type,
+        attrs={"depth": INT, "dtype": DTYPE},
+        eval=lambda labels, depth, dtype: np.eye(depth, dtype=NUMPY_DTYPE[dtype])[labels],
+        gate=gate(None),
+        sympy=_sym_onehot,
+        numpy=Expr(_onehot_text),
+        label=_onehot_labels,
+        selects=True,
+        bounded=True,
+        nonneg=True)

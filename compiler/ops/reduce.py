@@ -12,8 +12,9 @@ import sympy as sp
 from .. import builder as B
 from ..codegen.forms import call, reduction
 from ..ir import ShapeError, TensorType
-from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
-from .attrs import ATTRS, BOOL, INTS
+from . import gate
+from .record import OPS, declare
+from .attrs import BOOL, INTS
 from .common import check_axes, reduced_shape
 
 
@@ -64,30 +65,39 @@ def _max_gate(g, out, x, axes, keepdims):
     return _keep(g, x, axes, keepdims) * mask / ties
 
 
-SHAPE_RULES["sum"] = _reduce_type("sum")
-ATTRS["sum"] = {"axes": INTS, "keepdims": BOOL}
-EVAL_RULES["sum"] = lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims)
-GATE_RULES["sum"] = gate("dx = G broadcast over the summed axes",
-                         lambda g, out, x, axes, keepdims: _keep(g, x, axes, keepdims))
-SYMPY_RULES["sum"] = _sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1))
-NUMPY_EMITTERS["sum"] = reduction("sum")
+declare("sum",
+        shape=_reduce_type("sum"),
+        attrs={"axes": INTS, "keepdims": BOOL},
+        eval=lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims),
+        gate=gate("dx = G broadcast over the summed axes",
+                  lambda g, out, x, axes, keepdims: _keep(g, x, axes, keepdims)),
+        sympy=_sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1)),
+        numpy=reduction("sum"),
+        reduction=True,
+        plannable=True)
 
-SHAPE_RULES["mean"] = _reduce_type("mean")
-ATTRS["mean"] = {"axes": INTS, "keepdims": BOOL}
-EVAL_RULES["mean"] = lambda x, axes, keepdims: np.mean(x, axis=axes, keepdims=keepdims)
-GATE_RULES["mean"] = gate("dx = G/n broadcast over the averaged axes",
-                          lambda g, out, x, axes, keepdims:
-                          _keep(g, x, axes, keepdims) / _count(x.shape, axes))
-SYMPY_RULES["mean"] = lambda x, axes, keepdims: (
-    SYMPY_RULES["sum"](x, axes, keepdims) / sp.Integer(_count(x.shape, axes)))
-NUMPY_EMITTERS["mean"] = reduction("mean")
+declare("mean",
+        shape=_reduce_type("mean"),
+        attrs={"axes": INTS, "keepdims": BOOL},
+        eval=lambda x, axes, keepdims: np.mean(x, axis=axes, keepdims=keepdims),
+        gate=gate("dx = G/n broadcast over the averaged axes",
+                  lambda g, out, x, axes, keepdims:
+                  _keep(g, x, axes, keepdims) / _count(x.shape, axes)),
+        sympy=lambda x, axes, keepdims: (
+            OPS["sum"].sympy(x, axes, keepdims) / sp.Integer(_count(x.shape, axes))),
+        numpy=reduction("mean"),
+        reduction=True,
+        plannable=True)
 
-SHAPE_RULES["max"] = _reduce_type("max")
-ATTRS["max"] = {"axes": INTS, "keepdims": BOOL}
-EVAL_RULES["max"] = lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims)
-GATE_RULES["max"] = gate("dx = G routed to the maximum (split between ties)", _max_gate)
-SYMPY_RULES["max"] = _sym_reduce(np.frompyfunc(sp.Max, 2, 1))
-NUMPY_EMITTERS["max"] = reduction("max")
+declare("max",
+        shape=_reduce_type("max"),
+        attrs={"axes": INTS, "keepdims": BOOL},
+        eval=lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
+        gate=gate("dx = G routed to the maximum (split between ties)", _max_gate),
+        sympy=_sym_reduce(np.frompyfunc(sp.Max, 2, 1)),
+        numpy=reduction("max"),
+        reduction=True,
+        plannable=True)
 
 
 def _broadcast_type(ins, shape):
@@ -103,9 +113,12 @@ def _unbroadcast_gate(g, out, x, shape):
     return unbroadcast(g, x.shape)
 
 
-SHAPE_RULES["broadcast_to"] = _broadcast_type
-ATTRS["broadcast_to"] = {"shape": INTS}
-EVAL_RULES["broadcast_to"] = lambda x, shape: np.broadcast_to(x, shape)
-GATE_RULES["broadcast_to"] = gate("dx = G summed over the broadcast axes", _unbroadcast_gate)
-SYMPY_RULES["broadcast_to"] = lambda x, shape: np.broadcast_to(x, shape).copy()
-NUMPY_EMITTERS["broadcast_to"] = call("np.broadcast_to", "shape")
+declare("broadcast_to",
+        shape=_broadcast_type,
+        attrs={"shape": INTS},
+        eval=lambda x, shape: np.broadcast_to(x, shape),
+        gate=gate("dx = G summed over the broadcast axes", _unbroadcast_gate),
+        sympy=lambda x, shape: np.broadcast_to(x, shape).copy(),
+        numpy=call("np.broadcast_to", "shape"),
+        view=True,
+        through=True)

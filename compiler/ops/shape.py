@@ -12,8 +12,9 @@ import numpy as np
 from .. import builder as B
 from ..codegen.forms import ATOM, Expr, Stmt, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
-from . import EVAL_RULES, GATE_RULES, NUMPY_EMITTERS, SHAPE_RULES, SYMPY_RULES, gate
-from .attrs import ATTRS, INDEX, INTS
+from . import gate
+from .record import declare
+from .attrs import INDEX, INTS
 
 
 def to_python_index(index) -> tuple:
@@ -118,36 +119,48 @@ def _inverse(perm) -> tuple:
     return tuple(inv)
 
 
-SHAPE_RULES["reshape"] = _reshape_type
-ATTRS["reshape"] = {"shape": INTS}
-EVAL_RULES["reshape"] = lambda x, shape: np.reshape(x, shape)
-GATE_RULES["reshape"] = gate("dx = G reshaped back", lambda g, out, x, shape: B.reshape(g, x.shape))
-SYMPY_RULES["reshape"] = lambda x, shape: np.reshape(x, shape)
-NUMPY_EMITTERS["reshape"] = Expr(_reshape_text)
+declare("reshape",
+        shape=_reshape_type,
+        attrs={"shape": INTS},
+        eval=lambda x, shape: np.reshape(x, shape),
+        gate=gate("dx = G reshaped back", lambda g, out, x, shape: B.reshape(g, x.shape)),
+        sympy=lambda x, shape: np.reshape(x, shape),
+        numpy=Expr(_reshape_text),
+        view=True,
+        through=True)
 
-SHAPE_RULES["transpose"] = _transpose_type
-ATTRS["transpose"] = {"perm": INTS}
-EVAL_RULES["transpose"] = lambda x, perm: np.transpose(x, perm)
-GATE_RULES["transpose"] = gate("dx = G transposed back (inverse permutation)",
-                               lambda g, out, x, perm: B.transpose(g, _inverse(perm)))
-SYMPY_RULES["transpose"] = lambda x, perm: np.transpose(x, perm)
-NUMPY_EMITTERS["transpose"] = Expr(_transpose_text)
+declare("transpose",
+        shape=_transpose_type,
+        attrs={"perm": INTS},
+        eval=lambda x, perm: np.transpose(x, perm),
+        gate=gate("dx = G transposed back (inverse permutation)",
+                  lambda g, out, x, perm: B.transpose(g, _inverse(perm))),
+        sympy=lambda x, perm: np.transpose(x, perm),
+        numpy=Expr(_transpose_text),
+        view=True,
+        through=True)
 
-SHAPE_RULES["getitem"] = _getitem_type
-ATTRS["getitem"] = {"index": INDEX}
-EVAL_RULES["getitem"] = lambda x, index: x[to_python_index(index)]
-GATE_RULES["getitem"] = gate("dx = G put back at the index",
-                             lambda g, out, x, index: g.b.emit("putitem", [g], index=index,
-                                                               shape=x.shape))
-SYMPY_RULES["getitem"] = lambda x, index: np.asarray(x[to_python_index(index)], dtype=object)
-NUMPY_EMITTERS["getitem"] = Expr(lambda args, attrs, node:
-                                 f"{wrap(args[0], ATOM, False)}"
-                                 f"[{index_text(attrs['index'], node.inputs[0].shape)}]")
+declare("getitem",
+        shape=_getitem_type,
+        attrs={"index": INDEX},
+        eval=lambda x, index: x[to_python_index(index)],
+        gate=gate("dx = G put back at the index",
+                  lambda g, out, x, index: g.b.emit("putitem", [g], index=index,
+                                                    shape=x.shape)),
+        sympy=lambda x, index: np.asarray(x[to_python_index(index)], dtype=object),
+        numpy=Expr(lambda args, attrs, node:
+                   f"{wrap(args[0], ATOM, False)}"
+                   f"[{index_text(attrs['index'], node.inputs[0].shape)}]"),
+        view=True,
+        through=True)
 
-SHAPE_RULES["putitem"] = _putitem_type
-ATTRS["putitem"] = {"index": INDEX, "shape": INTS}
-EVAL_RULES["putitem"] = _putitem_eval
-GATE_RULES["putitem"] = gate("dg = G taken at the index",
-                             lambda g, out, x, index, shape: B.getitem(g, to_python_index(index)))
-SYMPY_RULES["putitem"] = _sym_putitem
-NUMPY_EMITTERS["putitem"] = Stmt(_putitem_lines)
+declare("putitem",
+        shape=_putitem_type,
+        attrs={"index": INDEX, "shape": INTS},
+        eval=_putitem_eval,
+        gate=gate("dg = G taken at the index",
+                  lambda g, out, x, index, shape: B.getitem(g, to_python_index(index))),
+        sympy=_sym_putitem,
+        numpy=Stmt(_putitem_lines),
+        selects=True,
+        through=True)

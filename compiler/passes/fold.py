@@ -13,18 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import NUMPY_DTYPE, Graph
-from ..ops import EVAL_RULES, LABEL_RULES
+from ..ops import OPS
 from .rewrite import Rewriter
 
 BIG = 1 << 12     # elements; above this a folded constant is a broadcast view of a scalar
 
-ELEMENTWISE = frozenset({
-    "neg", "exp", "log", "log1p", "sqrt", "tanh", "sin", "cos", "sigmoid", "softplus", "swish",
-    "relu", "leaky_relu", "elu", "abs", "sign", "add", "sub", "mul", "div", "pow", "maximum",
-    "minimum", "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "where",
-    "cast"})
-VIEWS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
-NEVER = frozenset({"const"})
 
 
 def uniform_of(rw: Rewriter, v):
@@ -46,20 +39,21 @@ def _scalar(value, dtype):
 
 def evaluate(n, values):
     """The uniform value of old node `n` given its inputs' uniform values, or None."""
-    if n.op in ELEMENTWISE or n.op in VIEWS:
-        if n.op in VIEWS:
+    rec = OPS[n.op]
+    if rec.elementwise or rec.view:
+        if rec.view:
             return values[0]
-        r = np.asarray(EVAL_RULES[n.op](*(_scalar(c, v.dtype) for c, v in zip(values, n.inputs)),
+        r = np.asarray(OPS[n.op].eval(*(_scalar(c, v.dtype) for c, v in zip(values, n.inputs)),
                                         **n.attrs))
         return r.reshape(()).item()
     if sum(v.type.size for v in n.inputs) + n.out.type.size > BIG:
         return None
-    rule = LABEL_RULES.get(n.op)
+    rule = OPS[n.op].label
     if rule is not None and not 0 <= values[rule(n)[0]] < rule(n)[1]:
         return None     # a constant label out of range: left to the LabelError of every backend
     arrays = [np.full(v.shape, c, dtype=NUMPY_DTYPE[v.dtype]) for c, v in zip(values, n.inputs)]
     with np.errstate(all="ignore"):
-        r = np.asarray(EVAL_RULES[n.op](*arrays, **n.attrs))
+        r = np.asarray(OPS[n.op].eval(*arrays, **n.attrs))
     if r.size == 0:
         return None
     flat = r.reshape(-1)
@@ -73,7 +67,7 @@ def fold(graph: Graph) -> Graph:
     rw = Rewriter(graph)
     for n in graph.nodes:
         rw.current = n
-        if n.op in NEVER or not n.inputs:
+        if not n.inputs:          # a constant already
             rw.keep(n)
             continue
         values = [uniform_of(rw, rw.new(v)) for v in n.inputs]

@@ -19,9 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Graph
-from .fold import ELEMENTWISE
-
-REDUCTIONS = frozenset({"sum", "mean", "max"})
+from ..ops import OPS
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ def fusion_groups(graph: Graph) -> list:
 
     for n in graph.nodes:
         name = n.out.name
-        if n.op in ELEMENTWISE and n.out.shape != ():
+        if OPS[n.op].elementwise and n.out.shape != ():
             joinable = [group[v.name] for v in n.inputs
                         if v.name in group and group[v.name] not in closed
                         and shape[group[v.name]] == n.out.shape and private(v.name)]
@@ -63,7 +61,7 @@ def fusion_groups(graph: Graph) -> list:
                         members[gid].append(m)
             members[gid].append(name)
             group[name] = gid
-        elif n.op in REDUCTIONS and len(n.inputs) == 1:
+        elif OPS[n.op].reduction and len(n.inputs) == 1:
             v = n.inputs[0]
             gid = group.get(v.name)
             if gid is not None and gid not in closed and private(v.name) \
@@ -82,7 +80,7 @@ def fusion_groups(graph: Graph) -> list:
             for v in producers[m].inputs:
                 if v.name not in inside and v.name not in ins:
                     ins.append(v.name)
-        red = names[-1] if producers[names[-1]].op in REDUCTIONS else None
+        red = names[-1] if OPS[producers[names[-1]].op].reduction else None
         out.append(FusionGroup(tuple(names), names[-1], tuple(ins), shape[gid], red))
     out.sort(key=lambda g: index[g.output])
     return out

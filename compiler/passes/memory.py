@@ -5,9 +5,9 @@ An analysis, not a rewrite: `plan_memory(graph)` returns a `MemoryPlan` that the
 emitter (codegen/numpy_planned.py) and runtime.NumpyKernel read.
 
 * Liveness.  A value is live from its node to its last reader; an output lives to the end of
-  the call.  A view (reshape, transpose, broadcast_to, getitem) shares its source's memory, so
+  the call.  A view (an op with the `view` trait) shares its source's memory, so
   it extends the live range of the source's buffer (its root) rather than owning one.
-* Buffers.  Nodes whose op has an `out=` form (`PLANNABLE`: ufuncs, matmul, reductions, where,
+* Buffers.  Nodes whose op has an `out=` form (the `plannable` trait: ufuncs, matmul, reductions, where,
   cast) and a result of at least `MIN_ELEMENTS` elements get a buffer: a free buffer of the same dtype and shape if one
   is dead, else a new one.  Each calling thread gets its own set of buffers on its first call
   (runtime/numpy_kernel.py), reused on every later call of that thread.
@@ -31,17 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import NUMPY_DTYPE, Graph
-from .fold import ELEMENTWISE
-
-VIEWS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
-UFUNCS = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide",
-          "neg": "np.negative", "exp": "np.exp", "log": "np.log", "log1p": "np.log1p",
-          "sqrt": "np.sqrt", "tanh": "np.tanh", "sin": "np.sin", "cos": "np.cos",
-          "abs": "np.absolute", "sign": "np.sign", "pow": "np.power", "maximum": "np.maximum",
-          "minimum": "np.minimum", "greater": "np.greater", "greater_equal": "np.greater_equal",
-          "less": "np.less", "less_equal": "np.less_equal", "equal": "np.equal",
-          "not_equal": "np.not_equal"}
-PLANNABLE = frozenset(UFUNCS) | {"relu", "matmul", "sum", "mean", "max", "where", "cast"}
+from ..ops import OPS
 
 
 def nbytes(t) -> int:
@@ -74,7 +64,7 @@ def _inplace_operands(n) -> tuple:
     """Operand positions node n may overwrite (same dtype and shape as the result)."""
     if n.op == "where":
         cands = (2,)
-    elif n.op in ELEMENTWISE and n.op in PLANNABLE:
+    elif OPS[n.op].elementwise and OPS[n.op].plannable:
         cands = range(len(n.inputs))
     else:
         return ()
@@ -92,7 +82,7 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
     producers = graph.producers()
     root: dict = {}                    # value -> the value owning its memory
     for n in graph.nodes:
-        src = n.inputs[0].name if n.op in VIEWS else n.out.name
+        src = n.inputs[0].name if OPS[n.op].view else n.out.name
         root[n.out.name] = root.get(src, src)
     last: dict = {}                    # root value -> last step its memory is read
     for k, n in enumerate(graph.nodes):
@@ -108,7 +98,7 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
     released: set = set()
     for k, n in enumerate(graph.nodes):
         name = n.out.name
-        fresh = n.op not in VIEWS and n.out.shape != ()
+        fresh = not OPS[n.op].view and n.out.shape != ()
         if fresh and n.op != "const":
             plan.unplanned_per_call += nbytes(n.out.type)
             live += nbytes(n.out.type)
@@ -118,11 +108,11 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
         for v in dict.fromkeys(n.inputs):       # unplanned accounting: freed when dead
             r = root.get(v.name, v.name)
             if last.get(r) == k and r not in released and r in producers \
-                    and producers[r].op not in VIEWS and producers[r].out.shape != () \
+                    and not OPS[producers[r].op].view and producers[r].out.shape != () \
                     and producers[r].op != "const":
                 live -= nbytes(producers[r].out.type)
                 released.add(r)
-        if n.op in PLANNABLE and n.out.shape != () and n.out.type.size >= min_elements:
+        if OPS[n.op].plannable and n.out.shape != () and n.out.type.size >= min_elements:
             key = (n.out.dtype, n.out.shape)
             chosen = None
             for pos in _inplace_operands(n):

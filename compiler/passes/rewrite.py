@@ -19,7 +19,7 @@ renamed (`dq = 1.0 * z` with z a model variable makes dq an alias of z).
 from __future__ import annotations
 
 from ..ir import GradcError, Graph, Namer, Node, Value, const_value
-from ..ops import SHAPE_RULES
+from ..ops import OPS
 
 
 class Rewriter:
@@ -70,7 +70,7 @@ class Rewriter:
         """Append `op(inputs) {attrs}` with `like`'s provenance (default: the node being
         rewritten).  The output is a fresh temporary unless `name` is given."""
         like = like if like is not None else self.current
-        out_type = SHAPE_RULES[op]([v.type for v in inputs], **attrs)
+        out_type = OPS[op].shape([v.type for v in inputs], **attrs)
         out = Value(name if name is not None else self.namer.temp(), out_type)
         node = Node(op, tuple(inputs), dict(attrs), out,
                     like.loc if like else None, like.rule if like else None,

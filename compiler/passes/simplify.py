@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Graph
+from ..ops import OPS
 from .fold import BIG, uniform_of
 from .rewrite import Rewriter
 
@@ -73,11 +74,6 @@ def op_of(rw, v):
     return n.op if n is not None else None
 
 
-_BOUNDED_BY_ONE = frozenset({"sigmoid", "tanh", "softmax", "onehot", "sign", "sin", "cos"})
-_THROUGH = frozenset({"neg", "abs", "relu", "reshape", "transpose", "broadcast_to", "getitem",
-                      "putitem"})
-
-
 def bounded(rw, v, depth: int = 8) -> bool:
     """True when `v` can never be inf or nan: an integer or bool value, a finite constant, a
     value in [−1, 1] by construction (sigmoid, tanh, softmax, onehot, sign, sin, cos, a cast
@@ -89,11 +85,11 @@ def bounded(rw, v, depth: int = 8) -> bool:
         return False
     if n.op == "const":
         return math.isfinite(n.attrs["value"])
-    if n.op in _BOUNDED_BY_ONE:
+    if OPS[n.op].bounded:
         return True
     if n.op == "cast":
         return n.inputs[0].dtype == "bool"
-    if n.op in _THROUGH:
+    if OPS[n.op].through:
         return bounded(rw, n.inputs[0], depth - 1)
     if n.op == "where":
         return bounded(rw, n.inputs[1], depth - 1) and bounded(rw, n.inputs[2], depth - 1)
@@ -109,16 +105,13 @@ def _in_unit(rw, v, depth) -> bool:
     n = rw.node_of(v)
     if n is None or depth == 0:
         return False
-    if n.op in _BOUNDED_BY_ONE or (n.op == "cast" and n.inputs[0].dtype == "bool"):
+    if OPS[n.op].bounded or (n.op == "cast" and n.inputs[0].dtype == "bool"):
         return True
     if n.op == "const":
         return abs(n.attrs["value"]) <= 1
-    if n.op in ("neg", "abs", "reshape", "transpose", "broadcast_to", "getitem"):
+    if OPS[n.op].view or n.op in ("neg", "abs"):
         return _in_unit(rw, n.inputs[0], depth - 1)
     return False
-
-
-_NONNEG = frozenset({"exp", "sqrt", "softmax", "sigmoid", "softplus", "abs", "relu", "onehot"})
 
 
 def nonneg(rw, v, depth: int = 8) -> bool:
@@ -128,7 +121,7 @@ def nonneg(rw, v, depth: int = 8) -> bool:
         return False
     if n.op == "const":
         return not n.attrs["value"] < 0
-    if n.op in _NONNEG or (n.op == "cast" and n.inputs[0].dtype == "bool"):
+    if OPS[n.op].nonneg or (n.op == "cast" and n.inputs[0].dtype == "bool"):
         return True
     if n.op in ("reshape", "transpose", "broadcast_to", "getitem"):
         return nonneg(rw, n.inputs[0], depth - 1)

@@ -1,0 +1,111 @@
+"""One record per primitive: `OPS[name]`, declared once in its family module with `declare`.
+
+    declare("exp",
+            shape=float_unary("exp"), eval=np.exp, gate=zero_safe(...), sympy=...,
+            numpy=call("np.exp"), elementwise=True, ufunc="np.exp", plannable=True)
+
+The rules (what an op means and how each part of the compiler handles it):
+
+    shape    (input types, **attrs) -> output TensorType; raises ShapeError
+    eval     (*numpy arrays, **attrs) -> numpy array: the reference meaning
+    gate     one (rule text, fn) per input, or None for an input with no gradient;
+             fn(g, out, *inputs, **attrs) builds the downstream gradient as IR
+    sympy    (*object arrays of SymPy expressions, **attrs) -> object array
+    numpy    how the NumPy source emitter writes the op (codegen/forms.py)
+    llvm     how the LLVM emitter lowers the op (an object with `lower(emitter, node)`)
+    attrs    attribute name -> Kind (ops/attrs.py); `ir.verify` refuses unknown, missing and
+             ill-typed attributes
+    label    label ops only: node -> (operand position, classes): that operand holds class
+             indices, each checked to lie in [0, classes) (ops/labels.py)
+
+The traits (what the passes, backends, runtime and checks ask; never a set of op names there):
+
+    elementwise   out[i] = f(in₀[i], in₁[i], …) after broadcasting: constant folding, fusion
+                  and the multiprecision check evaluate it element by element
+    view          the result is a view of operand 0's memory (eval shares it; memory planning
+                  lets the view keep its operand's buffer; outputs that are views are copied)
+    reduction     sums/means/maxima over axes: a fusion group ends at one
+    selects       the gate routes the upstream gradient to some elements and zeros the rest
+                  (or builds conditions that do): zero-safe gates guard against 0·inf below it
+    ufunc         the NumPy ufunc with an `out=` form (`"np.add"`), or None
+    plannable     the planned NumPy emitter can write the op into a preallocated buffer
+    bounded       every element lies in [−1, 1] whatever the input (simplify's finiteness test)
+    through       moves its operand's elements without making them larger in magnitude (neg,
+                  abs, relu, views): a bounded operand gives a bounded result
+    nonneg        every element is ≥ 0 (or nan) whatever the input
+    ordered       the operands' order matters enough to label the edges in drawings (dot.py)
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Optional
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    name: str
+    shape: Callable
+    eval: Callable
+    gate: tuple
+    sympy: Callable
+    numpy: Any
+    llvm: Any = None
+    attrs: Any = field(default_factory=dict)
+    label: Optional[Callable] = None
+    elementwise: bool = False
+    view: bool = False
+    reduction: bool = False
+    selects: bool = False
+    ufunc: Optional[str] = None
+    plannable: bool = False
+    bounded: bool = False
+    through: bool = False
+    nonneg: bool = False
+    ordered: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+        if self.ufunc is not None and not self.plannable:
+            raise ValueError(f"op {self.name}: a NumPy out= form (ufunc) makes it plannable")
+
+
+OPS: dict = {}      # name -> OpRecord, filled by the family modules through `declare`
+
+RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
+TRAITS = ("elementwise", "view", "reduction", "selects", "ufunc", "plannable", "bounded",
+          "through", "nonneg", "ordered")
+
+
+def declare(name: str, **fields) -> OpRecord:
+    """Declare primitive `name` (once)."""
+    if name in OPS:
+        raise ValueError(f"op {name!r} is declared twice")
+    record = OpRecord(name=name, **fields)
+    OPS[name] = record
+    return record
+
+
+class FieldView(Mapping):
+    """Transitional, read-only: `op -> OPS[op].<field>` under an old registry's name
+    (SHAPE_RULES, GATE_RULES, ...) for callers not yet asking the record.  To change a rule
+    (a test's deliberately wrong gate), replace the record: dataclasses.replace(OPS[op], ...)."""
+
+    def __init__(self, field_name: str, only_set: bool = False):
+        self._field, self._only_set = field_name, only_set
+
+    def _has(self, op) -> bool:
+        r = OPS.get(op)
+        return r is not None and (not self._only_set or getattr(r, self._field) is not None)
+
+    def __getitem__(self, op):
+        if not self._has(op):
+            raise KeyError(op)
+        return getattr(OPS[op], self._field)
+
+    def __iter__(self):
+        return (op for op in list(OPS) if self._has(op))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
