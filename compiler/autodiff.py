@@ -32,9 +32,17 @@ def unbroadcast(g: Var, shape: tuple) -> Var:
     return B.reshape(B.sum(g, axes), shape)
 
 
+_RULE_PARAMS: dict = {}   # gate rule -> None (it takes **attrs) or the attribute names it takes
+
+
 def _call_rule(fn, g, out, inputs, attrs):
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    try:
+        params = _RULE_PARAMS[fn]
+    except KeyError:
+        sig = inspect.signature(fn).parameters
+        params = _RULE_PARAMS[fn] = (None if any(p.kind is p.VAR_KEYWORD for p in sig.values())
+                                     else frozenset(sig))
+    if params is None:
         return fn(g, out, *inputs, **attrs)
     return fn(g, out, *inputs, **{k: v for k, v in attrs.items() if k in params})
 
@@ -109,7 +117,7 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
     for k in list(graph.outputs):
         new.outputs[k] = env[graph.outputs[k].name]
     b = Builder(new, namer)
-    first_new = len(new.nodes)
+    made = _Made(new)
 
     # which values depend on a wrt input (forward), and which reach the target (backward)
     live = set(wrt)
@@ -130,7 +138,7 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
         name = n.out.name
         if name not in pending or name not in live:
             continue
-        g = _accumulate(b, name, pending.pop(name), first_new, n.loc)
+        g = _accumulate(b, name, pending.pop(name), made, n.loc)
         rules = OPS[n.op].gate
         ins = [Var(b, env[v.name]) for v in n.inputs]
         out = Var(b, env[name])
@@ -153,7 +161,7 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
             b.loc, b.rule, b.of = None, "no path from this input to the output: gradient 0", x
             grads[x] = b.const(0, env[x].dtype, env[x].shape)
         else:
-            grads[x] = _accumulate(b, x, contributions, first_new)
+            grads[x] = _accumulate(b, x, contributions, made)
     for x in wrt:
         key = gradient_name(new.outputs, of, x)
         if key in new.outputs:
@@ -163,17 +171,34 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
     return new
 
 
-def _accumulate(b: Builder, name: str, parts: list, first_new: int, loc=None) -> Var:
+class _Made:
+    """The values this pass added to `graph` (after the forward copy): id(value) -> its node's
+    loc.  Brought up to date by `sync`, which reads only the nodes appended since its last call,
+    so the whole pass stays linear in the number of nodes."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.seen = len(graph.nodes)
+        self.loc: dict = {}
+
+    def sync(self) -> dict:
+        nodes = self.graph.nodes
+        for n in nodes[self.seen:]:
+            self.loc[id(n.out)] = n.loc
+        self.seen = len(nodes)
+        return self.loc
+
+
+def _accumulate(b: Builder, name: str, parts: list, made: _Made, loc=None) -> Var:
     """Sum the upstream gradients of one value (fan-out: the copy gate), and name the result
     `d<name>` when this pass created it as a temporary.  The sum cites `loc`, the model line of
     the value fanned out; a value without one (a graph input) cites the line of its uses when
     they share one line, else none: never merely the line of the last gate built."""
-    made = {id(n.out): n.loc for n in b.graph.nodes[first_new:]}
-    new = made.keys()
+    new = made.sync()
     total = parts[0]
     if len(parts) > 1:
         if loc is None:
-            uses = {made.get(id(p.value)) for p in parts}
+            uses = {new.get(id(p.value)) for p in parts}
             loc = uses.pop() if len(uses) == 1 else None
         for k, p in enumerate(parts, 1):      # the contribution of each use: dW1_1, dW1_2, ...
             if p.value.temp and id(p.value) in new:
@@ -181,7 +206,7 @@ def _accumulate(b: Builder, name: str, parts: list, first_new: int, loc=None) ->
         b.loc, b.rule, b.of = loc, "fan-out: the gradients of every use are summed", name
         for p in parts[1:]:
             total = total + p
-        new = {id(n.out) for n in b.graph.nodes[first_new:]}
+        new = made.sync()
     if total.value.temp and id(total.value) in new:
         b.rename(total, "d" + name)
     return total

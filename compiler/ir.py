@@ -22,6 +22,7 @@ NUMPY_DTYPE = {"bool": "bool", "i64": "int64", "f32": "float32", "f64": "float64
 
 TEMP_NAME = re.compile(r"^t\d+\Z")                 # \Z: `$` also matches before a final "\n"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_SUFFIXED = re.compile(r"^(.*)_([1-9][0-9]*)\Z", re.S)   # a name `fresh` made: base_i
 
 
 class GradcError(Exception):
@@ -202,6 +203,9 @@ class Namer:
     def __init__(self, taken=()):
         self.taken = set(taken)
         self._next_temp = 0
+        # base -> k such that base_1 .. base_{k-1} are all taken: `fresh` probes from there, so
+        # naming n values `h` costs O(n), not O(n²); `release` lowers it again
+        self._low: dict = {}
 
     def temp(self) -> str:
         while f"t{self._next_temp}" in self.taken:
@@ -215,15 +219,22 @@ class Namer:
         base = hint if _IDENT.match(hint or "") else "v"
         if keyword.iskeyword(base) or base in self.RESERVED or TEMP_NAME.match(base):
             base = base + "_"
-        name, i = base, 1
-        while name in self.taken:
+        name = base
+        if name in self.taken:
+            i = self._low.get(base, 1)
             name = f"{base}_{i}"
-            i += 1
+            while name in self.taken:
+                i += 1
+                name = f"{base}_{i}"
+            self._low[base] = i + 1
         self.taken.add(name)
         return name
 
     def release(self, name: str) -> None:
         self.taken.discard(name)
+        m = _SUFFIXED.match(name)
+        if m and self._low.get(m[1], 1) > int(m[2]):    # `base_i` is free again
+            self._low[m[1]] = int(m[2])
 
 
 def _text(what: str, text) -> None:

@@ -29,11 +29,18 @@ def _group(n: Node) -> tuple:
     return (n.loc, n.rule, n.of)
 
 
+MAX_INLINE_DEPTH = 16   # an expression nests at most this many inlined nodes: a longer chain of
+                        # single-use temporaries is cut into statements (a 20k-node chain stays
+                        # within Python's parser and recursion limits, and readable)
+
+
 def plan_inlining(graph: Graph) -> set:
-    """Names of the values written inline into their single consumer instead of assigned."""
+    """Names of the values written inline into their single consumer instead of assigned
+    (nested at most MAX_INLINE_DEPTH deep)."""
     users = graph.users()
     outputs = {v.name for v in graph.outputs.values()}
     inline = set()
+    depth: dict = {}        # inlined value -> how many inlined nodes its expression nests
     for n in graph.nodes:
         form = OPS[n.op].numpy
         if not isinstance(form, Expr) or n.out.name in outputs:
@@ -44,7 +51,10 @@ def plan_inlining(graph: Graph) -> set:
         uses = users.get(n.out.name, [])
         if (n.out.temp and len(uses) == 1 and _group(uses[0]) == _group(n)
                 and isinstance(OPS[uses[0].op].numpy, Expr)):
-            inline.add(n.out.name)
+            d = 1 + max((depth.get(v.name, 0) for v in n.inputs), default=0)
+            if d <= MAX_INLINE_DEPTH:
+                inline.add(n.out.name)
+                depth[n.out.name] = d
     return inline
 
 
@@ -131,23 +141,31 @@ def donations(graph: Graph, donate: dict | None, inline: frozenset = frozenset()
             name = users[name][0].out.name
         return order[name]
     returned = {v.name for v in graph.outputs.values()}
+    # one walk for every input: the values sharing its memory (itself and views of it: value ->
+    # input) and the last statement reading that memory, so n nodes and p donations cost O(n + p)
+    memory = {v.name: v.name for v in graph.inputs}
+    last: dict = {}
+    for m in graph.nodes:
+        if OPS[m.op].view and m.inputs[0].name in memory:
+            memory[m.out.name] = memory[m.inputs[0].name]
+        read = {memory[x.name] for x in m.inputs if x.name in memory}
+        if read:
+            at = statement(m.out.name)
+            for r in read:
+                last[r] = max(last.get(r, -1), at)
+    returned_memory = {memory[r] for r in returned if r in memory}
     found: dict = {}
+    used: set = set()
     for key, inp in donate.items():
         v = graph.outputs.get(key)
         n = producers.get(v.name) if v is not None else None
         if (n is None or OPS[n.op].ufunc is None or inp not in inputs or inputs[inp].type != n.out.type
-                or inp in found.values() or v.name in found or n.out.name in inline):
+                or inp in used or v.name in found or n.out.name in inline):
             continue
-        alias = {inp}
-        for m in graph.nodes:
-            if OPS[m.op].view and m.inputs[0].name in alias:
-                alias.add(m.out.name)
-        at = order[v.name]
-        if alias & returned or any(
-                alias & {x.name for x in m.inputs} and statement(m.out.name) > at
-                for m in graph.nodes):
+        if inp in returned_memory or last.get(inp, -1) > order[v.name]:
             continue
         found[v.name] = inp
+        used.add(inp)
     return found
 
 

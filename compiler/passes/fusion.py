@@ -51,10 +51,12 @@ def fusion_groups(graph: Graph) -> list:
             joinable = [group[v.name] for v in n.inputs
                         if v.name in group and group[v.name] not in closed
                         and shape[group[v.name]] == n.out.shape and private(v.name)]
-            gid = joinable[0] if joinable else name
+            # the largest joinable group absorbs the others (moving the smaller lists keeps
+            # the merging O(n log n) over the graph)
+            gid = max(joinable, key=lambda j: len(members[j])) if joinable else name
             members.setdefault(gid, [])
             shape[gid] = n.out.shape
-            for other in dict.fromkeys(joinable[1:]):
+            for other in dict.fromkeys(joinable):
                 if other != gid:
                     for m in members.pop(other):
                         group[m] = gid
@@ -75,11 +77,11 @@ def fusion_groups(graph: Graph) -> list:
             continue
         names = sorted(names, key=index.get)
         inside = set(names)
-        ins: list = []
+        ins: dict = {}                 # ordered set: first-use order
         for m in names:
             for v in producers[m].inputs:
-                if v.name not in inside and v.name not in ins:
-                    ins.append(v.name)
+                if v.name not in inside:
+                    ins.setdefault(v.name)
         red = names[-1] if OPS[producers[names[-1]].op].reduction else None
         out.append(FusionGroup(tuple(names), names[-1], tuple(ins), shape[gid], red))
     out.sort(key=lambda g: index[g.output])
