@@ -103,17 +103,34 @@ def test_20k_node_forward_chain_traces_and_compiles():
     np.testing.assert_allclose(fn(x=x, w=w)["out"], h, rtol=1e-9)
 
 
-def test_deep_graph_compiles_from_a_thread():
+def test_deep_graphs_compile_from_a_thread_scalar_and_memory_planned():
+    """Two compiles at once, off the main thread: the scalar chain, and a 300-step chain of
+    [64, 128] arrays (large enough for memory planning: the planned emitter) whose output is
+    the sum, so d out/dw is the recurrence's dw elementwise."""
     g = compiler.grad(dsl.trace(_chain(600), x=f64[()], w=f64[()]))
+
+    def big(x, w):
+        return dsl.sum(_chain(300)(x, w))
+    gb = compiler.grad(dsl.trace(big, x=f64[64, 128], w=f64[64, 128]))
     got = {}
 
-    def work():
-        got["fn"] = compiler.compile(g, backend="numpy")
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
+    def work(key, graph):
+        got[key] = compiler.compile(graph, backend="numpy")
+    threads = [threading.Thread(target=work, args=a) for a in (("s", g), ("b", gb))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     h, dx, dw = chain_oracle(0.5, 0.8, 600)
-    assert np.isclose(got["fn"](x=np.float64(0.5), w=np.float64(0.8))["dw"], dw, rtol=1e-9)
+    assert np.isclose(got["s"](x=np.float64(0.5), w=np.float64(0.8))["dw"], dw, rtol=1e-9)
+    assert got["b"].plan is not None and got["b"].plan.buffers
+    rng = np.random.default_rng(0)
+    x, w = rng.uniform(-1, 1, (64, 128)), rng.uniform(0.5, 1.5, (64, 128))
+    h, dx, dw = chain_oracle(x, w, 300)
+    out = got["b"](x=x, w=w)
+    np.testing.assert_allclose(out["out"], h.sum(), rtol=1e-10)
+    np.testing.assert_allclose(out["dw"], dw, rtol=1e-8, atol=1e-300)
+    np.testing.assert_allclose(out["dx"], dx, rtol=1e-8, atol=1e-300)
 
 
 class _ProbingNamer:
