@@ -6,6 +6,9 @@ of the size (1.0-2.0 per doubling is linear; 4.0 is quadratic).
     python benchmarks/frontend_scaling.py --quick    # smaller sizes
     python benchmarks/frontend_scaling.py --llvm     # also the LLVM compile of the 16/64-layer MLP
 
+Then the MLP's SGD train step on numpy, built and run once (the update rules, and emission
+with the parameters' arrays donated to their updates).
+
 Models: a scalar chain `h = tanh(h * w)` repeated (every step shares the one weight w: its
 gradient sums one contribution per step), sized by its forward node count; an L-layer tanh MLP
 (width 64, batch 32, f64, softmax cross-entropy), differentiated with respect to every weight.
@@ -102,6 +105,20 @@ def measure(fn, specs, llvm: bool = False) -> dict:
     return row
 
 
+def train_step_seconds(layers: int) -> float:
+    """Construct the MLP's SGD train step on numpy and take one step (trace, grad, the update
+    rules, optimize, emit with the parameters' buffers donated, run)."""
+    import numpy as np
+    fn, specs = mlp(layers)
+    rng = np.random.default_rng(0)
+    params = {k: rng.normal(0, 0.1, s.shape) for k, s in specs.items() if k not in ("X", "y")}
+    t = time.perf_counter()
+    step = compiler.train_step(fn, params, {"X": specs["X"], "y": specs["y"]},
+                               compiler.optim.SGD(lr=0.01))
+    step(X=rng.normal(size=specs["X"].shape), y=rng.integers(0, 10, specs["y"].shape))
+    return time.perf_counter() - t
+
+
 def table(title: str, label: str, sizes: list, rows: list, cols: list) -> str:
     out = [f"{title}", "", f"| {label} | nodes (fwd / grad optimized) | "
            + " | ".join(f"{c} s" for c in cols) + " | total s |",
@@ -139,6 +156,15 @@ def main(argv=None) -> None:
     print()
     rows = [measure(*mlp(L)) for L in mlp_sizes]
     print(table("Tanh MLP, width 64, batch 32, f64", "layers", mlp_sizes, rows, cols))
+    print()
+    print("SGD train step of the MLP on numpy, built and run once (seconds)")
+    prev = None
+    for L in mlp_sizes:
+        t = train_step_seconds(L)
+        growth = "" if prev is None else \
+            f" (×{(t / prev[1]) ** (1 / __import__('math').log2(L / prev[0])):.1f} per doubling)"
+        print(f"  {L} layers: {t:.3f} s{growth}")
+        prev = (L, t)
     if a.llvm:
         print()
         print("LLVM compile (compiler.compile(grad graph, backend='llvm'), information only)")
