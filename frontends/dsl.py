@@ -66,9 +66,19 @@ _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(m)) + os.sep for m in (
     __file__, sys.modules["compiler"].__file__, sys.modules["compiler.builder"].__file__))
 
 
+_GRADC_FILES: dict = {}      # absolute file name -> whether it is gradc's (asked per node)
+
+
 def _is_gradc(filename: str) -> bool:
-    return os.path.abspath(filename).startswith(_PACKAGE_DIRS) if not filename.startswith("<") \
-        else False
+    known = _GRADC_FILES.get(filename)
+    if known is not None:
+        return known
+    if filename.startswith("<"):
+        return False
+    known = os.path.abspath(filename).startswith(_PACKAGE_DIRS)
+    if os.path.isabs(filename):         # a relative name's meaning follows the cwd: not kept
+        _GRADC_FILES[filename] = known
+    return known
 
 
 def _locate() -> str | None:
