@@ -17,7 +17,7 @@ import sympy as sp
 
 from compiler.builder import Builder
 from compiler.ir import NUMPY_DTYPE, Graph, TensorType
-from compiler.ops import SYMPY_RULES
+from compiler.ops import OPS
 from frontends import dsl
 from frontends.dsl import f32, f64, i64
 
@@ -389,7 +389,7 @@ def symbols_for(graph: Graph, names) -> dict:
 
 
 def sympy_values(graph: Graph, symbols: dict, numbers: dict) -> dict:
-    """Render every value of `graph` with the op table's SYMPY_RULES: symbolic inputs from
+    """Render every value of `graph` with the op records' SymPy meanings: symbolic inputs from
     `symbols`, the others as exact numbers from `numbers` (bools as sp.true/sp.false)."""
     env = {}
     for v in graph.inputs:
@@ -405,7 +405,7 @@ def sympy_values(graph: Graph, symbols: dict, numbers: dict) -> dict:
         env[v.name] = arr
     for n in graph.nodes:
         env[n.out.name] = np.asarray(
-            SYMPY_RULES[n.op](*(env[v.name] for v in n.inputs), **n.attrs), dtype=object)
+            OPS[n.op].sympy(*(env[v.name] for v in n.inputs), **n.attrs), dtype=object)
     return env
 
 
@@ -447,6 +447,4 @@ def set_gate(monkeypatch, op: str, rules) -> None:
     """Replace op's gate rule for one test (a deliberately wrong rule the checks must catch):
     the op's record is swapped for a copy with `gate=rules`, undone after the test."""
     import dataclasses
-
-    from compiler.ops import OPS
     monkeypatch.setitem(OPS, op, dataclasses.replace(OPS[op], gate=rules))

@@ -1,6 +1,6 @@
 """Second derivatives (compiler/higher.py, compiler/check_hessian.py, examples/newton.py).
 
-* every op of the table, parametrized over compiler.ops.SHAPE_RULES with the per-op samples of
+* every op of the table, parametrized over compiler.ops.OPS with the per-op samples of
   tests/graphs.py: H·v of loss = Σ c·op(x) over all float inputs (c included, so the mixed
   derivatives ∂²L/∂x∂c = ∂op/∂x exercise each gate rule's dependence on its upstream gradient),
   from compiler.hvp run by the interpreter and both backends, against SymPy differentiating the

@@ -4,7 +4,7 @@ as soon as it has a sample):
 * its gradient (compiler.grad + the reference interpreter, float64) against central finite
   differences, relative error < 1e-6, on several shapes including broadcasting and fan-out;
 * its gate rule against sympy.diff of its SymPy meaning: the single-op forward graph and its
-  gradient graph are rendered with SYMPY_RULES, and dL/dx from sympy.diff is compared with the
+  gradient graph are rendered with the op records' SymPy meanings, and dL/dx from sympy.diff is compared with the
   rendered gradient at random points (away from kinks);
 * its SymPy meaning against its reference evaluation;
 * the interpreter against the emitted NumPy code, forward and gradient, f64 and f32;

@@ -4,8 +4,8 @@ node's output, in graph order; see `buffer_values`).  Every buffer is C-contiguo
 0, or 1 + the index of a computed label check that failed (llvm_labels.py): labels the graph
 computes are checked right after the values they depend on, before any other node runs.
 
-Loops: each node is lowered (through `LLVM_LOWERINGS`, llvm_lower.py) to a nest of counted
-loops over its output; a fusion group (compiler/passes/fusion.py: elementwise nodes of one
+Loops: each node is lowered (by its op record's `llvm` lowering, compiler/ops/) to a nest of
+counted loops over its output; a fusion group (compiler/passes/fusion.py: elementwise nodes of one
 shape whose intermediates have no other reader, maybe closed by a reduction) is one loop nest
 whose intermediates stay in registers.  An operand is read through a strided *view*: an element
 offset and one stride per loop dimension (0 along a broadcast axis), so broadcasting,
@@ -26,32 +26,16 @@ Names: the buffer pointers carry the value names of the model (`%h`, `%dW1`), lo
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import NamedTuple
 
 from llvmlite import ir
 
 from ..ir import Graph, Node, Value
+from ..ops import OPS
+from .llvm_types import (I8, I32, I64, LL_TYPES, PTR, VOID, View,  # noqa: F401  (used by callers)
+                         const_i64, contiguous_strides)
 from .quote import comment as quoted, identifier, identifiers
 
-VOID = ir.VoidType()
-PTR = ir.PointerType()
-I64 = ir.IntType(64)
-I8 = ir.IntType(8)
-I32 = ir.IntType(32)
-LL_TYPES = {"f64": ir.DoubleType(), "f32": ir.FloatType(), "i64": I64, "bool": I8}
 MAX_SCOPED_BUFFERS = 400
-
-
-def const_i64(v: int) -> ir.Constant:
-    return ir.Constant(I64, int(v))
-
-
-def contiguous_strides(shape) -> tuple:
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= d
-    return tuple(reversed(strides))
 
 
 def broadcast_strides(shape, out_shape) -> tuple:
@@ -83,11 +67,9 @@ def collapse(shape, strides_list) -> tuple:
     return tuple(new_shape), [tuple(s) for s in new_strides]
 
 
-class View(NamedTuple):
-    """Element (offset + Σ iₖ·strides[k]) of the buffer `value`."""
-    value: Value
-    offset: int
-    strides: tuple
+def lowerings() -> dict:
+    """op -> its LLVM lowering, from the op records."""
+    return {op: rec.llvm for op, rec in OPS.items()}
 
 
 def buffer_values(graph: Graph) -> list:
@@ -506,8 +488,7 @@ def _describe(node: Node) -> str:
 def plan_untouched(graph: Graph, fuse: bool = True) -> frozenset:
     """The values whose buffers the emitted code never touches (what `emit_llvm_plan`
     reports), found without emitting: for a kernel whose object code comes from the cache."""
-    from .llvm_lower import LLVM_LOWERINGS
-    em = ModuleEmitter(graph, "plan", LLVM_LOWERINGS, fuse)
+    em = ModuleEmitter(graph, "plan", lowerings(), fuse)
     em.plan()
     return frozenset(em.untouched)
 
@@ -523,8 +504,7 @@ def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
     intermediates and transposes folded into gemm; the runtime need not allocate them).
     A graph with integer-label inputs gets a second function, `symbol` + "_labels"
     (`emit_label_check`)."""
-    from .llvm_lower import LLVM_LOWERINGS
-    em = ModuleEmitter(graph, symbol, LLVM_LOWERINGS, fuse)
+    em = ModuleEmitter(graph, symbol, lowerings(), fuse)
     from .llvm_labels import emit_label_check, label_checks
     checks = label_checks(graph)
     if checks:

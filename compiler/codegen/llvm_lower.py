@@ -1,4 +1,5 @@
-"""The LLVM lowering of every primitive: `LLVM_LOWERINGS[op]` is an object with
+"""The LLVM lowerings of the elementwise primitives, which their op records name (`llvm=` in
+compiler/ops/elementwise.py).  A lowering is an object with
 `lower(emitter, node)` (emitter: llvm_emit.ModuleEmitter), and optionally
 `immediate(emitter, node)` (a constant standing for every element) and `labels(node)` (the
 integer-label operand and its bound, checked by the kernel before native code runs).
@@ -15,9 +16,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from . import llvm_math as M
-from .llvm_emit import I8
-from .llvm_reduce import LOSS_LOWERINGS, REDUCE_LOWERINGS
-from .llvm_shape import SHAPE_LOWERINGS
+from .llvm_types import I8
 
 F64 = ir.DoubleType()
 FLOATS = ("f32", "f64")
@@ -67,30 +66,30 @@ def _intr(em, name, x, nargs=1):
 
 
 # ---- unary --------------------------------------------------------------------------------
-def _math(fn):
+def via_math(fn):
     w = M.widened(fn)
     return Elementwise(lambda em, a, node: w(em.b, a[0]))
 
 
-def _sigmoid64(b, x, name=""):
+def sigmoid64(b, x, name=""):
     """1/(1+e) for x ≥ 0, e/(1+e) otherwise, e = exp(−|x|) (no overflow either way)."""
     e = M.exp(b, b.fneg(b.call(M.intrinsic(b, "llvm.fabs", F64), [x])))
     one_e = b.fadd(M.c(1.0), e)
     return b.select(b.fcmp_ordered(">=", x, M.c(0.0)), b.fdiv(M.c(1.0), one_e), b.fdiv(e, one_e))
 
 
-def _softplus64(b, x, name=""):
+def softplus64(b, x, name=""):
     """log(1 + eˣ) = max(x, 0) + log1p(exp(−|x|))."""
     e = M.exp(b, b.fneg(b.call(M.intrinsic(b, "llvm.fabs", F64), [x])))
     mx = M.relu(b, x)
     return b.fadd(mx, M.log1p(b, e))
 
 
-def _swish64(b, x, name=""):
-    return b.fmul(x, _sigmoid64(b, x))
+def swish64(b, x, name=""):
+    return b.fmul(x, sigmoid64(b, x))
 
 
-def _elu(em, a, node):
+def scalar_elu(em, a, node):
     """x for x > 0, else α·expm1(min(x, 0)) (in the operand's dtype, as NumPy)."""
     b, x = em.b, a[0]
     neg = M.minimum(b, x, _k(em, node, 0.0))
@@ -99,18 +98,18 @@ def _elu(em, a, node):
                     b.fmul(_k(em, node, node.attrs["alpha"]), em1))
 
 
-def _neg(em, a, node):
+def scalar_neg(em, a, node):
     return em.b.fneg(a[0]) if _fl(node) else em.b.sub(_k(em, node, 0), a[0])
 
 
-def _abs(em, a, node):
+def scalar_abs(em, a, node):
     b, x = em.b, a[0]
     if _fl(node):
         return b.call(_intr(em, "llvm.fabs", x), [x])
     return b.select(b.icmp_signed("<", x, _k(em, node, 0)), b.sub(_k(em, node, 0), x), x)
 
 
-def _sign(em, a, node):
+def scalar_sign(em, a, node):
     """+1, −1, or x itself (0 or NaN)."""
     b, x = em.b, a[0]
     if _fl(node):
@@ -120,23 +119,23 @@ def _sign(em, a, node):
     return b.select(gt, _k(em, node, 1), b.select(lt, _k(em, node, -1), x))
 
 
-def _relu(em, a, node):
+def scalar_relu(em, a, node):
     x = a[0]
     return M.relu(em.b, x)
 
 
-def _leaky_relu(em, a, node):
+def scalar_leaky_relu(em, a, node):
     b, x = em.b, a[0]
     return b.select(b.fcmp_ordered(">", x, _k(em, node, 0.0)), x,
                     b.fmul(_k(em, node, node.attrs["alpha"]), x))
 
 
-def _libm(name):
+def libm_call(name):
     return Elementwise(lambda em, a, node: em.b.call(_intr(em, name, a[0], 1), [a[0]]))
 
 
 # ---- binary -------------------------------------------------------------------------------
-def _arith(fop, iop):
+def arith(fop, iop):
     def scalar(em, a, node):
         if _fl(node):
             return getattr(em.b, fop)(a[0], a[1])
@@ -144,14 +143,14 @@ def _arith(fop, iop):
     return Elementwise(scalar)
 
 
-def _binary_intrinsic(name):
+def binary_intrinsic(name):
     return Elementwise(lambda em, a, node: em.b.call(_intr(em, name, a[0], 2), [a[0], a[1]]))
 
 
 _FCMP = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "=="}
 
 
-def _compare(op):
+def compare(op):
     def scalar(em, a, node):
         b = em.b
         if node.inputs[0].dtype in FLOATS:
@@ -163,12 +162,12 @@ def _compare(op):
     return Elementwise(scalar)
 
 
-def _where(em, a, node):
+def scalar_where(em, a, node):
     b = em.b
     return b.select(b.icmp_unsigned("!=", a[0], ir.Constant(I8, 0)), a[1], a[2])
 
 
-def _cast(em, a, node):
+def scalar_cast(em, a, node):
     """NumPy's astype: float↔float rounds, int/bool → float converts, float → bool is x ≠ 0
     (NaN is True), float → int truncates toward zero."""
     b, x = em.b, a[0]
@@ -188,44 +187,8 @@ def _cast(em, a, node):
     return b.zext(x, ty) if src == "bool" else b.fptosi(x, ty)
 
 
-def _dropout(em, a, node):
+def scalar_dropout(em, a, node):
     """x/(1−p) where kept, else 0."""
     b = em.b
     kept = b.fdiv(a[0], _k(em, node, 1 - node.attrs["p"]))
     return b.select(b.icmp_unsigned("!=", a[1], ir.Constant(I8, 0)), kept, _k(em, node, 0.0))
-
-
-LLVM_LOWERINGS: dict = {
-    "neg": Elementwise(_neg),
-    "exp": _math(M.exp),
-    "log": _math(M.log),
-    "log1p": _math(M.log1p),
-    "sqrt": _libm("llvm.sqrt"),
-    "tanh": _math(M.tanh),
-    "sigmoid": _math(_sigmoid64),
-    "softplus": _math(_softplus64),
-    "swish": _math(_swish64),
-    "relu": Elementwise(_relu),
-    "leaky_relu": Elementwise(_leaky_relu),
-    "elu": Elementwise(_elu),
-    "abs": Elementwise(_abs),
-    "sign": Elementwise(_sign),
-    "sin": _libm("llvm.sin"),
-    "cos": _libm("llvm.cos"),
-    "add": Sum(_arith("fadd", "add").scalar),
-    "sub": _arith("fsub", "sub"),
-    "mul": _arith("fmul", "mul"),
-    "div": _arith("fdiv", "sdiv"),
-    "pow": _binary_intrinsic("llvm.pow"),
-    "maximum": Elementwise(lambda em, a, node: M.maximum(em.b, a[0], a[1])),
-    "minimum": Elementwise(lambda em, a, node: M.minimum(em.b, a[0], a[1])),
-    **{op: _compare(op) for op in ("greater", "greater_equal", "less", "less_equal", "equal",
-                                   "not_equal")},
-    "where": Elementwise(_where),
-    "cast": Elementwise(_cast),
-    "const": Const(),
-    "dropout": Elementwise(_dropout),
-    **REDUCE_LOWERINGS,
-    **SHAPE_LOWERINGS,
-    **LOSS_LOWERINGS,
-}

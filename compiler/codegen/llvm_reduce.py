@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from . import llvm_math as M
-from .llvm_emit import View, const_i64, contiguous_strides
+from .llvm_types import View, const_i64, contiguous_strides
 
 REASSOC = ("reassoc", "contract")
 
@@ -128,7 +128,7 @@ def _line_max(em, x, base, n, stride):
     return em.get(m, ty)
 
 
-def _softmax(log: bool):
+def lower_softmax(log: bool):
     def lower(em, node):
         x, out = node.inputs[0], node.out
         ty = em.ll(x.dtype)
@@ -170,7 +170,7 @@ def _pick_row(em, x, r, ok, y, c):
     return b.select(ok, v, ir.Constant(v.type, math.nan))
 
 
-def _xent(em, node):
+def lower_xent(em, node):
     scores, labels = node.inputs
     out = node.out
     n, c = scores.shape
@@ -193,7 +193,7 @@ def _xent(em, node):
     em.store(loss, out, const_i64(0))
 
 
-def _svm(em, node):
+def lower_svm(em, node):
     scores, labels = node.inputs
     out = node.out
     n, c = scores.shape
@@ -214,7 +214,7 @@ def _svm(em, node):
     em.store(b.fdiv(em.get(total, ty), ir.Constant(ty, float(n))), out, const_i64(0))
 
 
-def _pick(em, node):
+def lower_pick(em, node):
     x, labels = node.inputs
     n, c = x.shape
     with em.loop(n, "r") as r:
@@ -222,7 +222,7 @@ def _pick(em, node):
         em.store(_pick_row(em, x, r, ok, y, c), node.out, r)
 
 
-def _onehot(em, node):
+def lower_onehot(em, node):
     labels = node.inputs[0]
     depth = node.attrs["depth"]
     out = node.out
@@ -235,15 +235,3 @@ def _onehot(em, node):
         with em.loop(depth, "k") as k:
             v = b.select(b.icmp_signed("==", y, k), one, zero)
             em.store(v, out, b.add(b.mul(r, const_i64(depth)), k))
-
-
-REDUCE_LOWERINGS = {"sum": Reduce("sum"), "mean": Reduce("mean"), "max": Reduce("max")}
-
-LOSS_LOWERINGS = {
-    "softmax": _softmax(False),
-    "log_softmax": _softmax(True),
-    "softmax_cross_entropy": Lowering(_xent),
-    "svm_loss": Lowering(_svm),
-    "pick": Lowering(_pick),
-    "onehot": Lowering(_onehot),
-}

@@ -19,7 +19,7 @@ from llvmlite import ir
 from runtime.blas import INT_BITS as BLAS_INT_BITS
 
 from ..ir import UnsupportedError
-from .llvm_emit import I8, PTR, VOID, View, contiguous_strides
+from .llvm_types import I8, PTR, VOID, View, contiguous_strides
 
 BLAS_INT = ir.IntType(BLAS_INT_BITS)          # gemm's INTEGER arguments
 BLAS_INT_MAX = 2 ** (BLAS_INT_BITS - 1) - 1
@@ -37,12 +37,12 @@ class Lowering:
         self.fn(em, node)
 
 
-def _reshape(em, node):
+def lower_reshape(em, node):
     n = node.out.type.size
     em.copy(View(node.out, 0, (1,)), View(node.inputs[0], 0, (1,)), (n,))
 
 
-def _transpose(em, node):
+def lower_transpose(em, node):
     x = node.inputs[0]
     xs = contiguous_strides(x.shape)
     src = View(x, 0, tuple(xs[p] for p in node.attrs["perm"]))
@@ -69,19 +69,19 @@ def index_view(value, index) -> View:
     return View(value, offset, tuple(strides))
 
 
-def _getitem(em, node):
+def lower_getitem(em, node):
     src = index_view(node.inputs[0], node.attrs["index"])
     em.copy(em.view(node.out), src, node.out.shape)
 
 
-def _putitem(em, node):
+def lower_putitem(em, node):
     g = node.inputs[0]
     zero = ir.Constant(em.ll(node.out.dtype), 0.0 if node.out.type.is_float else 0)
     em.fill(node.out, zero)
     em.copy(index_view(node.out, node.attrs["index"]), em.view(g), g.shape)
 
 
-def _broadcast_to(em, node):
+def lower_broadcast_to(em, node):
     em.copy(em.view(node.out), em.view(node.inputs[0], node.out.shape), node.out.shape)
 
 
@@ -124,7 +124,7 @@ def _inline(m, n, k, aflag, bflag) -> bool:
                                         or (aflag, bflag) == ("N", "T"))
 
 
-def _matmul(em, node):
+def lower_matmul(em, node):
     """C = op(A)·op(B) (op = transpose where the node's transpose_a/transpose_b is set)."""
     out = node.out
     m, n, k, (asrc, aflag, _), (bsrc, bflag, _) = _product(em, node)
@@ -237,13 +237,3 @@ class Transpose(Lowering):
 
     def transpose_of(self, node):
         return node.inputs[0] if tuple(node.attrs["perm"]) == (1, 0) else None
-
-
-SHAPE_LOWERINGS = {
-    "reshape": Lowering(_reshape),
-    "transpose": Transpose(_transpose),
-    "getitem": Lowering(_getitem),
-    "putitem": Lowering(_putitem),
-    "broadcast_to": Lowering(_broadcast_to),
-    "matmul": Matmul(_matmul),
-}

@@ -41,7 +41,7 @@ def _planned_lines(n, name, args, buf, plan) -> list | None:
         x = f"{args[0]}.T" if a.get("transpose_a") else args[0]
         y = f"{args[1]}.T" if a.get("transpose_b") else args[1]
         return [f"{name} = np.matmul({x}, {y}, out={buf})"]
-    if op in ("sum", "mean", "max"):     # the array's method: no Python-level dispatch
+    if OPS[op].reduction:     # the array's method: no Python-level dispatch
         axes = tuple(a["axes"])
         keep = ", keepdims=True" if a["keepdims"] else ""
         return [f"{name} = {args[0]}.{op}(axis={axes[0] if len(axes) == 1 else axes!r}{keep}, "

@@ -7,19 +7,13 @@ NumPy `out=` ufunc, plannable, bounded, ...).  Passes, backends, the runtime and
 the record (`OPS[n.op].view`); `tests/test_op_table.py` walks every field and trait of every
 record and fails on a missing or inconsistent one.
 
-Transitional: SHAPE_RULES, EVAL_RULES, GATE_RULES, SYMPY_RULES, NUMPY_EMITTERS, LABEL_RULES (and
-ops.attrs.ATTRS) are read-only views `op -> OPS[op].<field>` for callers not yet migrated.
+The LLVM lowerings are objects from compiler/codegen/llvm_lower.py, llvm_reduce.py and
+llvm_shape.py, which import only llvmlite and codegen/llvm_types.py (never the emitter), so
+declaring the ops loads neither the emitter nor the passes.
 """
 from __future__ import annotations
 
-from .record import OPS, RULES, TRAITS, FieldView, OpRecord, declare  # noqa: F401
-
-SHAPE_RULES = FieldView("shape")
-EVAL_RULES = FieldView("eval")
-GATE_RULES = FieldView("gate")
-SYMPY_RULES = FieldView("sympy")
-NUMPY_EMITTERS = FieldView("numpy")
-LABEL_RULES = FieldView("label", only_set=True)
+from .record import OPS, RULES, TRAITS, OpRecord, declare  # noqa: F401
 
 
 def known_ops() -> str:
@@ -39,11 +33,4 @@ def gate(*pairs):
     return tuple(out)
 
 
-from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (fills the tables)
-
-# The LLVM lowerings are still tabled beside the emitter (codegen/llvm_lower.py: LLVM_LOWERINGS);
-# each record's `llvm` field is filled from that table here.
-from ..codegen.llvm_lower import LLVM_LOWERINGS  # noqa: E402
-from dataclasses import replace as _replace  # noqa: E402
-for _op, _lowering in LLVM_LOWERINGS.items():
-    OPS[_op] = _replace(OPS[_op], llvm=_lowering)
+from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (declares the records)

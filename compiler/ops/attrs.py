@@ -17,11 +17,6 @@ import numbers
 import numpy as np
 
 from ..ir import DTYPES, GradcError
-from .record import FieldView
-
-
-# transitional, read-only: op -> OPS[op].attrs, for callers not yet asking the record
-ATTRS = FieldView("attrs")
 
 
 class AttrError(GradcError, TypeError):

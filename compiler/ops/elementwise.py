@@ -11,6 +11,8 @@ import numpy as np
 import sympy as sp
 
 from .. import builder as B
+from ..codegen import llvm_lower as LL, llvm_math as M
+from ..codegen.llvm_lower import Elementwise
 from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, literal, prefix,
                              template, where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
@@ -83,10 +85,8 @@ declare("neg",
         gate=gate("dx = −G", lambda g, out, x: -g),
         sympy=elementwise(lambda x: -x),
         numpy=prefix("-"),
-        elementwise=True,
-        ufunc="np.negative",
-        plannable=True,
-        through=True)
+        llvm=Elementwise(LL.scalar_neg),
+        elementwise=True, ufunc="np.negative", plannable=True, through=True)
 
 declare("exp",
         shape=float_unary("exp"),
@@ -94,10 +94,8 @@ declare("exp",
         gate=zero_safe("dx = G·exp(x)", lambda g, out, x: g * out),
         sympy=elementwise(sp.exp),
         numpy=call("np.exp"),
-        elementwise=True,
-        ufunc="np.exp",
-        plannable=True,
-        nonneg=True)
+        llvm=LL.via_math(M.exp),
+        elementwise=True, ufunc="np.exp", plannable=True, nonneg=True)
 
 declare("log",
         shape=float_unary("log"),
@@ -105,9 +103,8 @@ declare("log",
         gate=zero_safe("dx = G/x", lambda g, out, x: g / x),
         sympy=elementwise(sp.log),
         numpy=call("np.log"),
-        elementwise=True,
-        ufunc="np.log",
-        plannable=True)
+        llvm=LL.via_math(M.log),
+        elementwise=True, ufunc="np.log", plannable=True)
 
 declare("log1p",
         shape=float_unary("log1p"),
@@ -115,9 +112,8 @@ declare("log1p",
         gate=zero_safe("dx = G/(1+x)", lambda g, out, x: g / (1 + x)),
         sympy=elementwise(lambda x: sp.log(1 + x)),
         numpy=call("np.log1p"),
-        elementwise=True,
-        ufunc="np.log1p",
-        plannable=True)
+        llvm=LL.via_math(M.log1p),
+        elementwise=True, ufunc="np.log1p", plannable=True)
 
 declare("sqrt",
         shape=float_unary("sqrt"),
@@ -125,10 +121,8 @@ declare("sqrt",
         gate=zero_safe("dx = G/(2·√x)", lambda g, out, x: g / (2 * out)),
         sympy=elementwise(sp.sqrt),
         numpy=call("np.sqrt"),
-        elementwise=True,
-        ufunc="np.sqrt",
-        plannable=True,
-        nonneg=True)
+        llvm=LL.libm_call("llvm.sqrt"),
+        elementwise=True, ufunc="np.sqrt", plannable=True, nonneg=True)
 
 declare("tanh",
         shape=float_unary("tanh"),
@@ -136,10 +130,8 @@ declare("tanh",
         gate=zero_safe("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out)),
         sympy=elementwise(sp.tanh),
         numpy=call("np.tanh"),
-        elementwise=True,
-        ufunc="np.tanh",
-        plannable=True,
-        bounded=True)
+        llvm=LL.via_math(M.tanh),
+        elementwise=True, ufunc="np.tanh", plannable=True, bounded=True)
 
 declare("sin",
         shape=float_unary("sin"),
@@ -147,10 +139,8 @@ declare("sin",
         gate=zero_safe("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x)),
         sympy=elementwise(sp.sin),
         numpy=call("np.sin"),
-        elementwise=True,
-        ufunc="np.sin",
-        plannable=True,
-        bounded=True)
+        llvm=LL.libm_call("llvm.sin"),
+        elementwise=True, ufunc="np.sin", plannable=True, bounded=True)
 
 declare("cos",
         shape=float_unary("cos"),
@@ -158,10 +148,8 @@ declare("cos",
         gate=zero_safe("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x))),
         sympy=elementwise(sp.cos),
         numpy=call("np.cos"),
-        elementwise=True,
-        ufunc="np.cos",
-        plannable=True,
-        bounded=True)
+        llvm=LL.libm_call("llvm.cos"),
+        elementwise=True, ufunc="np.cos", plannable=True, bounded=True)
 
 declare("sigmoid",
         shape=float_unary("sigmoid"),
@@ -169,9 +157,8 @@ declare("sigmoid",
         gate=zero_safe("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out))),
         sympy=elementwise(lambda x: 1 / (1 + sp.exp(-x))),
         numpy=helper(sigmoid),
-        elementwise=True,
-        bounded=True,
-        nonneg=True)
+        llvm=LL.via_math(LL.sigmoid64),
+        elementwise=True, bounded=True, nonneg=True)
 
 declare("softplus",
         shape=float_unary("softplus"),
@@ -179,8 +166,8 @@ declare("softplus",
         gate=zero_safe("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x)),
         sympy=elementwise(lambda x: sp.log(1 + sp.exp(x))),
         numpy=template("np.logaddexp(0, {0})"),
-        elementwise=True,
-        nonneg=True)
+        llvm=LL.via_math(LL.softplus64),
+        elementwise=True, nonneg=True)
 
 declare("swish",
         shape=float_unary("swish"),
@@ -189,6 +176,7 @@ declare("swish",
                   lambda g, out, x: g * _swish_slope(x, out)),
         sympy=elementwise(lambda x: x / (1 + sp.exp(-x))),
         numpy=helper(swish, also=(sigmoid,)),
+        llvm=LL.via_math(LL.swish64),
         elementwise=True)
 
 declare("relu",
@@ -197,10 +185,8 @@ declare("relu",
         gate=gate("dx = G·[x > 0]", lambda g, out, x: B.where(out > 0, g, 0)),
         sympy=elementwise(lambda x: sp.Max(x, 0)),
         numpy=Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0.0)"),
-        elementwise=True,
-        plannable=True,
-        through=True,
-        nonneg=True)
+        llvm=Elementwise(LL.scalar_relu),
+        elementwise=True, plannable=True, through=True, nonneg=True)
 
 declare("leaky_relu",
         shape=float_unary("leaky_relu"),
@@ -210,6 +196,7 @@ declare("leaky_relu",
                   lambda g, out, x, alpha: B.where(x > 0, g, alpha * g)),
         sympy=elementwise(lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * x, True))),
         numpy=template("np.where({0} > 0, {0}, {alpha!r} * {0})"),
+        llvm=Elementwise(LL.scalar_leaky_relu),
         elementwise=True)
 
 declare("elu",
@@ -221,6 +208,7 @@ declare("elu",
         sympy=elementwise(
 lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))),
         numpy=helper(elu, "alpha"),
+        llvm=Elementwise(LL.scalar_elu),
         elementwise=True)
 
 declare("abs",
@@ -229,11 +217,8 @@ declare("abs",
         gate=zero_safe("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x)),
         sympy=elementwise(sp.Abs),
         numpy=call("np.abs"),
-        elementwise=True,
-        ufunc="np.absolute",
-        plannable=True,
-        through=True,
-        nonneg=True)
+        llvm=Elementwise(LL.scalar_abs),
+        elementwise=True, ufunc="np.absolute", plannable=True, through=True, nonneg=True)
 
 declare("sign",
         shape=lambda ins: _numeric(ins[0], "sign"),
@@ -241,10 +226,8 @@ declare("sign",
         gate=gate("dx = 0 (sign is flat)", lambda g, out, x: _zeros_like(x)),
         sympy=elementwise(sp.sign),
         numpy=call("np.sign"),
-        elementwise=True,
-        ufunc="np.sign",
-        plannable=True,
-        bounded=True)
+        llvm=Elementwise(LL.scalar_sign),
+        elementwise=True, ufunc="np.sign", plannable=True, bounded=True)
 
 
 # ---- binary arithmetic --------------------------------------------------------------------
@@ -255,9 +238,8 @@ declare("add",
                   "dB = G", lambda g, out, a, b: g),
         sympy=elementwise(lambda a, b: a + b),
         numpy=infix("+", ADD),
-        elementwise=True,
-        ufunc="np.add",
-        plannable=True)
+        llvm=LL.Sum(LL.arith("fadd", "add").scalar),
+        elementwise=True, ufunc="np.add", plannable=True)
 
 declare("sub",
         shape=arith_binary("sub"),
@@ -266,10 +248,8 @@ declare("sub",
                   "dB = −G", lambda g, out, a, b: -g),
         sympy=elementwise(lambda a, b: a - b),
         numpy=infix("-", ADD),
-        elementwise=True,
-        ufunc="np.subtract",
-        plannable=True,
-        ordered=True)
+        llvm=LL.arith("fsub", "sub"),
+        elementwise=True, ufunc="np.subtract", plannable=True, ordered=True)
 
 declare("mul",
         shape=arith_binary("mul"),
@@ -278,9 +258,8 @@ declare("mul",
                   "dB = G·A", lambda g, out, a, b: g * a),
         sympy=elementwise(lambda a, b: a * b),
         numpy=infix("*", MUL),
-        elementwise=True,
-        ufunc="np.multiply",
-        plannable=True)
+        llvm=LL.arith("fmul", "mul"),
+        elementwise=True, ufunc="np.multiply", plannable=True)
 
 declare("div",
         shape=float_binary("div"),
@@ -289,10 +268,8 @@ declare("div",
                   "dB = −G·(A/B)/B", lambda g, out, a, b: -(g * out) / b),
         sympy=elementwise(lambda a, b: a / b),
         numpy=infix("/", MUL),
-        elementwise=True,
-        ufunc="np.divide",
-        plannable=True,
-        ordered=True)
+        llvm=LL.arith("fdiv", "sdiv"),
+        elementwise=True, ufunc="np.divide", plannable=True, ordered=True)
 
 declare("pow",
         shape=float_binary("pow"),
@@ -301,10 +278,8 @@ declare("pow",
                   "dB = G·A^B·log A", lambda g, out, a, b: g * (out * B.log(a))),
         sympy=elementwise(lambda a, b: a ** b),
         numpy=infix("**", POW),
-        elementwise=True,
-        ufunc="np.power",
-        plannable=True,
-        ordered=True)
+        llvm=LL.binary_intrinsic("llvm.pow"),
+        elementwise=True, ufunc="np.power", plannable=True, ordered=True)
 
 declare("maximum",
         shape=float_binary("maximum"),
@@ -314,10 +289,8 @@ declare("maximum",
 "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a)),
         sympy=elementwise(sp.Max),
         numpy=call("np.maximum"),
-        elementwise=True,
-        ufunc="np.maximum",
-        plannable=True,
-        ordered=True)
+        llvm=Elementwise(lambda em, a, node: M.maximum(em.b, a[0], a[1])),
+        elementwise=True, ufunc="np.maximum", plannable=True, ordered=True)
 
 declare("minimum",
         shape=float_binary("minimum"),
@@ -327,10 +300,8 @@ declare("minimum",
 "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b)),
         sympy=elementwise(sp.Min),
         numpy=call("np.minimum"),
-        elementwise=True,
-        ufunc="np.minimum",
-        plannable=True,
-        ordered=True)
+        llvm=Elementwise(lambda em, a, node: M.minimum(em.b, a[0], a[1])),
+        elementwise=True, ufunc="np.minimum", plannable=True, ordered=True)
 
 
 # ---- comparisons, where, cast, constants --------------------------------------------------
@@ -346,10 +317,8 @@ for _op, _np, _sp, _sym in (("greater", np.greater, sp.StrictGreaterThan, ">"),
             gate=gate(None, None),
             sympy=elementwise(_sp),
             numpy=infix(_sym, CMP),
-            elementwise=True,
-            selects=True,
-            ufunc=f"np.{_np.__name__}",
-            plannable=True,
+            llvm=LL.compare(_op),
+            elementwise=True, selects=True, ufunc=f"np.{_np.__name__}", plannable=True,
             ordered=_op not in ("equal", "not_equal"))
 
 declare("where",
@@ -360,10 +329,8 @@ declare("where",
                   "dB = G where not cond", lambda g, out, c, a, b: B.where(c, 0, g)),
         sympy=elementwise(sym_where),
         numpy=where_form(),
-        elementwise=True,
-        selects=True,
-        plannable=True,
-        ordered=True)
+        llvm=Elementwise(LL.scalar_where),
+        elementwise=True, selects=True, plannable=True, ordered=True)
 
 declare("cast",
         shape=lambda ins, dtype: _cast_type(ins[0], dtype),
@@ -374,8 +341,8 @@ declare("cast",
         numpy=Expr(lambda args, attrs, node:   # a scalar may be a Python number
                    f"np.{NUMPY_DTYPE[attrs['dtype']]}({args[0][0]})" if not node.out.shape
                    else f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})"),
-        elementwise=True,
-        plannable=True)
+        llvm=Elementwise(LL.scalar_cast),
+        elementwise=True, plannable=True)
 
 declare("const",
         shape=lambda ins, value, dtype, shape: TensorType(dtype, shape),
@@ -384,7 +351,8 @@ declare("const",
         gate=gate(),
         sympy=lambda value, dtype, shape: _sym_const(value, shape),
         numpy=Expr(lambda args, attrs, node: _const_text(attrs)[0],
-                   prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1]))
+                   prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1]),
+        llvm=LL.Const())
 
 # dropout(x, keep; p) = x/(1−p) where keep else 0 (inverted dropout; `keep` is a bool mask input
 # the runtime draws with P(keep) = 1−p each step; see compiler/train.py).  Linear in x.
@@ -398,6 +366,7 @@ declare("dropout",
 bool(keep) if isinstance(keep, (bool, np.bool_)) else keep, x / (1 - sp.nsimplify(p)), 0)),
         numpy=Expr(lambda args, attrs, node: f"np.where({args[1][0]}, "
                    f"{wrap(args[0], MUL, False)} / {1 - attrs['p']!r}, 0)"),
+        llvm=Elementwise(LL.scalar_dropout),
         selects=True)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import builder as B
+from ..codegen import llvm_shape as LS
 from ..codegen.forms import ATOM, MUL, Expr, wrap
 from ..ir import ShapeError, TensorType
 from . import gate
@@ -73,8 +74,8 @@ _flagged(a, transpose_a), _flagged(b, transpose_b)),
         sympy=lambda a, b, transpose_a=False, transpose_b=False: np.asarray(
 _flagged(a, transpose_a).dot(_flagged(b, transpose_b)), dtype=object),
         numpy=Expr(lambda args, attrs, node: _matmul_text(args, attrs), MUL),
-        plannable=True,
-        ordered=True)
+        llvm=LS.Matmul(LS.lower_matmul),
+        plannable=True, ordered=True)
 
 
 def _matmul_text(args, attrs) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import sympy as sp
 
 from .. import builder as B
+from ..codegen import llvm_reduce as LR
 from ..codegen import numpy_helpers as H
 from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
@@ -166,8 +167,8 @@ declare("softmax",
                   lambda g, out, x, axis: out * (g - B.sum(g * out, axis, keepdims=True))),
         sympy=_sym_softmax,
         numpy=helper(H.softmax, "axis"),
-        bounded=True,
-        nonneg=True)
+        llvm=LR.lower_softmax(False),
+        bounded=True, nonneg=True)
 
 declare("log_softmax",
         shape=_axis_type("log_softmax"),
@@ -176,7 +177,8 @@ declare("log_softmax",
         gate=gate("dx = G − softmax(x)·Σ G",
                   lambda g, out, x, axis: g - B.exp(out) * B.sum(g, axis, keepdims=True)),
         sympy=_sym_log_softmax,
-        numpy=helper(H.log_softmax, "axis"))
+        numpy=helper(H.log_softmax, "axis"),
+        llvm=LR.lower_softmax(True))
 
 declare("softmax_cross_entropy",
         shape=_loss_type("softmax_cross_entropy"),
@@ -186,6 +188,7 @@ declare("softmax_cross_entropy",
         sympy=_sym_xent,
         numpy=helper(H.softmax_cross_entropy,
                      also=(H.log_softmax,)),
+        llvm=LR.Lowering(LR.lower_xent),
         label=_row_labels,
         ordered=True)
 
@@ -197,6 +200,7 @@ declare("svm_loss",
                   _svm_gate, None),
         sympy=_sym_svm,
         numpy=helper(svm_loss, "margin"),
+        llvm=LR.Lowering(LR.lower_svm),
         label=_row_labels,
         ordered=True)
 
@@ -206,6 +210,7 @@ declare("pick",
         gate=gate("dx = onehot(labels)·G", _pick_gate, None),
         sympy=_sym_pick,
         numpy=Expr(_pick_text),
+        llvm=LR.Lowering(LR.lower_pick),
         label=_row_labels,
         ordered=True)
 
@@ -216,7 +221,6 @@ declare("onehot",
         gate=gate(None),
         sympy=_sym_onehot,
         numpy=Expr(_onehot_text),
+        llvm=LR.Lowering(LR.lower_onehot),
         label=_onehot_labels,
-        selects=True,
-        bounded=True,
-        nonneg=True)
+        selects=True, bounded=True, nonneg=True)

@@ -1,8 +1,16 @@
 """One record per primitive: `OPS[name]`, declared once in its family module with `declare`.
 
     declare("exp",
-            shape=float_unary("exp"), eval=np.exp, gate=zero_safe(...), sympy=...,
-            numpy=call("np.exp"), elementwise=True, ufunc="np.exp", plannable=True)
+            shape=float_unary("exp"),
+            eval=np.exp,
+            gate=zero_safe("dx = G·exp(x)", lambda g, out, x: g * out),
+            sympy=elementwise(sp.exp),
+            numpy=call("np.exp"),
+            llvm=LL.via_math(M.exp),
+            elementwise=True,
+            ufunc="np.exp",
+            plannable=True,
+            nonneg=True)
 
 The rules (what an op means and how each part of the compiler handles it):
 
@@ -37,7 +45,6 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Optional
@@ -86,26 +93,3 @@ def declare(name: str, **fields) -> OpRecord:
     OPS[name] = record
     return record
 
-
-class FieldView(Mapping):
-    """Transitional, read-only: `op -> OPS[op].<field>` under an old registry's name
-    (SHAPE_RULES, GATE_RULES, ...) for callers not yet asking the record.  To change a rule
-    (a test's deliberately wrong gate), replace the record: dataclasses.replace(OPS[op], ...)."""
-
-    def __init__(self, field_name: str, only_set: bool = False):
-        self._field, self._only_set = field_name, only_set
-
-    def _has(self, op) -> bool:
-        r = OPS.get(op)
-        return r is not None and (not self._only_set or getattr(r, self._field) is not None)
-
-    def __getitem__(self, op):
-        if not self._has(op):
-            raise KeyError(op)
-        return getattr(OPS[op], self._field)
-
-    def __iter__(self):
-        return (op for op in list(OPS) if self._has(op))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)

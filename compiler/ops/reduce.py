@@ -10,6 +10,7 @@ import numpy as np
 import sympy as sp
 
 from .. import builder as B
+from ..codegen import llvm_reduce as LR, llvm_shape as LS
 from ..codegen.forms import call, reduction
 from ..ir import ShapeError, TensorType
 from . import gate
@@ -73,8 +74,8 @@ declare("sum",
                   lambda g, out, x, axes, keepdims: _keep(g, x, axes, keepdims)),
         sympy=_sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1)),
         numpy=reduction("sum"),
-        reduction=True,
-        plannable=True)
+        llvm=LR.Reduce("sum"),
+        reduction=True, plannable=True)
 
 declare("mean",
         shape=_reduce_type("mean"),
@@ -86,8 +87,8 @@ declare("mean",
         sympy=lambda x, axes, keepdims: (
             OPS["sum"].sympy(x, axes, keepdims) / sp.Integer(_count(x.shape, axes))),
         numpy=reduction("mean"),
-        reduction=True,
-        plannable=True)
+        llvm=LR.Reduce("mean"),
+        reduction=True, plannable=True)
 
 declare("max",
         shape=_reduce_type("max"),
@@ -96,8 +97,8 @@ declare("max",
         gate=gate("dx = G routed to the maximum (split between ties)", _max_gate),
         sympy=_sym_reduce(np.frompyfunc(sp.Max, 2, 1)),
         numpy=reduction("max"),
-        reduction=True,
-        plannable=True)
+        llvm=LR.Reduce("max"),
+        reduction=True, plannable=True)
 
 
 def _broadcast_type(ins, shape):
@@ -120,5 +121,5 @@ declare("broadcast_to",
         gate=gate("dx = G summed over the broadcast axes", _unbroadcast_gate),
         sympy=lambda x, shape: np.broadcast_to(x, shape).copy(),
         numpy=call("np.broadcast_to", "shape"),
-        view=True,
-        through=True)
+        llvm=LS.Lowering(LS.lower_broadcast_to),
+        view=True, through=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import builder as B
+from ..codegen import llvm_shape as LS
 from ..codegen.forms import ATOM, Expr, Stmt, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
 from . import gate
@@ -126,8 +127,8 @@ declare("reshape",
         gate=gate("dx = G reshaped back", lambda g, out, x, shape: B.reshape(g, x.shape)),
         sympy=lambda x, shape: np.reshape(x, shape),
         numpy=Expr(_reshape_text),
-        view=True,
-        through=True)
+        llvm=LS.Lowering(LS.lower_reshape),
+        view=True, through=True)
 
 declare("transpose",
         shape=_transpose_type,
@@ -137,8 +138,8 @@ declare("transpose",
                   lambda g, out, x, perm: B.transpose(g, _inverse(perm))),
         sympy=lambda x, perm: np.transpose(x, perm),
         numpy=Expr(_transpose_text),
-        view=True,
-        through=True)
+        llvm=LS.Transpose(LS.lower_transpose),
+        view=True, through=True)
 
 declare("getitem",
         shape=_getitem_type,
@@ -151,8 +152,8 @@ declare("getitem",
         numpy=Expr(lambda args, attrs, node:
                    f"{wrap(args[0], ATOM, False)}"
                    f"[{index_text(attrs['index'], node.inputs[0].shape)}]"),
-        view=True,
-        through=True)
+        llvm=LS.Lowering(LS.lower_getitem),
+        view=True, through=True)
 
 declare("putitem",
         shape=_putitem_type,
@@ -162,5 +163,5 @@ declare("putitem",
                   lambda g, out, x, index, shape: B.getitem(g, to_python_index(index))),
         sympy=_sym_putitem,
         numpy=Stmt(_putitem_lines),
-        selects=True,
-        through=True)
+        llvm=LS.Lowering(LS.lower_putitem),
+        selects=True, through=True)

@@ -123,7 +123,7 @@ def nonneg(rw, v, depth: int = 8) -> bool:
         return not n.attrs["value"] < 0
     if OPS[n.op].nonneg or (n.op == "cast" and n.inputs[0].dtype == "bool"):
         return True
-    if n.op in ("reshape", "transpose", "broadcast_to", "getitem"):
+    if OPS[n.op].view:
         return nonneg(rw, n.inputs[0], depth - 1)
     if n.op in ("mul", "add", "div", "maximum", "minimum"):
         return all(nonneg(rw, x, depth - 1) for x in n.inputs)
