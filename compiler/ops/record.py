@@ -30,8 +30,9 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
 
     elementwise   out[i] = f(in₀[i], in₁[i], …) after broadcasting: constant folding, fusion
                   and the multiprecision check evaluate it element by element
-    view          the result is a view of operand 0's memory (eval shares it; memory planning
-                  lets the view keep its operand's buffer; outputs that are views are copied)
+    view          the result may be a view of operand 0's memory (eval shares it wherever NumPy
+                  can; memory planning extends the operand's buffer's life instead of giving the
+                  result one; an output that is a view is copied before it is returned)
     reduction     sums/means/maxima over axes: a fusion group ends at one
     selects       the gate routes the upstream gradient to some elements and zeros the rest
                   (or builds conditions that do): zero-safe gates guard against 0·inf below it
