@@ -11,6 +11,7 @@ broadcasting is undone) sums over the broadcast axes.  Integer and bool inputs g
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 
 from . import builder as B
 from .builder import Builder, Var
@@ -66,13 +67,15 @@ def _wrt_list(graph: Graph, wrt) -> list:
     if wrt is None:
         return [v.name for v in graph.inputs if v.type.is_float]
     wrt = [wrt] if isinstance(wrt, str) else list(wrt)
+    count = Counter(name for name in wrt if isinstance(name, str))   # O(1) per name, not
+    inputs = {v.name: v for v in graph.inputs}                       # a scan of wrt/inputs
     for name in wrt:
         if not isinstance(name, str):
             raise GradcError(f"grad: wrt holds {name!r}; give input names (strings), e.g. "
                              f"wrt=[{', '.join(repr(v.name) for v in graph.inputs[:2])}]")
-        if wrt.count(name) > 1:
+        if count[name] > 1:
             raise GradcError(f"grad: input {name!r} is named twice in wrt={wrt!r}")
-        v = graph.input(name)
+        v = inputs[name] if name in inputs else graph.input(name)   # graph.input: the error
         if not v.type.is_float:
             raise UnsupportedError(f"grad: input {name!r} is {v.type}; only float inputs have "
                                    "gradients (integer labels get none)")
