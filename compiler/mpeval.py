@@ -357,7 +357,7 @@ def graph_numbers(graph: Graph, point: dict, dps: int = 30, base: dict | None = 
             changed.add(n.out.name)
             args = [env[v.name] for v in n.inputs]
             r = None
-            if n.op in _EXACT_PRODUCTS and all(v.type.is_float for v in n.inputs):
+            if OPS[n.op].multilinear and all(v.type.is_float for v in n.inputs):
                 r = _exact_product(n, args, dps, cache)
             elif OPS[n.op].elementwise and n.inputs and all(v.type.is_float for v in n.inputs):
                 r = np.asarray(np.frompyfunc(_scalar(n), len(args), 1)(*args), dtype=object)
@@ -409,7 +409,6 @@ def _render_local(node, env):
     return syms, [sp.sympify(e) for e in out.ravel()]
 
 
-_EXACT_PRODUCTS = ("matmul", "sum")    # multilinear: op(A·2^a, B·2^b) = op(A, B)·2^(a+b)
 _SCALARS: dict = {}
 
 

@@ -272,3 +272,29 @@ def test_ordered_trait_matches_operand_symmetry(op):
         swapped = rec.eval(args[1], args[0], **attrs)
         if not rec.ordered:
             assert _same(swapped, out), f"{op}: operand order matters; mark it ordered"
+
+
+@pytest.mark.parametrize("op", SAMPLED)
+def test_multilinear_trait_scales_exactly(op):
+    """op(2ᵃ·A, 2ᵇ·B) = 2ᵃ⁺ᵇ·op(A, B) exactly (power-of-two scalings are exact in floating
+    point), which the multiprecision check's exact-integer evaluation relies on."""
+    rec = RECORDS[op]
+    if not rec.multilinear:
+        pytest.skip("not multilinear")
+    for case, types, attrs, args, out, _ in _runs(op):
+        if case.same:
+            continue
+        assert all(a.dtype.kind == "f" for a in args), f"{op}: multilinear in floats only"
+        scaled = rec.eval(*(a * 2.0 ** (3 + k) for k, a in enumerate(args)), **attrs)
+        want = np.asarray(out) * 2.0 ** sum(3 + k for k in range(len(args)))
+        assert _same(scaled, want), f"{op} {case.label}"
+        # additive in each operand, and integers in give integers out (a sum of products)
+        rng = np.random.default_rng(1)
+        for k in range(len(args)):
+            r = rng.standard_normal(args[k].shape)
+            plus = [a + r if j == k else a for j, a in enumerate(args)]
+            only = [r if j == k else a for j, a in enumerate(args)]
+            np.testing.assert_allclose(rec.eval(*plus, **attrs),
+                                       np.asarray(out) + rec.eval(*only, **attrs), atol=1e-12)
+        ints = rec.eval(*(np.round(a * 8) for a in args), **attrs)
+        assert np.all(np.asarray(ints) == np.round(ints)), f"{op}: integers give non-integers"

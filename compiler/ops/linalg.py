@@ -75,7 +75,7 @@ _flagged(a, transpose_a), _flagged(b, transpose_b)),
 _flagged(a, transpose_a).dot(_flagged(b, transpose_b)), dtype=object),
         numpy=Expr(lambda args, attrs, node: _matmul_text(args, attrs), MUL),
         llvm=LS.Matmul(LS.lower_matmul),
-        plannable=True, ordered=True)
+        plannable=True, multilinear=True, ordered=True)
 
 
 def _matmul_text(args, attrs) -> str:

@@ -42,6 +42,9 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
     through       moves its operand's elements without making them larger in magnitude (neg,
                   abs, relu, views): a bounded operand gives a bounded result
     nonneg        every element is ≥ 0 (or nan) whatever the input
+    multilinear   linear in each operand, a sum of products of one element of each (matmul,
+                  sum): op(2ᵃ·A, 2ᵇ·B) = 2ᵃ⁺ᵇ·op(A, B), so the multiprecision check computes it
+                  in exact integers
     ordered       the operands' order matters enough to label the edges in drawings (dot.py)
 """
 from __future__ import annotations
@@ -71,6 +74,7 @@ class OpRecord:
     bounded: bool = False
     through: bool = False
     nonneg: bool = False
+    multilinear: bool = False
     ordered: bool = False
 
     def __post_init__(self):
@@ -83,7 +87,7 @@ OPS: dict = {}      # name -> OpRecord, filled by the family modules through `de
 
 RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
 TRAITS = ("elementwise", "view", "reduction", "selects", "ufunc", "plannable", "bounded",
-          "through", "nonneg", "ordered")
+          "through", "nonneg", "multilinear", "ordered")
 
 
 def declare(name: str, **fields) -> OpRecord:

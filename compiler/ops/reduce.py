@@ -75,7 +75,7 @@ declare("sum",
         sympy=_sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1)),
         numpy=reduction("sum"),
         llvm=LR.Reduce("sum"),
-        reduction=True, plannable=True)
+        reduction=True, plannable=True, multilinear=True)
 
 declare("mean",
         shape=_reduce_type("mean"),
