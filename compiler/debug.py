@@ -38,7 +38,8 @@ def expansion(shape: tuple, out: tuple) -> tuple:
 def suspicious_broadcast(node: Node) -> bool:
     """True when at least two operands are expanded and one of them gained an axis; an explicit
     outer broadcast ([n,1] against [1,d]) and a scalar operand are fine."""
-    if not (OPS[node.op].elementwise and len(node.inputs) > 1):     # a broadcasting op
+    rec = OPS.get(node.op)         # (None: an op `verify` will refuse)
+    if rec is None or not (rec.elementwise and len(node.inputs) > 1):     # not broadcasting
         return False
     out = node.out.shape
     kinds = [expansion(v.shape, out) for v in node.inputs if v.shape != ()]

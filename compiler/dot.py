@@ -96,9 +96,10 @@ def to_dot(graph: Graph, *, fusion: bool = True, legend: bool = True) -> str:
                      f"tooltip={_q(tooltip)}{extra}];")
     for n in graph.nodes:
         for k, v in enumerate(n.inputs):
-            attrs = f" [label={_q(k)}]" if len(n.inputs) > 1 and OPS[n.op].ordered else ""
+            ordered = len(n.inputs) > 1 and getattr(OPS.get(n.op), "ordered", False)
+            attrs = f" [label={_q(k)}]" if ordered else ""
             lines.append(f"  {_q(v.name)} -> {_q(n.out.name)}{attrs};")
-    if fusion:
+    if fusion and all(n.op in OPS for n in graph.nodes):    # (fusion reads the records)
         for k, grp in enumerate(_fusion(graph)):
             members = list(grp.nodes) + ([grp.reduction] if grp.reduction
                                          and grp.reduction not in grp.nodes else [])

@@ -298,3 +298,18 @@ def test_multilinear_trait_scales_exactly(op):
                                        np.asarray(out) + rec.eval(*only, **attrs), atol=1e-12)
         ints = rec.eval(*(np.round(a * 8) for a in args), **attrs)
         assert np.all(np.asarray(ints) == np.round(ints)), f"{op}: integers give non-integers"
+
+
+def test_an_unknown_op_is_a_clear_error_not_a_key_error():
+    """Code that reads a graph before `verify` (drawing it, the broadcast guard, the
+    interpreter's label checks) asks the records without assuming the op is declared."""
+    from compiler import debug, dot
+    from compiler.ir import Graph, Node, TensorType, Value
+    x, y = Value("x", TensorType("f64", (2,))), Value("y", TensorType("f64", (2,)))
+    g = Graph("g", [x], [Node("bogus", (x, x), {}, y)], {"out": y})
+    assert '"x" -> "y"' in dot.to_dot(g)
+    assert debug.suspicious_broadcast(g.nodes[0]) is False
+    with pytest.raises(compiler.GradcError, match="bogus"):
+        compiler.interpret(g, x=np.ones(2))
+    with pytest.raises(compiler.UnsupportedError, match="unknown op 'bogus'"):
+        compiler.compile(g)
