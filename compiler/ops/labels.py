@@ -2,10 +2,10 @@
 
 A label op (pick, onehot, softmax_cross_entropy, svm_loss) declares in the op table which of
 its operands holds class indices and how many classes there are (its record's `label`:
-`OPS[op].label(node) -> (operand position, classes)`, beside the op's other rules in compiler/ops/loss.py).  Every
-label must lie in [0, classes): NumPy would wrap −1 around to the last class and the native
-code would read NaN.  `label_checks(graph)` lists the checks; where the labels come from
-decides where the check runs, always before the op reads them:
+`OPS[op].label(node) -> (operand position, classes)`, beside the op's other rules in
+compiler/ops/loss.py).  Every label must lie in [0, classes): NumPy would wrap −1 around to
+the last class and the native code would read NaN.  `label_checks(graph)` lists the checks;
+where the labels come from decides where the check runs, always before the op reads them:
 
     a graph input    runtime/checks.py, before any compiled code runs (the LLVM kernel: the
                      module's `_labels` function, which only reads the labels)
