@@ -67,14 +67,10 @@ def mlp(layers: int, width: int = 64, batch: int = 32, classes: int = 10):
 
 def emit_numpy_kernel(graph):
     """What compiler.compile does on the numpy backend after optimize: plan, emit, load."""
-    from compiler.codegen.numpy_emit import emit_numpy
-    from compiler.codegen.numpy_planned import emit_planned
+    from compiler.artifact import numpy_artifact
     from compiler.passes.memory import plan_memory
     from runtime.numpy_kernel import NumpyKernel
-    plan = plan_memory(graph)
-    if plan.buffers:
-        return NumpyKernel(graph, emit_planned(graph, plan, graph.name), graph.name, plan=plan)
-    return NumpyKernel(graph, emit_numpy(graph, graph.name), graph.name)
+    return NumpyKernel(numpy_artifact(graph, graph.name, plan_memory(graph)))
 
 
 def measure(fn, specs, llvm: bool = False) -> dict:

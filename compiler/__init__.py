@@ -16,6 +16,7 @@ from .ops.labels import LabelError
 from .text import ParseError, parse_graph, print_graph
 from .passes import optimize
 from .passes.memory import plan_memory
+from .artifact import llvm_artifact, numpy_artifact
 from .check import check_against_sympy, check_finite_differences
 from .higher import hessian, hvp
 from .check_hessian import check_hessian_against_sympy, check_hessian_finite_differences
@@ -51,19 +52,16 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
     verify(graph)
     if passes is None or list(passes):
         graph = optimize(graph, passes)
-    if backend == "numpy":
+    if backend == "numpy":       # the compiler builds the artifact, the runtime runs it
         from runtime.numpy_kernel import NumpyKernel
-        from .codegen.numpy_emit import emit_numpy
-        fname = name or graph.name
         plan = plan_memory(graph) if passes is None or list(passes) else None
-        if plan is not None and plan.buffers:     # large intermediates: preallocated buffers
-            from .codegen.numpy_planned import emit_planned
-            return _finite(NumpyKernel(graph, emit_planned(graph, plan, fname), fname,
-                                       plan=plan), check_finite)
-        return _finite(NumpyKernel(graph, emit_numpy(graph, fname), fname), check_finite)
+        if plan is not None and not plan.buffers:   # nothing large: the plain code
+            plan = None
+        return _finite(NumpyKernel(numpy_artifact(graph, name or graph.name, plan)),
+                       check_finite)
     if backend == "llvm":
         from runtime.llvm_kernel import LLVMKernel
-        return _finite(LLVMKernel(graph, name or graph.name), check_finite)
+        return _finite(LLVMKernel(llvm_artifact(graph, name or graph.name)), check_finite)
     raise UnsupportedError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 

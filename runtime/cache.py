@@ -63,7 +63,8 @@ def cache_dir() -> str:
 # every source that turns a graph into object code, as patterns: a new lowering module or pass
 # is covered without anyone remembering to list it
 _CODEGEN_GLOBS = ("compiler/codegen/llvm_*.py", "compiler/ops/*.py", "compiler/passes/*.py",
-                  "compiler/ir.py", "runtime/jit.py", "runtime/blas.py", "runtime/llvm_opt.py")
+                  "compiler/artifact.py", "compiler/ir.py", "runtime/jit.py", "runtime/blas.py",
+                  "runtime/llvm_opt.py")
 _version: list = []
 
 

@@ -1,6 +1,7 @@
 """A compiled function backed by native code: the whole graph is one LLVM function
-`int64_t f(void **buffers)` (compiler/codegen/llvm_emit.py), built through the process JIT
-(runtime/jit.py) and the on-disk object cache (runtime/cache.py).
+`int64_t f(void **buffers)`, described by the compiler's artifact (compiler/artifact.py: cache
+key, symbol, buffer layout, label checks, the IR emitted on demand), built through the process
+JIT (runtime/jit.py) and the on-disk object cache (runtime/cache.py).
 
 A call: check every argument (names, dtypes, shapes; runtime/checks.py; an array already of
 the declared dtype, shape and C-contiguous strides passes in a few comparisons), make inputs
@@ -33,7 +34,6 @@ from compiler.ops.labels import error_for
 from . import arena, cache, jit
 from .checks import _convert, check_arguments, copy_flag
 
-PLACEHOLDER = "gradc_entry"
 FRESH_BYTES = 1 << 16     # outputs this large are written into a new array per call, not copied
 
 
@@ -64,36 +64,28 @@ class LLVMKernel:
     backend = "llvm"
     check_finite = False     # compile(..., check_finite=True): NaN/inf inputs are refused
 
-    def __init__(self, graph, fname: str | None = None, fuse: bool = True):
-        from compiler.codegen.llvm_emit import buffer_values, plan_untouched
-        from compiler.codegen.llvm_labels import computed_checks, label_checks
+    def __init__(self, artifact):
+        """`artifact`: a compiler.artifact.LLVMArtifact (what compiler.compile builds)."""
+        graph = artifact.graph
         self.graph = graph
-        self.ir = str(graph)
-        self._fuse = fuse
+        self.ir = artifact.ir
+        self._artifact = artifact
         self._source = None
         self._untouched = None
-        # keyed by the graph's text (complete: it parses back to an equal graph) and the code
-        # generator's sources, so a warm cache hit loads the object without emitting any IR
-        from compiler.codegen import llvm_emit, llvm_shape
-        tunables = (f"fuse={bool(fuse)}; small gemm {llvm_shape.SMALL_GEMM}, unroll "
-                    f"{llvm_shape.UNROLL_K}; scoped {llvm_emit.MAX_SCOPED_BUFFERS}")
-        self.key = cache.key(f"{self.ir}\n; {tunables}\n",
-                             f"{jit.target_key()}; codegen {cache.codegen_version()}")
-        safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_"
-                       for ch in (fname or graph.name))        # an ASCII symbol name
-        self.symbol = f"gradc_{safe}_{self.key[:16]}"
+        self.key = artifact.key
+        self.symbol = artifact.symbol
         self.cached = False
         self._code = self._build()      # the loaded object: the kernel keeps it alive
         self.address = self._code.address(self.symbol)
         untouched = (self._untouched if self._untouched is not None
-                     else plan_untouched(graph, fuse))
+                     else artifact.untouched())
         # the graph's function returns 0, or 1 + the index of a failed computed label check
         self._cfunc = self._code.function(self.symbol, ctypes.c_int64, ctypes.c_void_p)
-        self._labels = label_checks(graph)
-        self._computed = computed_checks(graph)
+        self._labels = list(artifact.labels)
+        self._computed = list(artifact.computed)
         self._check = (self._code.function(self.symbol + "_labels", ctypes.c_int64,
                                            ctypes.c_void_p) if self._labels else None)
-        values = buffer_values(graph)
+        values = artifact.values
         self._slot = {v.name: k for k, v in enumerate(values)}
         n_in = len(graph.inputs)
         # (slot, name, dtype, shape) of each buffer a call state allocates
@@ -232,10 +224,7 @@ class LLVMKernel:
                 self._installed[slot] = own
 
     def _emit(self) -> None:
-        from compiler.codegen.llvm_emit import emit_llvm_plan
-        text, self._untouched = emit_llvm_plan(self.graph, PLACEHOLDER, self._fuse)
-        # the entry and its label check (PLACEHOLDER + "_labels") take the kernel's symbol
-        self._source = text.replace(f'@"{PLACEHOLDER}', f'@"{self.symbol}')
+        self._source, self._untouched = self._artifact.emit()
 
     @property
     def source(self) -> str:

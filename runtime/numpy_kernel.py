@@ -22,7 +22,7 @@ class NumpyKernel:
 
     Outputs are fresh arrays owned by the caller (scalars come back as NumPy scalars).
 
-    Memory-planned kernels (`plan` given: see compiler/passes/memory.py) write intermediates
+    Memory-planned kernels (the artifact has a `plan`: see compiler/passes/memory.py) write intermediates
     and outputs into buffers reused by every later call.  Each calling thread has its own set
     (allocated on its first call, one arena: runtime/arena.py; freed when the thread ends), so
     any number of threads may call one kernel at once.  Results are fresh copies by default;
@@ -34,9 +34,12 @@ class NumpyKernel:
     backend = "numpy"
     check_finite = False     # compile(..., check_finite=True): NaN/inf inputs are refused
 
-    def __init__(self, graph, source: str, fname: str, plan=None):
+    def __init__(self, artifact):
+        """`artifact`: a compiler.artifact.NumpyArtifact (what compiler.compile builds)."""
+        graph, source, fname = artifact.graph, artifact.source, artifact.fname
         self.graph = graph
-        self.plan = plan
+        self.plan = artifact.plan
+        self._artifact = artifact
         self._tls = threading.local()     # .buf: this thread's (arena, buffers) of the plan
         self.source = source
         self.ir = str(graph)
@@ -171,12 +174,8 @@ class NumpyKernel:
 
     def _donating(self, donate: dict):
         """The function emitted again with `donate` (see bind); `bound_source` is its source."""
-        from compiler.codegen.numpy_emit import emit_numpy
-        from compiler.codegen.numpy_planned import emit_planned
-        name = self.graph.name
-        self.bound_source = (emit_numpy(self.graph, name, donate) if self.plan is None
-                             else emit_planned(self.graph, self.plan, name, donate))
-        return self._load(self.bound_source, name, "bound")
+        self.bound_source = self._artifact.emit_bound(donate)
+        return self._load(self.bound_source, self._artifact.fname, "bound")
 
     def _load(self, source: str, fname: str, tag: str = ""):
         shown = repr(self.graph.name)[1:-1]    # the graph's name is text: no NUL, one line
@@ -196,9 +195,7 @@ class NumpyKernel:
     def memory_report(self) -> dict:
         """Bytes: allocated per call without planning, their peak while live, the planned
         buffers (allocated once) and what the planned code still allocates per call."""
-        from compiler.passes.memory import plan_memory
-        plan = self.plan if self.plan is not None else plan_memory(self.graph)
-        return dict(plan.report(), planned=self.plan is not None)
+        return dict(self._artifact.memory_plan().report(), planned=self.plan is not None)
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)

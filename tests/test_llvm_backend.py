@@ -97,12 +97,13 @@ def test_example_gradient_matches_interpreter(example, dtype):
 @pytest.mark.parametrize("example", ["many_ops", "two_layer_svm", "broadcasting"])
 def test_fused_and_unfused_loops_agree_with_interpreter(example):
     """Fusion groups become one loop nest (fewer loops in the IR); both ways are right."""
+    from compiler.artifact import llvm_artifact
     from runtime.llvm_kernel import LLVMKernel
     ex = EXAMPLES[example]
     dg = compiler.optimize(compiler.grad(ex.build("f64")))
     inputs = ex.inputs(np.random.default_rng(4), "f64")
     want = compiler.interpret(dg, **inputs)
-    fused, plain = LLVMKernel(dg), LLVMKernel(dg, fuse=False)
+    fused, plain = LLVMKernel(llvm_artifact(dg)), LLVMKernel(llvm_artifact(dg, fuse=False))
     assert fused.source.count(".body:") < plain.source.count(".body:")
     for fn in (fused, plain):
         got = fn(**inputs)

@@ -405,12 +405,12 @@ def test_fast_argument_path_gives_the_same_errors_and_results(rng):
 
 def _forced_plan_kernel(graph):
     """A planned kernel with every plannable node in a buffer (min_elements=1)."""
-    from compiler.codegen.numpy_planned import emit_planned
+    from compiler.artifact import numpy_artifact
     from compiler.passes.memory import plan_memory
     from runtime.numpy_kernel import NumpyKernel
     og = optimize(graph)
     plan = plan_memory(og, min_elements=1)
-    return NumpyKernel(og, emit_planned(og, plan, og.name), og.name, plan=plan)
+    return NumpyKernel(numpy_artifact(og, og.name, plan))
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

@@ -1,0 +1,94 @@
+"""What the compiler hands the runtime: an artifact per backend, everything a kernel needs to
+load and run a graph (DESIGN.md principle 10).  The compiler builds it (emits the code, plans
+the buffers, computes the label checks); `runtime/` only loads and runs it and imports nothing
+from compiler.passes, compiler.codegen or compiler.autodiff.  Work a kernel may need later (the
+NumPy source emitted again with donated outputs, the LLVM IR of an object that came from the
+cache) is a callable of the artifact, made here, so the runtime never reaches for an emitter.
+
+    NumpyArtifact   emitted Python source, its function's name, the memory plan (or None)
+    LLVMArtifact    the cache key and symbol, buffer layout, label checks; IR emitted on demand
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .ir import Graph
+
+
+@dataclass(frozen=True)
+class NumpyArtifact:
+    """Emitted NumPy source for `graph` defining function `fname`.  `plan`: the memory plan
+    the source was emitted with (compiler/passes/memory.py), None for unplanned code.
+    `emit_bound(donate)`: the source emitted again with outputs computed into donated inputs
+    (runtime NumpyKernel.bind).  `memory_plan()`: the plan memory_report reads (`plan`, or one
+    made for the report)."""
+    graph: Graph
+    source: str
+    fname: str
+    plan: object | None
+    emit_bound: Callable[[dict], str]
+    memory_plan: Callable[[], object]
+
+
+@dataclass(frozen=True)
+class LLVMArtifact:
+    """A graph lowered to one native function `symbol` (`symbol + "_labels"` checks the input
+    labels).  `key`: the object cache's key (the graph's text, the code generator's tunables
+    and sources, the target), so a warm hit loads the object without emitting any IR.
+    `values`: the buffers in pointer-array order (inputs first); `labels`: [(input slot,
+    LabelCheck)]; `computed`: [LabelCheck] of labels the graph computes.  `emit()`: (LLVM IR
+    naming `symbol`, the buffers it leaves untouched); `untouched()`: those buffers without
+    emitting (what a cache hit allocates)."""
+    graph: Graph
+    ir: str
+    key: str
+    symbol: str
+    values: tuple
+    labels: tuple
+    computed: tuple
+    emit: Callable[[], tuple]
+    untouched: Callable[[], frozenset]
+
+
+def numpy_artifact(graph: Graph, fname: str, plan=None) -> NumpyArtifact:
+    """The NumPy source of `graph` (planned code when a memory plan is given), ready to load."""
+    from .codegen.numpy_emit import emit_numpy
+    from .codegen.numpy_planned import emit_planned
+    from .passes.memory import plan_memory
+
+    def emit_bound(donate: dict) -> str:
+        return (emit_numpy(graph, fname, donate) if plan is None
+                else emit_planned(graph, plan, fname, donate))
+
+    source = emit_numpy(graph, fname) if plan is None else emit_planned(graph, plan, fname)
+    return NumpyArtifact(graph, source, fname, plan, emit_bound,
+                         lambda: plan if plan is not None else plan_memory(graph))
+
+
+PLACEHOLDER = "gradc_entry"
+
+
+def llvm_artifact(graph: Graph, fname: str | None = None, fuse: bool = True) -> LLVMArtifact:
+    """The native kernel of `graph`, keyed for the object cache; its IR is emitted only when
+    the object is not cached (or `.source` is asked for)."""
+    from runtime import cache, jit
+    from .codegen import llvm_emit, llvm_shape
+    from .codegen.llvm_labels import computed_checks, label_checks
+    ir_text = str(graph)
+    tunables = (f"fuse={bool(fuse)}; small gemm {llvm_shape.SMALL_GEMM}, unroll "
+                f"{llvm_shape.UNROLL_K}; scoped {llvm_emit.MAX_SCOPED_BUFFERS}")
+    key = cache.key(f"{ir_text}\n; {tunables}\n",
+                    f"{jit.target_key()}; codegen {cache.codegen_version()}")
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_"
+                   for ch in (fname or graph.name))        # an ASCII symbol name
+    symbol = f"gradc_{safe}_{key[:16]}"
+
+    def emit() -> tuple:
+        text, untouched = llvm_emit.emit_llvm_plan(graph, PLACEHOLDER, fuse)
+        # the entry and its label check (PLACEHOLDER + "_labels") take the kernel's symbol
+        return text.replace(f'@"{PLACEHOLDER}', f'@"{symbol}'), untouched
+
+    return LLVMArtifact(graph, ir_text, key, symbol, tuple(llvm_emit.buffer_values(graph)),
+                        tuple(label_checks(graph)), tuple(computed_checks(graph)), emit,
+                        lambda: llvm_emit.plan_untouched(graph, fuse))
