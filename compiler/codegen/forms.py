@@ -138,3 +138,69 @@ def where_form() -> Expr:
         return f"np.where({', '.join(a[0] for a in args)})"
     return Expr(render, ATOM, (where_or_zero,),
                 helpers_of=lambda args, node: (where_or_zero,) if zero_else(args, node) else ())
+
+
+@dataclass(frozen=True)
+class Into:
+    """How the planned emitter writes an op into a preallocated buffer (the record's `into`):
+    `render(name, args, buf, node, over)` -> the statements computing node `node` into the
+    buffer named `buf` and naming the result `name`; `args` are the operands' (text,
+    precedence), `over` the operand value whose buffer `buf` is (memory planning wrote the
+    result in place of it), or None.  `overwrites`: the operand positions the result may be
+    written over (None: any, for an elementwise kernel that reads each element before writing
+    it; matmul and reductions read all of an operand while writing: none)."""
+    render: object
+    overwrites: tuple | None = ()
+    helpers_of: object = None   # (args, node) -> the helpers the statements call
+
+    def helpers_for(self, args, node) -> tuple:
+        return self.helpers_of(args, node) if self.helpers_of else ()
+
+
+def into_call(fn: str, *extra: str, overwrites: tuple | None = None) -> Into:
+    """`name = fn(arg0, ..., *extra, out=buf)`: a ufunc (`np.add`), or one with fixed trailing
+    operands (relu: `np.maximum(x, 0.0, out=buf)`)."""
+    return Into(lambda name, args, buf, node, over:
+                [f"{name} = {fn}({', '.join([a[0] for a in args] + list(extra))}, out={buf})"],
+                overwrites)
+
+
+def into_matmul() -> Into:
+    """`np.matmul(X.T, W, out=buf)`: a transpose flag becomes a view handed to BLAS."""
+    def render(name, args, buf, node, over):
+        x, y = args[0][0], args[1][0]
+        x = f"{x}.T" if node.attrs.get("transpose_a") else x
+        y = f"{y}.T" if node.attrs.get("transpose_b") else y
+        return [f"{name} = np.matmul({x}, {y}, out={buf})"]
+    return Into(render)
+
+
+def into_reduction(method: str) -> Into:
+    """`x.sum(axis=0, keepdims=True, out=buf)`: the array's method, no Python-level dispatch."""
+    def render(name, args, buf, node, over):
+        axes = tuple(node.attrs["axes"])
+        keep = ", keepdims=True" if node.attrs["keepdims"] else ""
+        return [f"{name} = {args[0][0]}.{method}(axis={axes[0] if len(axes) == 1 else axes!r}"
+                f"{keep}, out={buf})"]
+    return Into(render)
+
+
+def into_where() -> Into:
+    """`where_or_zero(c, x, out=buf)` for a relu's gate (see zero_else); else the else-operand
+    copied in (unless the buffer already holds it: planned in place of it), then the selected
+    elements over it.  Only the last operand may be overwritten: the others are read after."""
+    from .numpy_helpers import where_or_zero
+
+    def render(name, args, buf, node, over):
+        if zero_else(args, node):
+            return [f"{name} = where_or_zero({args[0][0]}, {args[1][0]}, out={buf})"]
+        lines = [] if over == node.inputs[2].name else [f"np.copyto({buf}, {args[2][0]})"]
+        return lines + [f"np.copyto({buf}, {args[1][0]}, where={args[0][0]})", f"{name} = {buf}"]
+    return Into(render, (2,),
+                lambda args, node: (where_or_zero,) if zero_else(args, node) else ())
+
+
+def into_cast() -> Into:
+    """`np.copyto(buf, x, casting='unsafe')`: astype into the buffer."""
+    return Into(lambda name, args, buf, node, over:
+                [f"np.copyto({buf}, {args[0][0]}, casting='unsafe')", f"{name} = {buf}"], None)

@@ -5,7 +5,24 @@ temporary used once, inside the same source line or the same gate rule, is inlin
 consumer), names from the model (`h`, `scores`, `dscores`, `dW1`), each gradient line commented
 with the gate rule that produced it, the forward value whose gate it was (`[of h]`, or the
 inlined expression `[of h @ W2]`) and the model line it belongs to, and a docstring header
-holding the graph's IR.  Ops are written through `OPS[op].numpy` only (forms.py).
+holding the graph's IR.  Ops are written through their records only (forms.py): `numpy`, and
+`into` (the `out=` form) for planned code.
+
+Given a memory plan (compiler/passes/memory.py: buffers, which value goes in which, and which
+operand a result overwrites), the same loop writes the function against preallocated buffers:
+a node the plan gives a buffer is written with its op's `out=` form, so no array is allocated
+per call, and the buffers arrive as the keyword argument `_buf` (the calling thread's set: the
+kernel allocates one per thread):
+
+    t0 = np.matmul(X, W1, out=_b0)
+    t1 = np.add(t0, b1, out=_b0)          # [in place of t0]: t0 dies here
+    h = np.maximum(t1, 0.0, out=_b0)      # relu, in place
+    dW1 = np.matmul(X.T, dt1, out=_b5)    # transpose flag: a view handed to BLAS
+
+A chain of elementwise nodes (a fusion group, compiler/passes/fusion.py) thus becomes a
+sequence of in-place ufunc calls on one buffer.  Nodes without a buffer (small, or ops without
+an `out=` form: softmax, the losses, indexing) are written as in plain code; only scalar
+constants are inlined, so each planned statement is one node.
 """
 from __future__ import annotations
 
@@ -15,6 +32,8 @@ import textwrap
 from ..ir import Graph, Node
 from ..ops import OPS
 from ..ops.labels import checked_labels, label_checks, label_error
+from ..passes.fusion import fusion_groups
+from ..passes.memory import MemoryPlan
 from .forms import ATOM, Expr, Stmt
 from .numpy_helpers import LabelError
 from .quote import comment as _quoted, docstring, identifier, identifiers
@@ -169,12 +188,18 @@ def donations(graph: Graph, donate: dict | None, inline: frozenset = frozenset()
     return found
 
 
-def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None) -> str:
+def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None,
+               plan: MemoryPlan | None = None) -> str:
     """Python source of a function `name(**inputs) -> dict` computing the graph's outputs;
-    `donate` (output key -> input name): see `donations`."""
+    `donate` (output key -> input name): see `donations`.  With a memory `plan`
+    (compiler/passes/memory.py) the function is `name(*inputs, _buf)`: a node the plan gives a
+    buffer is written with its op's `out=` form (`OPS[op].into`) into that buffer, one
+    statement per node (only scalar constants are inlined); see the module docstring."""
     fname = name or graph.name
     producers = graph.producers()
-    inline = plan_inlining(graph)
+    inline = plan_inlining(graph) if plan is None else {
+        n.out.name for n in graph.nodes if getattr(OPS[n.op].numpy, "cheap", False)
+        and n.out.shape == ()}
     into = donations(graph, donate, frozenset(inline))
     helpers: list = []
     ident = _local_names(graph)
@@ -185,7 +210,7 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
                                                  # must not replace the helper it calls
 
     def need(form, args=None, n=None):
-        for h in (form.helpers_for(args, n) if isinstance(form, Expr) else form.helpers):
+        for h in (form.helpers if isinstance(form, Stmt) else form.helpers_for(args, n)):
             if h not in helpers:
                 helpers.append(h)
 
@@ -208,6 +233,10 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
         text = render(n.of)[0]
         return text if len(text) <= 40 else None
 
+    # a planned function notes each fusion group (compiler/passes/fusion.py): a chain of
+    # in-place ufunc calls on one buffer, which the LLVM backend computes in one loop
+    groups = {} if plan is None else {g.output: (k, g)
+                                      for k, g in enumerate(fusion_groups(graph))}
     body = []
     for n in graph.nodes:
         if n.out.name in inline:
@@ -222,6 +251,13 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
             args = ", ".join(render(v.name)[0] for v in n.inputs)
             lines = [f"{ident.get(n.out.name, n.out.name)} = {OPS[n.op].ufunc}({args}, "
                      f"out={ident.get(into[n.out.name], into[n.out.name])})"]
+        elif plan is not None and n.out.name in plan.assign and OPS[n.op].into is not None:
+            out_form = OPS[n.op].into       # computed into the plan's buffer
+            args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
+            need(out_form, args, n)
+            lines = out_form.render(ident.get(n.out.name, n.out.name), args,
+                                    f"_b{plan.assign[n.out.name]}", n,
+                                    plan.inplace.get(n.out.name))
         else:
             args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
             need(form, args, n)
@@ -230,14 +266,31 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
         if n.out.name in into:
             comment = (comment + "  " if comment else "# ") + \
                 f"[into {ident.get(into[n.out.name], into[n.out.name])}]"
+        elif plan is not None and n.out.name in plan.inplace:
+            comment = (comment + "  " if comment else "# ") + \
+                f"[in place of {ident.get(plan.inplace[n.out.name], plan.inplace[n.out.name])}]"
         if comment:
             lines[0] = f"{lines[0]}  {comment}"
+        if n.out.name in groups:
+            k, g = groups[n.out.name]
+            lines.append(f"# fusion group {k}: {', '.join(ident.get(m, m) for m in g.nodes)} "
+                         "(one loop in the LLVM backend)")
         body += lines
     outs = ", ".join(f"{k!r}: {render(v.name)[0]}" for k, v in graph.outputs.items())
     body.append(f"return {{{outs}}}")
 
     args = ", ".join(ident.get(v.name, v.name) for v in graph.inputs)
-    return module_text(graph, fname, args, helpers, body, entry=fname != (name or graph.name))
+    if plan is None:
+        return module_text(graph, fname, args, helpers, body,
+                           entry=fname != (name or graph.name))
+    if plan.buffers:
+        names = [f"_b{k}" for k in range(len(plan.buffers))]
+        body.insert(0, f"{', '.join(names)}{',' if len(names) == 1 else ''} = _buf")
+    bufs = "\n".join(f"        _b{k}: {d}{list(s)}" for k, (d, s) in enumerate(plan.buffers))
+    return module_text(graph, fname, ", ".join(filter(None, [args, "_buf=()"])), helpers, body,
+                       entry=fname != (name or graph.name), title=" (memory-planned)",
+                       doc_extra=f"    Buffers (_buf: the calling thread's, reused by its calls):"
+                                 f"\n{bufs}\n")
 
 
 def module_text(graph: Graph, fname: str, params: str, helpers: list, body: list, *,

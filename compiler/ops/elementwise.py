@@ -13,8 +13,8 @@ import sympy as sp
 from .. import builder as B
 from ..codegen import llvm_lower as LL, llvm_math as M
 from ..codegen.llvm_lower import Elementwise
-from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, literal, prefix,
-                             template, where_form, wrap)
+from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, into_call,
+                             into_cast, into_where, literal, prefix, template, where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
 from . import gate
 from .record import OPS, declare
@@ -186,6 +186,7 @@ declare("relu",
         sympy=elementwise(lambda x: sp.Max(x, 0)),
         numpy=Expr(lambda args, attrs, node: f"np.maximum({args[0][0]}, 0.0)"),
         llvm=Elementwise(LL.scalar_relu),
+        into=into_call("np.maximum", "0.0"),
         elementwise=True, plannable=True, through=True, nonneg=True)
 
 declare("leaky_relu",
@@ -330,6 +331,7 @@ declare("where",
         sympy=elementwise(sym_where),
         numpy=where_form(),
         llvm=Elementwise(LL.scalar_where),
+        into=into_where(),
         elementwise=True, selects=True, plannable=True, ordered=True)
 
 declare("cast",
@@ -342,6 +344,7 @@ declare("cast",
                    f"np.{NUMPY_DTYPE[attrs['dtype']]}({args[0][0]})" if not node.out.shape
                    else f"{wrap(args[0], ATOM, False)}.astype(np.{NUMPY_DTYPE[attrs['dtype']]})"),
         llvm=Elementwise(LL.scalar_cast),
+        into=into_cast(),
         elementwise=True, plannable=True)
 
 declare("const",

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import builder as B
 from ..codegen import llvm_shape as LS
-from ..codegen.forms import ATOM, MUL, Expr, wrap
+from ..codegen.forms import ATOM, MUL, Expr, into_matmul, wrap
 from ..ir import ShapeError, TensorType
 from . import gate
 from .record import declare
@@ -75,6 +75,7 @@ _flagged(a, transpose_a), _flagged(b, transpose_b)),
 _flagged(a, transpose_a).dot(_flagged(b, transpose_b)), dtype=object),
         numpy=Expr(lambda args, attrs, node: _matmul_text(args, attrs), MUL),
         llvm=LS.Matmul(LS.lower_matmul),
+        into=into_matmul(),
         plannable=True, multilinear=True, ordered=True)
 
 

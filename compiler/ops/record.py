@@ -37,7 +37,11 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
     selects       the gate routes the upstream gradient to some elements and zeros the rest
                   (or builds conditions that do): zero-safe gates guard against 0·inf below it
     ufunc         the NumPy ufunc with an `out=` form (`"np.add"`), or None
-    plannable     the planned NumPy emitter can write the op into a preallocated buffer
+    into          the NumPy `out=` form (codegen/forms.py `Into`): how the emitter writes the
+                  op into a buffer of the memory plan, and which operands the result may be
+                  written over; an op with a `ufunc` gets `into_call(ufunc)`
+    plannable     the planned NumPy emitter can write the op into a preallocated buffer (it
+                  has an `into` form)
     bounded       every element lies in [−1, 1] whatever the input (simplify's finiteness test)
     through       moves its operand's elements without making them larger in magnitude (neg,
                   abs, relu, views): a bounded operand gives a bounded result
@@ -52,6 +56,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Optional
+
+from ..codegen.forms import into_call
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class OpRecord:
     reduction: bool = False
     selects: bool = False
     ufunc: Optional[str] = None
+    into: Any = None
     plannable: bool = False
     bounded: bool = False
     through: bool = False
@@ -79,14 +86,17 @@ class OpRecord:
 
     def __post_init__(self):
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
-        if self.ufunc is not None and not self.plannable:
-            raise ValueError(f"op {self.name}: a NumPy out= form (ufunc) makes it plannable")
+        if self.ufunc is not None and self.into is None:
+            object.__setattr__(self, "into", into_call(self.ufunc))
+        if self.plannable != (self.into is not None):
+            raise ValueError(f"op {self.name}: plannable exactly when it has a NumPy out= form "
+                             "(into, or a ufunc)")
 
 
 OPS: dict = {}      # name -> OpRecord, filled by the family modules through `declare`
 
 RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
-TRAITS = ("elementwise", "view", "reduction", "selects", "ufunc", "plannable", "bounded",
+TRAITS = ("elementwise", "view", "reduction", "selects", "ufunc", "into", "plannable", "bounded",
           "through", "nonneg", "multilinear", "ordered")
 
 

@@ -11,7 +11,7 @@ import sympy as sp
 
 from .. import builder as B
 from ..codegen import llvm_reduce as LR, llvm_shape as LS
-from ..codegen.forms import call, reduction
+from ..codegen.forms import call, into_reduction, reduction
 from ..ir import ShapeError, TensorType
 from . import gate
 from .record import OPS, declare
@@ -75,6 +75,7 @@ declare("sum",
         sympy=_sym_reduce(np.frompyfunc(lambda a, b: a + b, 2, 1)),
         numpy=reduction("sum"),
         llvm=LR.Reduce("sum"),
+        into=into_reduction("sum"),
         reduction=True, plannable=True, multilinear=True)
 
 declare("mean",
@@ -88,6 +89,7 @@ declare("mean",
             OPS["sum"].sympy(x, axes, keepdims) / sp.Integer(_count(x.shape, axes))),
         numpy=reduction("mean"),
         llvm=LR.Reduce("mean"),
+        into=into_reduction("mean"),
         reduction=True, plannable=True)
 
 declare("max",
@@ -98,6 +100,7 @@ declare("max",
         sympy=_sym_reduce(np.frompyfunc(sp.Max, 2, 1)),
         numpy=reduction("max"),
         llvm=LR.Reduce("max"),
+        into=into_reduction("max"),
         reduction=True, plannable=True)
 
 

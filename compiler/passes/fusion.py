@@ -3,8 +3,8 @@
 A group is a set of elementwise nodes, all of one iteration shape, whose internal values are
 read only inside the group (one reader, not an output), optionally closed by one reduction
 (sum, mean, max) of the group's last value.  The LLVM backend emits a group as one loop nest
-(no intermediate arrays); the planned NumPy emitter (codegen/numpy_planned.py) emits it as a
-sequence of in-place ufunc calls into one buffer (`np.multiply(a, b, out=buf)`).
+(no intermediate arrays); the NumPy emitter given a memory plan (codegen/numpy_emit.py) emits
+it as a sequence of in-place ufunc calls into one buffer (`np.multiply(a, b, out=buf)`).
 
     groups = fusion_groups(graph)        # [FusionGroup, ...] in graph order
     group_of(graph)                      # value name -> group index, for members

@@ -2,19 +2,21 @@
 every array a node writes through `out=`, reusing the buffers of values that are dead.
 
 An analysis, not a rewrite: `plan_memory(graph)` returns a `MemoryPlan` that the planned NumPy
-emitter (codegen/numpy_planned.py) and runtime.NumpyKernel read.
+emitter (codegen/numpy_emit.py, given the plan) and runtime.NumpyKernel read.
 
 * Liveness.  A value is live from its node to its last reader; an output lives to the end of
   the call.  A view (an op with the `view` trait) shares its source's memory, so
   it extends the live range of the source's buffer (its root) rather than owning one.
-* Buffers.  Nodes whose op has an `out=` form (the `plannable` trait: ufuncs, matmul, reductions, where,
-  cast) and a result of at least `MIN_ELEMENTS` elements get a buffer: a free buffer of the same dtype and shape if one
-  is dead, else a new one.  Each calling thread gets its own set of buffers on its first call
-  (runtime/numpy_kernel.py), reused on every later call of that thread.
+* Buffers.  Nodes whose op has an `out=` form (the record's `into`: ufuncs, matmul, reductions,
+  where, cast) and a result of at least `MIN_ELEMENTS` elements get a buffer: a free buffer of
+  the same dtype and shape if one is dead, else a new one.  Each calling thread gets its own
+  set of buffers on its first call (runtime/numpy_kernel.py), reused on every later call of
+  that thread.
 * In place.  An elementwise node may write into the buffer of an operand that dies at that node
   and has the result's dtype and shape (`np.multiply(a, b, out=a)`): the operand's buffer is
-  freed before the result's is chosen.  Operands of matmul and reductions are freed after (their
-  kernels read all of an operand while writing).  `where` may only overwrite its last operand.
+  freed before the result's is chosen.  Which operands it may overwrite is the op's `out=` form's
+  `overwrites`: operands of matmul and reductions are freed after (their kernels read all of an
+  operand while writing); `where` may only overwrite its last operand.
 * Outputs.  An output's buffer is never reused within a call.  The compiled function returns
   fresh copies by default; `fn(..., copy=False)` returns the calling thread's buffers
   themselves, which that thread's next call overwrites (an argument overlapping them is copied
@@ -61,13 +63,12 @@ class MemoryPlan:
 
 
 def _inplace_operands(n) -> tuple:
-    """Operand positions node n may overwrite (same dtype and shape as the result)."""
-    if n.op == "where":
-        cands = (2,)
-    elif OPS[n.op].elementwise and OPS[n.op].plannable:
-        cands = range(len(n.inputs))
-    else:
+    """Operand positions node n may overwrite (same dtype and shape as the result): those its
+    op's `out=` form declares (`OPS[op].into.overwrites`, None: any)."""
+    into = OPS[n.op].into
+    if into is None:
         return ()
+    cands = range(len(n.inputs)) if into.overwrites is None else into.overwrites
     return tuple(k for k in cands if n.inputs[k].type == n.out.type)
 
 
