@@ -247,6 +247,17 @@ def _dsl_instead(name: str) -> str:
             "in dsl.__all__")
 
 
+def dsl_module(what: str):
+    """The DSL (frontends.dsl) for `what`, which traces a Python function: looked up, not
+    imported (compiler does not import frontends, DESIGN.md principle 10; a model written with
+    the DSL's functions has loaded it).  An UnsupportedError saying so when it is not loaded."""
+    dsl = sys.modules.get("frontends.dsl")
+    if dsl is None:
+        raise UnsupportedError(f"{what} traces a Python function with gradc's DSL: import it "
+                               "first (from frontends import dsl)")
+    return dsl
+
+
 def _at(v: Var) -> str:
     loc = v.b.where()
     return f" at {loc}" if loc else ""

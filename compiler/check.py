@@ -117,8 +117,9 @@ def reduced_copy(graph: Graph, limit: int):
     from .ir import TensorType
     small = {k: TensorType(t.dtype, tuple(mapping[d] for d in t.shape)) for k, t in specs.items()}
     try:
-        from frontends.dsl import trace
-        g = trace(fn, name=graph.name, **small)   # defaults (hyperparameters) apply again
+        from .builder import dsl_module       # origin is set by dsl.trace: the DSL is loaded
+        g = dsl_module("a reduced copy").trace(fn, name=graph.name, **small)   # defaults
+        # (hyperparameters) apply again
     except Exception as e:
         return None, f"retracing with small dimensions failed ({type(e).__name__}: {e})"
     n = sum(v.type.size for v in g.inputs if v.type.is_float)

@@ -85,9 +85,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _user_frame():
-    from frontends.dsl import _is_gradc
+    dsl = sys.modules.get("frontends.dsl")    # not loaded: no DSL frame can be on the stack
+    in_dsl = dsl._is_gradc if dsl is not None else (lambda filename: False)
     f = sys._getframe(1)
-    while f is not None and (_is_gradc(f.f_code.co_filename)
+    while f is not None and (in_dsl(f.f_code.co_filename)
                              or os.path.abspath(f.f_code.co_filename).startswith(_HERE)):
         f = f.f_back
     return f

@@ -259,8 +259,9 @@ class TrainStep:
         return cache[specs]
 
     def _build(self, specs: dict, training: bool) -> _Compiled:
-        from frontends import dsl
         from . import compile as compile_graph, grad
+        from .builder import dsl_module
+        dsl = dsl_module("train_step")
         types = {k: TensorType(_FLOAT_DTYPES[a.dtype], a.shape) for k, a in self._params.items()}
         name = self.name if training else self.name.replace("_step", "") + "_eval"
         g = dsl.trace(self.loss_fn, name=name, training=training, **types, **specs)
