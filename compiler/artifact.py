@@ -13,7 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from runtime import cache, jit
+
+from .codegen import llvm_emit, llvm_shape
+from .codegen.llvm_labels import computed_checks, label_checks
+from .codegen.numpy_emit import emit_numpy
 from .ir import Graph
+from .passes.memory import plan_memory
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,6 @@ class LLVMArtifact:
 
 def numpy_artifact(graph: Graph, fname: str, plan=None) -> NumpyArtifact:
     """The NumPy source of `graph` (planned code when a memory plan is given), ready to load."""
-    from .codegen.numpy_emit import emit_numpy
-    from .passes.memory import plan_memory
-
     def emit_bound(donate: dict) -> str:
         return emit_numpy(graph, fname, donate, plan=plan)
 
@@ -70,9 +73,6 @@ PLACEHOLDER = "gradc_entry"
 def llvm_artifact(graph: Graph, fname: str | None = None, fuse: bool = True) -> LLVMArtifact:
     """The native kernel of `graph`, keyed for the object cache; its IR is emitted only when
     the object is not cached (or `.source` is asked for)."""
-    from runtime import cache, jit
-    from .codegen import llvm_emit, llvm_shape
-    from .codegen.llvm_labels import computed_checks, label_checks
     ir_text = str(graph)
     tunables = (f"fuse={bool(fuse)}; small gemm {llvm_shape.SMALL_GEMM}, unroll "
                 f"{llvm_shape.UNROLL_K}; scoped {llvm_emit.MAX_SCOPED_BUFFERS}")

@@ -30,6 +30,7 @@ import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .budget import _Budget, time_limit
+from .builder import dsl_module
 from .check_large import check_large, float_symbols
 from .ir import GradcError, Graph
 from .report import CheckReport, GradientRow
@@ -117,7 +118,7 @@ def reduced_copy(graph: Graph, limit: int):
     from .ir import TensorType
     small = {k: TensorType(t.dtype, tuple(mapping[d] for d in t.shape)) for k, t in specs.items()}
     try:
-        from .builder import dsl_module       # origin is set by dsl.trace: the DSL is loaded
+        # origin is set by dsl.trace: the DSL is loaded
         g = dsl_module("a reduced copy").trace(fn, name=graph.name, **small)   # defaults
         # (hyperparameters) apply again
     except Exception as e:

@@ -46,6 +46,7 @@ import threading
 import numpy as np
 
 from . import checkpoint
+from .builder import dsl_module
 from .checkpoint import CheckpointError, TrainStepError
 from .ir import FLOAT_DTYPES, NUMPY_DTYPE, GradcError, TensorType
 from .optim import Optimizer, append_update
@@ -260,7 +261,6 @@ class TrainStep:
 
     def _build(self, specs: dict, training: bool) -> _Compiled:
         from . import compile as compile_graph, grad
-        from .builder import dsl_module
         dsl = dsl_module("train_step")
         types = {k: TensorType(_FLOAT_DTYPES[a.dtype], a.shape) for k, a in self._params.items()}
         name = self.name if training else self.name.replace("_step", "") + "_eval"
