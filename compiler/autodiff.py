@@ -18,6 +18,7 @@ from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
 from .ops import OPS
 from .passes import canonicalize
+from .passes.selected_zeros import guard_selected_zeros
 
 
 def unbroadcast(g: Var, shape: tuple) -> Var:
@@ -111,7 +112,15 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
     (`d<of>_d<input>` when the graph already has an output `d<input>`: see gradient_name).
     The gate rules are applied to `canonicalize(graph)`, the stable form of the forward graph
     (log∘σ → −softplus(−x), ...): the gradient is the gradient of the function the compiled
-    code evaluates, finite wherever that is."""
+    code evaluates, finite wherever that is.  The graph returned is guarded against selected
+    zeros (compiler/passes/selected_zeros.py), so every consumer sees the same finite values."""
+    return guard_selected_zeros(*reverse_mode(graph, wrt, of))
+
+
+def reverse_mode(graph: Graph, wrt=None, of=None):
+    """grad before the selected-zero pass: (graph, sites, first), where sites are the (G name,
+    result name) pairs of the zero-safe gate rules applied and `first` the index of the first
+    gradient node (the arguments of guard_selected_zeros)."""
     graph = canonicalize(graph)
     wrt = _wrt_list(graph, wrt)
     of, target = _pick_output(graph, of)
@@ -121,6 +130,8 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
         new.outputs[k] = env[graph.outputs[k].name]
     b = Builder(new, namer)
     made = _Made(new)
+    first = len(new.nodes)           # the nodes from here on are the gradient's
+    sites: list = []                 # (G, result) of each zero-safe gate rule applied
 
     # which values depend on a wrt input (forward), and which reach the target (backward)
     live = set(wrt)
@@ -154,6 +165,8 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
             b.loc, b.rule, b.of = n.loc, f"{n.op} gate: {text}", name
             try:
                 dv = _call_rule(fn, g, out, ins, n.attrs)
+                if OPS[n.op].zero_safe:
+                    sites.append((g.value, dv.value))
                 dv = unbroadcast(dv, v.shape)
             except GradcError as e:
                 raise type(e)(f"while building the {n.op} gate rule of {name}: {e}") from None
@@ -171,7 +184,7 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
             raise GradcError(f"grad: output name {key!r} is taken; rename the input {x!r} or the "
                              "output")
         new.outputs[key] = grads[x].value
-    return new
+    return new, [(g.name, d.name) for g, d in sites], first
 
 
 class _Made:

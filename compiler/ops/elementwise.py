@@ -42,40 +42,10 @@ def _zeros_like(v):
 
 
 # ---- zero-safe gates (docs/numerics.md) ---------------------------------------------------
-# Gradients are linear in the upstream gradient G, so a gate rule of the form G·f'(x) must give 0
-# where G = 0; in floating point it gives NaN where f'(x) is inf or NaN (0·inf, 0/0).  Such
-# zeros come from a gate that selects: the inactive branch of where(x > 0, sqrt(x), 0), relu,
-# maximum, max, pick, getitem, dropout.  A gate wrapped by `zero_safe` answers
-# where(G == 0, 0, G·f'(x)) when G descends from a selecting gate (the test is on the graph,
-# so models without one get exactly the plain rule and the same code).  A selecting op is one
-# whose record has the `selects` trait.
-
-
-def may_carry_selected_zeros(g) -> bool:
-    """Whether the upstream gradient `g` is computed (in the gradient part of the graph: nodes
-    that carry a gate rule) from a selecting op.  Memoized per builder, incrementally."""
-    b = g.b
-    memo = b.__dict__.setdefault("_selected_zeros", [0, set()])
-    nodes, marked = b.graph.nodes, memo[1]
-    for n in nodes[memo[0]:]:
-        if n.rule is not None and (OPS[n.op].selects
-                                   or any(id(v) in marked for v in n.inputs)):
-            marked.add(id(n.out))
-    memo[0] = len(nodes)
-    return id(g.value) in marked
-
-
-def zero_safe(*pairs):
-    """`gate(...)` whose rules give exactly 0 where the upstream gradient is 0 (see above)."""
-    import functools
-
-    def wrap(fn):
-        @functools.wraps(fn)      # autodiff reads the rule's signature for its attrs
-        def rule(g, out, *ins, **attrs):
-            d = fn(g, out, *ins, **attrs)
-            return B.where(B.equal(g, 0), 0, d) if may_carry_selected_zeros(g) else d
-        return rule
-    return gate(*(wrap(p) if callable(p) else p for p in pairs))
+# An op with the `zero_safe` trait has gate rules of the form G·f'(x) (linear in the upstream
+# gradient G, a factor computed from forward values).  They are plain rules here; where G can
+# be a zero chosen by a selecting gate (the `selects` trait), the pass
+# compiler/passes/selected_zeros.py wraps their result in where(G == 0, 0, G·f'(x)).
 
 
 # ---- unary --------------------------------------------------------------------------------
@@ -91,93 +61,93 @@ declare("neg",
 declare("exp",
         shape=float_unary("exp"),
         eval=np.exp,
-        gate=zero_safe("dx = G·exp(x)", lambda g, out, x: g * out),
+        gate=gate("dx = G·exp(x)", lambda g, out, x: g * out),
         sympy=elementwise(sp.exp),
         numpy=call("np.exp"),
         llvm=LL.via_math(M.exp),
-        elementwise=True, ufunc="np.exp", plannable=True, nonneg=True)
+        zero_safe=True, elementwise=True, ufunc="np.exp", plannable=True, nonneg=True)
 
 declare("log",
         shape=float_unary("log"),
         eval=np.log,
-        gate=zero_safe("dx = G/x", lambda g, out, x: g / x),
+        gate=gate("dx = G/x", lambda g, out, x: g / x),
         sympy=elementwise(sp.log),
         numpy=call("np.log"),
         llvm=LL.via_math(M.log),
-        elementwise=True, ufunc="np.log", plannable=True)
+        zero_safe=True, elementwise=True, ufunc="np.log", plannable=True)
 
 declare("log1p",
         shape=float_unary("log1p"),
         eval=np.log1p,
-        gate=zero_safe("dx = G/(1+x)", lambda g, out, x: g / (1 + x)),
+        gate=gate("dx = G/(1+x)", lambda g, out, x: g / (1 + x)),
         sympy=elementwise(lambda x: sp.log(1 + x)),
         numpy=call("np.log1p"),
         llvm=LL.via_math(M.log1p),
-        elementwise=True, ufunc="np.log1p", plannable=True)
+        zero_safe=True, elementwise=True, ufunc="np.log1p", plannable=True)
 
 declare("sqrt",
         shape=float_unary("sqrt"),
         eval=np.sqrt,
-        gate=zero_safe("dx = G/(2·√x)", lambda g, out, x: g / (2 * out)),
+        gate=gate("dx = G/(2·√x)", lambda g, out, x: g / (2 * out)),
         sympy=elementwise(sp.sqrt),
         numpy=call("np.sqrt"),
         llvm=LL.libm_call("llvm.sqrt"),
-        elementwise=True, ufunc="np.sqrt", plannable=True, nonneg=True)
+        zero_safe=True, elementwise=True, ufunc="np.sqrt", plannable=True, nonneg=True)
 
 declare("tanh",
         shape=float_unary("tanh"),
         eval=np.tanh,
-        gate=zero_safe("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out)),
+        gate=gate("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out)),
         sympy=elementwise(sp.tanh),
         numpy=call("np.tanh"),
         llvm=LL.via_math(M.tanh),
-        elementwise=True, ufunc="np.tanh", plannable=True, bounded=True)
+        zero_safe=True, elementwise=True, ufunc="np.tanh", plannable=True, bounded=True)
 
 declare("sin",
         shape=float_unary("sin"),
         eval=np.sin,
-        gate=zero_safe("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x)),
+        gate=gate("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x)),
         sympy=elementwise(sp.sin),
         numpy=call("np.sin"),
         llvm=LL.libm_call("llvm.sin"),
-        elementwise=True, ufunc="np.sin", plannable=True, bounded=True)
+        zero_safe=True, elementwise=True, ufunc="np.sin", plannable=True, bounded=True)
 
 declare("cos",
         shape=float_unary("cos"),
         eval=np.cos,
-        gate=zero_safe("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x))),
+        gate=gate("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x))),
         sympy=elementwise(sp.cos),
         numpy=call("np.cos"),
         llvm=LL.libm_call("llvm.cos"),
-        elementwise=True, ufunc="np.cos", plannable=True, bounded=True)
+        zero_safe=True, elementwise=True, ufunc="np.cos", plannable=True, bounded=True)
 
 declare("sigmoid",
         shape=float_unary("sigmoid"),
         eval=sigmoid,
-        gate=zero_safe("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out))),
+        gate=gate("dx = G·σ(x)(1−σ(x))", lambda g, out, x: g * (out * (1 - out))),
         sympy=elementwise(lambda x: 1 / (1 + sp.exp(-x))),
         numpy=helper(sigmoid),
         llvm=LL.via_math(LL.sigmoid64),
-        elementwise=True, bounded=True, nonneg=True)
+        zero_safe=True, elementwise=True, bounded=True, nonneg=True)
 
 declare("softplus",
         shape=float_unary("softplus"),
         eval=lambda x: np.logaddexp(0, x),
-        gate=zero_safe("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x)),
+        gate=gate("dx = G·σ(x)", lambda g, out, x: g * B.sigmoid(x)),
         sympy=elementwise(lambda x: sp.log(1 + sp.exp(x))),
         numpy=template("np.logaddexp(0, {0})"),
         llvm=LL.via_math(LL.softplus64),
-        elementwise=True, nonneg=True)
+        zero_safe=True, elementwise=True, nonneg=True)
 
 declare("swish",
         shape=float_unary("swish"),
         eval=swish,
-        gate=zero_safe("dx = G·(σ(x) + x·σ(x)(1−σ(x)))",
-                       lambda g, out, x: g * _swish_slope(x, out)),
+        gate=gate("dx = G·(σ(x) + x·σ(x)(1−σ(x)))",
+                  lambda g, out, x: g * _swish_slope(x, out)),
         sympy=elementwise(lambda x: x / (1 + sp.exp(-x))),
         numpy=helper(swish, also=(sigmoid,)),
         llvm=LL.via_math(LL.swish64),
-        elementwise=True)
+        zero_safe=True, elementwise=True)
 
 declare("relu",
         shape=float_unary("relu"),
@@ -204,22 +174,23 @@ declare("elu",
         shape=float_unary("elu"),
         attrs={"alpha": REAL},
         eval=elu,
-        gate=zero_safe("dx = G·(1 if x > 0 else elu(x) + α)",
-                       lambda g, out, x, alpha: B.where(x > 0, g, g * (out + alpha))),
+        gate=gate("dx = G·(1 if x > 0 else elu(x) + α)",
+                  lambda g, out, x, alpha: B.where(x > 0, g, g * (out + alpha))),
         sympy=elementwise(
 lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))),
         numpy=helper(elu, "alpha"),
         llvm=Elementwise(LL.scalar_elu),
-        elementwise=True)
+        zero_safe=True, elementwise=True)
 
 declare("abs",
         shape=lambda ins: _numeric(ins[0], "abs"),
         eval=np.abs,
-        gate=zero_safe("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x)),
+        gate=gate("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x)),
         sympy=elementwise(sp.Abs),
         numpy=call("np.abs"),
         llvm=Elementwise(LL.scalar_abs),
-        elementwise=True, ufunc="np.absolute", plannable=True, through=True, nonneg=True)
+        zero_safe=True, elementwise=True, ufunc="np.absolute", plannable=True, through=True,
+        nonneg=True)
 
 declare("sign",
         shape=lambda ins: _numeric(ins[0], "sign"),
@@ -255,32 +226,32 @@ declare("sub",
 declare("mul",
         shape=arith_binary("mul"),
         eval=np.multiply,
-        gate=zero_safe("dA = G·B", lambda g, out, a, b: g * b,
-                       "dB = G·A", lambda g, out, a, b: g * a),
+        gate=gate("dA = G·B", lambda g, out, a, b: g * b,
+                  "dB = G·A", lambda g, out, a, b: g * a),
         sympy=elementwise(lambda a, b: a * b),
         numpy=infix("*", MUL),
         llvm=LL.arith("fmul", "mul"),
-        elementwise=True, ufunc="np.multiply", plannable=True)
+        zero_safe=True, elementwise=True, ufunc="np.multiply", plannable=True)
 
 declare("div",
         shape=float_binary("div"),
         eval=np.divide,
-        gate=zero_safe("dA = G/B", lambda g, out, a, b: g / b,
-                       "dB = −G·(A/B)/B", lambda g, out, a, b: -(g * out) / b),
+        gate=gate("dA = G/B", lambda g, out, a, b: g / b,
+                  "dB = −G·(A/B)/B", lambda g, out, a, b: -(g * out) / b),
         sympy=elementwise(lambda a, b: a / b),
         numpy=infix("/", MUL),
         llvm=LL.arith("fdiv", "sdiv"),
-        elementwise=True, ufunc="np.divide", plannable=True, ordered=True)
+        zero_safe=True, elementwise=True, ufunc="np.divide", plannable=True, ordered=True)
 
 declare("pow",
         shape=float_binary("pow"),
         eval=np.power,
-        gate=zero_safe("dA = G·B·A^(B−1)", lambda g, out, a, b: g * (b * a ** (b - 1)),
-                       "dB = G·A^B·log A", lambda g, out, a, b: g * (out * B.log(a))),
+        gate=gate("dA = G·B·A^(B−1)", lambda g, out, a, b: g * (b * a ** (b - 1)),
+                  "dB = G·A^B·log A", lambda g, out, a, b: g * (out * B.log(a))),
         sympy=elementwise(lambda a, b: a ** b),
         numpy=infix("**", POW),
         llvm=LL.binary_intrinsic("llvm.pow"),
-        elementwise=True, ufunc="np.power", plannable=True, ordered=True)
+        zero_safe=True, elementwise=True, ufunc="np.power", plannable=True, ordered=True)
 
 declare("maximum",
         shape=float_binary("maximum"),

@@ -3,10 +3,11 @@
     declare("exp",
             shape=float_unary("exp"),
             eval=np.exp,
-            gate=zero_safe("dx = G·exp(x)", lambda g, out, x: g * out),
+            gate=gate("dx = G·exp(x)", lambda g, out, x: g * out),
             sympy=elementwise(sp.exp),
             numpy=call("np.exp"),
             llvm=LL.via_math(M.exp),
+            zero_safe=True,
             elementwise=True,
             ufunc="np.exp",
             plannable=True,
@@ -35,7 +36,9 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
                   result one; an output that is a view is copied before it is returned)
     reduction     sums/means/maxima over axes: a fusion group ends at one
     selects       the gate routes the upstream gradient to some elements and zeros the rest
-                  (or builds conditions that do): zero-safe gates guard against 0·inf below it
+                  (or builds conditions that do): the zero-safe gates below it are guarded
+    zero_safe     every gate rule is G·f'(x), linear in G: where G may be a selected zero the
+                  pass compiler/passes/selected_zeros.py answers where(G == 0, 0, G·f'(x))
     ufunc         the NumPy ufunc with an `out=` form (`"np.add"`), or None
     into          the NumPy `out=` form (codegen/forms.py `Into`): how the emitter writes the
                   op into a buffer of the memory plan, and which operands the result may be
@@ -75,6 +78,7 @@ class OpRecord:
     view: bool = False
     reduction: bool = False
     selects: bool = False
+    zero_safe: bool = False
     ufunc: Optional[str] = None
     into: Any = None
     plannable: bool = False
@@ -96,8 +100,8 @@ class OpRecord:
 OPS: dict = {}      # name -> OpRecord, filled by the family modules through `declare`
 
 RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
-TRAITS = ("elementwise", "view", "reduction", "selects", "ufunc", "into", "plannable", "bounded",
-          "through", "nonneg", "multilinear", "ordered")
+TRAITS = ("elementwise", "view", "reduction", "selects", "zero_safe", "ufunc", "into", "plannable",
+          "bounded", "through", "nonneg", "multilinear", "ordered")
 
 
 def declare(name: str, **fields) -> OpRecord:
