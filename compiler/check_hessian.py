@@ -53,7 +53,8 @@ def _evaluable(expr):
 
 
 def _is_guard(node, producers) -> bool:
-    """A zero-safe guard that a gate rule built: where(G == 0, 0, d), d linear in G."""
+    """A guard that the selected-zero pass built (compiler/passes/selected_zeros.py):
+    where(G == 0, 0, d), d linear in G."""
     if node.op != "where" or node.rule is None:
         return False
     cond, zero = producers.get(node.inputs[0].name), producers.get(node.inputs[1].name)
