@@ -114,6 +114,10 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
     (log∘σ → −softplus(−x), ...): the gradient is the gradient of the function the compiled
     code evaluates, finite wherever that is.  The graph returned is guarded against selected
     zeros (compiler/passes/selected_zeros.py), so every consumer sees the same finite values."""
+    if not isinstance(graph, Graph):
+        hint = (" (trace it first: compiler.grad(dsl.trace(fn, x=f64[...])))"
+                if callable(graph) else "")
+        raise GradcError(f"grad takes a compiler.Graph, got {type(graph).__name__}{hint}")
     return guard_selected_zeros(*reverse_mode(graph, wrt, of))
 
 

@@ -332,3 +332,14 @@ def test_fan_out_gradient_comments_cite_the_right_line(tmp_path, monkeypatch):
     one_line = next(k for k, t in enumerate(lines, 1) if "w * w + w" in t)
     assert fan["dw"].loc == f"mlp3_model.py:{one_line}" and fan["dv"].loc is None, \
         (fan["dw"].loc, fan["dv"].loc)
+
+
+def test_grad_of_a_python_function_says_to_trace_it():
+    """grad(fn) raised AttributeError: 'function' object has no attribute 'name'."""
+    def f(x):
+        return x * x
+    with pytest.raises(compiler.GradcError, match=r"grad takes a compiler\.Graph, got function "
+                                                  r"\(trace it first"):
+        compiler.grad(f)
+    with pytest.raises(compiler.GradcError, match="got str"):
+        compiler.grad("x * x")
