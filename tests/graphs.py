@@ -448,3 +448,19 @@ def set_gate(monkeypatch, op: str, rules) -> None:
     the op's record is swapped for a copy with `gate=rules`, undone after the test."""
     import dataclasses
     monkeypatch.setitem(OPS, op, dataclasses.replace(OPS[op], gate=rules))
+
+
+def differentiable_samples() -> list:
+    """(op, f64 graph with a float `loss` output, wrt) for every op sample that has a gate rule
+    and a float input to differentiate (the constant `c` excluded), as pytest params: the
+    cases of the SymPy checks' every-op tests."""
+    import pytest
+    out = []
+    for op, case in all_cases():
+        if not any(r is not None for r in OPS[op].gate):
+            continue
+        g = op_graph(op, case, "f64")
+        wrt = [v.name for v in g.inputs if v.type.is_float and v.name != "c"]
+        if wrt and "loss" in g.outputs:
+            out.append(pytest.param(op, g, wrt, id=f"{op}-{case.label}"))
+    return out

@@ -19,7 +19,7 @@ import compiler
 from compiler.check import kinks, label_values
 from compiler.mpeval import ChainRule, evaluate
 from compiler.ops import OPS, gate
-from graphs import set_gate
+from graphs import differentiable_samples, set_gate
 from compiler.symbolic import input_symbols, render
 from frontends import dsl
 from frontends.dsl import f64, i64
@@ -225,22 +225,7 @@ def test_gradc_check_prints_progress_on_stderr(tmp_path):
 
 
 # ---- the 30-digit reference on every op of the table ---------------------------------------
-def _op_cases():
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from graphs import all_cases, op_graph
-    out = []
-    for op, case in all_cases():
-        rules = OPS[op].gate
-        if not any(r is not None for r in rules):
-            continue
-        g = op_graph(op, case, "f64")
-        wrt = [v.name for v in g.inputs if v.type.is_float and v.name != "c"]
-        if wrt and "loss" in g.outputs:
-            out.append(pytest.param(op, g, wrt, id=f"{op}-{case.label}"))
-    return out
-
-
-@pytest.mark.parametrize("op,g,wrt", _op_cases())
+@pytest.mark.parametrize("op,g,wrt", differentiable_samples())
 def test_every_op_passes_and_a_gate_rule_off_by_1e4_fails(op, g, wrt, monkeypatch):
     """The chain-rule reference runs on every op sample, agrees with the correct gate rules,
     and catches each op's first gate rule scaled by 1.0001 (sign's gradient is 0, and a

@@ -14,7 +14,7 @@ import pytest
 import compiler
 from compiler.mpeval import graph_numbers, number
 from compiler.ops import OPS, gate
-from graphs import set_gate
+from graphs import differentiable_samples, set_gate
 from compiler.symbolic import render
 from frontends import dsl
 from frontends.dsl import f64, i64
@@ -122,24 +122,7 @@ def test_cifar_sized_two_layer_net_is_checked(monkeypatch):
 
 
 # ---- every op of the table through the large-model path -------------------------------------
-def _op_cases():
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
-    from graphs import all_cases, op_graph
-    out = []
-    for op, case in all_cases():
-        rules = OPS[op].gate
-        if not any(r is not None for r in rules):
-            continue
-        g = op_graph(op, case, "f64")
-        wrt = [v.name for v in g.inputs if v.type.is_float and v.name != "c"]
-        if wrt and "loss" in g.outputs:
-            out.append(pytest.param(op, g, wrt, id=f"{op}-{case.label}"))
-    return out
-
-
-@pytest.mark.parametrize("op,g,wrt", _op_cases())
+@pytest.mark.parametrize("op,g,wrt", differentiable_samples())
 def test_every_op_through_the_number_path_and_a_rule_off_by_1e4_fails(op, g, wrt, monkeypatch):
     """max_symbols=0 sends every op sample through the large-model path: it agrees with the
     correct gate rules and catches each op's first gate rule scaled by 1.0001 (sign's gradient
