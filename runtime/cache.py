@@ -218,6 +218,27 @@ def _root(create: bool):
     return None if sub is None else (sub, private)
 
 
+def _private_temp(dir_fd: int, prefix: str, data: bytes, sync: bool = False) -> str:
+    """A new file `prefix<pid>-<random>` in the directory `dir_fd`, created exclusively (never
+    through a symlink) with mode 0600 whatever the umask, holding `data` (fsynced when `sync`);
+    its name, for the caller to link or rename into place.  On failure nothing is left."""
+    name = f"{prefix}{os.getpid()}-{os.urandom(8).hex()}"
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(os.dup(fd), "wb") as f:
+            f.write(data)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+    except BaseException:
+        os.close(fd)
+        os.unlink(name, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    return name
+
+
 def _secret(root_fd: int, root: str, create: bool) -> bytes | None:
     """This user's 32-byte cache secret, created once (0600, O_EXCL, published by link())."""
     where = os.path.join(root, KEY_FILE)
@@ -227,16 +248,8 @@ def _secret(root_fd: int, root: str, create: bool) -> bytes | None:
     except FileNotFoundError:
         if not create:
             return None
-        tmp = f".tmp-key-{os.getpid()}-{os.urandom(8).hex()}"
         try:
-            t = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600,
-                        dir_fd=root_fd)
-            try:
-                os.fchmod(t, 0o600)
-                os.write(t, os.urandom(32))
-                os.fsync(t)
-            finally:
-                os.close(t)
+            tmp = _private_temp(root_fd, ".tmp-key-", os.urandom(32), sync=True)
             try:
                 os.link(tmp, KEY_FILE, src_dir_fd=root_fd, dst_dir_fd=root_fd)
             except FileExistsError:          # another process published its secret first
@@ -369,20 +382,14 @@ def put(k: str, obj: bytes, ext) -> bool:
         shard = _subdir(root_fd, k[:2], os.path.join(root_path, k[:2]), True)
         if shard is None:
             return False
-        tmp = f".tmp-{os.getpid()}-{os.urandom(8).hex()}"
+        tmp = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600,
-                         dir_fd=shard)
-            try:
-                os.fchmod(fd, 0o600)
-                with os.fdopen(os.dup(fd), "wb") as f:
-                    f.write(data)
-            finally:
-                os.close(fd)
+            tmp = _private_temp(shard, ".tmp-", data)
             os.replace(tmp, k + ".o", src_dir_fd=shard, dst_dir_fd=shard)
         except BaseException as e:
             try:
-                os.unlink(tmp, dir_fd=shard)
+                if tmp is not None:
+                    os.unlink(tmp, dir_fd=shard)
             except OSError:
                 pass
             if isinstance(e, OSError):
