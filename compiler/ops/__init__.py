@@ -13,24 +13,6 @@ declaring the ops loads neither the emitter nor the passes.
 """
 from __future__ import annotations
 
-from .record import OPS, RULES, TRAITS, OpRecord, declare  # noqa: F401
-
-
-def known_ops() -> str:
-    return ", ".join(sorted(OPS))
-
-
-def gate(*pairs):
-    """`gate("dA = G·B", fa, "dB = G·A", fb)` -> ((text, fa), (text, fb)).  Pass `None` in place
-    of a (text, fn) pair for an input that gets no gradient (integer labels, conditions)."""
-    out, items = [], list(pairs)
-    while items:
-        head = items.pop(0)
-        if head is None:
-            out.append(None)
-        else:
-            out.append((head, items.pop(0)))
-    return tuple(out)
-
+from .record import OPS, RULES, TRAITS, OpRecord, declare, gate, known_ops  # noqa: F401
 
 from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (declares the records)

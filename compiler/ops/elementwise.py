@@ -16,7 +16,7 @@ from ..codegen.llvm_lower import Elementwise
 from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, into_call,
                              into_cast, into_where, literal, prefix, template, where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
-from . import gate
+from .record import gate
 from .record import OPS, declare
 from .attrs import DTYPE, INTS, NUMBER, REAL
 from .common import (arith_binary, compare, elementwise, float_binary, float_unary,

@@ -16,7 +16,7 @@ from .. import builder as B
 from ..codegen import llvm_shape as LS
 from ..codegen.forms import ATOM, MUL, Expr, into_matmul, wrap
 from ..ir import ShapeError, TensorType
-from . import gate
+from .record import gate
 from .record import declare
 from .attrs import BOOL, optional
 

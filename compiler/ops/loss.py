@@ -15,7 +15,7 @@ from ..codegen import numpy_helpers as H
 from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
 from .attrs import DTYPE, INT, REAL
-from . import gate
+from .record import gate
 from .record import declare
 
 

@@ -18,14 +18,17 @@ The rules (what an op means and how each part of the compiler handles it):
     shape    (input types, **attrs) -> output TensorType; raises ShapeError
     eval     (*numpy arrays, **attrs) -> numpy array: the reference meaning
     gate     one (rule text, fn) per input, or None for an input with no gradient;
-             fn(g, out, *inputs, **attrs) builds the downstream gradient as IR
+             fn(g, out, *inputs, **attrs) builds the downstream gradient as IR; a variadic
+             op (concatenate) has `Each(((text, fn),))`, fn(k, g, out, *inputs, **attrs) for
+             input k; `record.gate_rules(n)` gives the n rules of an n-input node
     sympy    (*object arrays of SymPy expressions, **attrs) -> object array
     numpy    how the NumPy source emitter writes the op (codegen/forms.py)
     llvm     how the LLVM emitter lowers the op (an object with `lower(emitter, node)`)
     attrs    attribute name -> Kind (ops/attrs.py); `ir.verify` refuses unknown, missing and
              ill-typed attributes
     label    label ops only: node -> (operand position, classes): that operand holds class
-             indices, each checked to lie in [0, classes) (ops/labels.py)
+             indices, each checked to lie in [0, classes) (ops/labels.py); an index op
+             (gather) answers (position, axis size, "index") and its errors say "index"
 
 The traits (what the passes, backends, runtime and checks ask; never a set of op names there):
 
@@ -57,6 +60,7 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Callable, Optional
 
@@ -97,6 +101,23 @@ class OpRecord:
                              "(into, or a ufunc)")
 
 
+    def gate_rules(self, n_inputs: int) -> tuple:
+        """The (text, fn) or None of each input of a node with `n_inputs` inputs."""
+        return self.gate.expand(n_inputs) if isinstance(self.gate, Each) else self.gate
+
+
+class Each(tuple):
+    """The gate rule of a variadic op: `Each([(text, fn)])`, fn(k, g, out, *inputs, **attrs)
+    building the downstream gradient of input k (one rule for every position)."""
+
+    def expand(self, n: int) -> tuple:
+        cache = self.__dict__.setdefault("_rules", {})
+        if n not in cache:
+            (text, fn), = self
+            cache[n] = tuple((text, partial(fn, k)) for k in range(n))
+        return cache[n]
+
+
 OPS: dict = {}      # name -> OpRecord, filled by the family modules through `declare`
 
 RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
@@ -111,4 +132,21 @@ def declare(name: str, **fields) -> OpRecord:
     record = OpRecord(name=name, **fields)
     OPS[name] = record
     return record
+
+
+def known_ops() -> str:
+    return ", ".join(sorted(OPS))
+
+
+def gate(*pairs):
+    """`gate("dA = G·B", fa, "dB = G·A", fb)` -> ((text, fa), (text, fb)).  Pass `None` in place
+    of a (text, fn) pair for an input that gets no gradient (integer labels, conditions)."""
+    out, items = [], list(pairs)
+    while items:
+        head = items.pop(0)
+        if head is None:
+            out.append(None)
+        else:
+            out.append((head, items.pop(0)))
+    return tuple(out)
 

@@ -13,7 +13,7 @@ from .. import builder as B
 from ..codegen import llvm_reduce as LR, llvm_shape as LS
 from ..codegen.forms import call, into_reduction, reduction
 from ..ir import ShapeError, TensorType
-from . import gate
+from .record import gate
 from .record import OPS, declare
 from .attrs import BOOL, INTS
 from .common import check_axes, reduced_shape

@@ -13,7 +13,7 @@ from .. import builder as B
 from ..codegen import llvm_shape as LS
 from ..codegen.forms import ATOM, Expr, Stmt, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
-from . import gate
+from .record import gate
 from .record import declare
 from .attrs import INDEX, INTS
 
