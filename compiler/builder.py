@@ -12,6 +12,7 @@ import sys
 
 from .ir import (Graph, Namer, Node, ShapeError, TensorType, UnsupportedError, Value,
                  const_value)
+from .builder_linalg import matmul_nd
 
 
 class Builder:
@@ -365,13 +366,15 @@ def transpose(x: Var, perm=None) -> Var:
 
 
 def matmul(a: Var, b) -> Var:
-    """`@` for 1-D and 2-D operands; 1-D operands are reshaped to a row/column around the
-    single 2-D matmul primitive, as NumPy defines it."""
+    """`@` as np.matmul: 1-D operands are reshaped to a row/column around the single 2-D
+    matmul primitive; an operand of rank >= 3 is a stack of matrices (builder_linalg.py)."""
     b = lift(b, a)
     a, b = promote(a, b, "matmul")
-    if a.ndim == 0 or b.ndim == 0 or a.ndim > 2 or b.ndim > 2:
-        raise ShapeError(f"matmul: shapes {a.shape} and {b.shape}: gradc's @ takes 1-D or 2-D "
-                         f"operands (use * for scalars){_at(a)}")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: shapes {a.shape} and {b.shape}: @ takes operands of rank "
+                         f">= 1 (use * for scalars){_at(a)}")
+    if a.ndim > 2 or b.ndim > 2:
+        return matmul_nd(a, b)
     a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
     b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
     if a2.shape[1] != b2.shape[0]:

@@ -29,6 +29,7 @@ from compiler.builder import (Builder, Var, abs, broadcast_to, cast, elu, equal,
                               minimum, onehot, pick, relu, reshape, sigmoid, sin, cos, softmax,
                               softmax_cross_entropy, softplus, sqrt, sum, svm_loss, swish, tanh,
                               transpose, where)
+from compiler.builder_linalg import einsum  # noqa: F401  (np.einsum, one or two operands)
 from compiler.debug import broadcast_guard
 from compiler.ir import Graph, TensorType, UnsupportedError
 
@@ -40,6 +41,7 @@ __all__ = ["trace", "f32", "f64", "i64", "Tensor", "abs", "broadcast_to", "cast"
            "minimum", "onehot", "pick", "relu", "reshape", "sigmoid", "sin", "cos", "softmax",
            "softmax_cross_entropy", "softplus", "sqrt", "sum", "svm_loss", "swish", "tanh",
            "transpose", "where"]
+__all__ += ["einsum"]     # compiler/builder_linalg.py
 
 
 class _DType:

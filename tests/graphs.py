@@ -319,6 +319,10 @@ OP_SAMPLES = {
                          _labelled(True)),
     "pick": OpSample((Case(((F, (4, 3)), ("i64", (4,))), label="4x3"),), _labelled()),
     "onehot": OpSample((Case((("i64", (4,)),), {"depth": 3, "dtype": F}, "4x3"),), _labels_gen),
+    "batch_matmul": OpSample((Case(((F, (2, 2, 3)), (F, (2, 3, 2))), label="2x2x3@2x3x2"),
+                              Case(((F, (1, 2, 2)), (F, (2, 2, 1))), label="bcast-batch"),
+                              Case(((F, (2, 2, 2)), (F, (2, 2, 2))), label="fan-out",
+                                   same=True))),
 }
 
 

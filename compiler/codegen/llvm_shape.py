@@ -237,3 +237,10 @@ class Transpose(Lowering):
 
     def transpose_of(self, node):
         return node.inputs[0] if tuple(node.attrs["perm"]) == (1, 0) else None
+
+    def swap_of(self, node):
+        """The operand of a transpose that swaps the last two axes and keeps the others (a
+        stack of matrices transposed: batch_matmul reads it with the 'T' flag), or None."""
+        r = node.inputs[0].ndim
+        swap = tuple(range(r - 2)) + (r - 1, r - 2)
+        return node.inputs[0] if r >= 2 and tuple(node.attrs["perm"]) == swap else None

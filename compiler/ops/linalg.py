@@ -1,4 +1,6 @@
-"""Linear algebra: the 2-D matmul primitive (`@` on 1-D operands reshapes around it).
+"""Linear algebra: the 2-D matmul primitive (`@` on 1-D operands reshapes around it) and
+batch_matmul, np.matmul on stacks of matrices (`@` with an operand of rank >= 3; the DSL's
+builder_linalg.py pads ranks, and a stack times one matrix is one 2-D matmul instead).
 
 Matmul is bilinear, so both of its gate rules come from one declaration: for Y = A·B,
 dA = G·Bᵀ and dB = Aᵀ·G (the lecture's dX = dY·Wᵀ, dW = Xᵀ·dY).  No Jacobian is formed.
@@ -13,12 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import builder as B
+from ..codegen import llvm_batch as LB
 from ..codegen import llvm_shape as LS
 from ..codegen.forms import ATOM, MUL, Expr, into_matmul, wrap
 from ..ir import ShapeError, TensorType
-from .record import gate
-from .record import declare
+from .record import declare, gate
 from .attrs import BOOL, optional
+from .common import broadcast_shapes
 
 
 def bilinear(product, transpose, names=("A", "B")):
@@ -85,3 +88,44 @@ def _matmul_text(args, attrs) -> str:
     left = (f"{wrap(a, ATOM, False)}.T" if attrs.get("transpose_a") else wrap(a, MUL, False))
     right = (f"{wrap(b, ATOM, False)}.T" if attrs.get("transpose_b") else wrap(b, MUL, True))
     return f"{left} @ {right}"
+
+
+# ---- batched matmul: np.matmul for operands of rank >= 3 ----------------------------------
+def swap_last(x):
+    """Xᵀ of a stack of matrices: the last two axes swapped (a view in NumPy; a BLAS flag in
+    LLVM, codegen/llvm_batch.py), the batch axes kept."""
+    r = x.ndim
+    return x.b.emit("transpose", [x], perm=tuple(range(r - 2)) + (r - 1, r - 2))
+
+
+def batch_product(x, y):
+    return x.b.emit("batch_matmul", [x, y])
+
+
+def _batch_matmul_type(ins):
+    a, b = ins
+    if a.ndim < 3 or a.ndim != b.ndim:
+        raise ShapeError(f"batch_matmul: the primitive takes two operands of one rank >= 3 "
+                         f"(dsl's @ pads the batch axes), got {a.shape} and {b.shape}")
+    if a.dtype != b.dtype or a.dtype not in ("f32", "f64"):
+        raise ShapeError(f"batch_matmul: needs two float operands of one dtype, got {a} and {b}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"batch_matmul: shapes {a.shape} and {b.shape} do not chain "
+                         f"({a.shape[-1]} != {b.shape[-2]})")
+    batch = broadcast_shapes("batch_matmul", a.shape[:-2], b.shape[:-2])
+    return TensorType(a.dtype, batch + (a.shape[-2], b.shape[-1]))
+
+
+# Y[t] = A[t]·B[t] for every batch index t (a batch axis of size 1 broadcasts): the gate rules
+# are matmul's, dA = G·Bᵀ and dB = Aᵀ·G per batch element; where an operand was broadcast
+# along a batch axis, the autodiff pass sums its gradient over that axis (unbroadcast).
+declare("batch_matmul",
+        shape=_batch_matmul_type,
+        eval=np.matmul,
+        gate=bilinear(batch_product, swap_last),
+        sympy=lambda a, b: np.asarray(np.matmul(a, b), dtype=object),
+        numpy=Expr(lambda args, attrs, node: f"{wrap(args[0], MUL, False)} @ "
+                                             f"{wrap(args[1], MUL, True)}", MUL),
+        llvm=LB.BatchMatmul(LB.lower_batch_matmul),
+        into=into_matmul(),
+        plannable=True, multilinear=True, ordered=True)
