@@ -22,7 +22,8 @@ from .higher import hessian, hvp
 from .check_hessian import check_hessian_against_sympy, check_hessian_finite_differences
 from .symbolic import to_sympy
 from . import optim
-from .train import TrainStep, train_step
+from .train import TrainStep
+from .distributed import train_step
 from .debug import BroadcastWarning, debug_nans
 
 BACKENDS = ("numpy", "llvm")

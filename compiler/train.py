@@ -46,6 +46,7 @@ import threading
 import numpy as np
 
 from . import checkpoint
+from .autodiff import grad
 from .builder import dsl_module
 from .checkpoint import CheckpointError, TrainStepError
 from .ir import FLOAT_DTYPES, NUMPY_DTYPE, GradcError, TensorType
@@ -259,8 +260,13 @@ class TrainStep:
             cache[specs] = self._build(dict(specs), training)
         return cache[specs]
 
+    def _compile(self, graph):
+        """`compiler.compile(graph)` with this step's backend and passes."""
+        from . import compile as compile_graph
+        kw = {} if self.passes is None else {"passes": self.passes}
+        return compile_graph(graph, backend=self.backend, **kw)
+
     def _build(self, specs: dict, training: bool) -> _Compiled:
-        from . import compile as compile_graph, grad
         dsl = dsl_module("train_step")
         types = {k: TensorType(_FLOAT_DTYPES[a.dtype], a.shape) for k, a in self._params.items()}
         name = self.name if training else self.name.replace("_step", "") + "_eval"
@@ -276,8 +282,7 @@ class TrainStep:
             loss_key = "loss"
         else:
             dropout, layout = [], None
-        kw = {} if self.passes is None else {"passes": self.passes}
-        kernel = compile_graph(g, backend=self.backend, **kw)
+        kernel = self._compile(g)
         self.compilations += 1
         c = _Compiled(kernel, g, layout, dropout, loss_key)
         if training:   # 0-d arrays updated in place keep the kernels' argument fast paths

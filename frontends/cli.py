@@ -1,6 +1,7 @@
 """The `gradc` command line: inspect, emit, check, draw and time a model's gradient.
 
     gradc show  FILE:FUNC [--grad] [--passes]        the IR; the gradient IR; each pass's diff
+    gradc show  FILE:FUNC --train-step adam [--comm] a train step (data-parallel: the all-reduce)
     gradc emit  FILE:FUNC [--backend numpy|llvm] [--forward] [--train-step adam] [--asm] [-o F]
     gradc check FILE:FUNC                            SymPy + finite-difference reports
     gradc dot   FILE:FUNC [--grad] [-o net.dot|net.svg|net.png]
@@ -63,6 +64,14 @@ def _write(text: str, path: str | None, what: str) -> None:
 # ---- commands --------------------------------------------------------------------------------
 def cmd_show(args) -> int:
     m = Model(args)
+    if args.comm and not args.train_step:
+        raise CliError("--comm shows a data-parallel train step: give --train-step OPTIMIZER")
+    if args.train_step:
+        if args.grad or args.passes:
+            raise CliError("--train-step shows the whole step: without --grad or --passes")
+        print(m.train_step(args.train_step, comm=True).text() if args.comm
+              else m.train_step(args.train_step)[0])
+        return EXIT_OK
     graph = m.gradient() if args.grad else m.graph
     if not args.passes:
         print(_maybe_optimize(graph, args.pipeline or "none"))
@@ -300,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad", action="store_true", help="the gradient graph (compiler.grad)")
     p.add_argument("--passes", action="store_true", help="run the pass pipeline and show a "
                    "unified diff after each pass that changed the graph")
+    p.add_argument("--train-step", choices=sorted(OPTIMIZERS), metavar="OPTIMIZER",
+                   help="the train step's graph (forward, backward, the optimizer's update)")
+    p.add_argument("--comm", action="store_true", help="with --train-step: the data-parallel "
+                   "step (gradient, the all-reduce, update; docs/distributed.md)")
     pipeline(p, "none; with --passes, default")
     p.set_defaults(run=cmd_show)
 

@@ -202,8 +202,10 @@ class Model:
                            "respect to (check --wrt/--data)")
         return compiler.grad(self.graph, wrt=self.wrt, of=self.of)
 
-    def train_step(self, optimizer: str):
-        """The train-step graph (as compiler.train_step builds it) and its layout."""
+    def train_step(self, optimizer: str, comm: bool = False):
+        """The train-step graph (as compiler.train_step builds it) and its layout; with
+        comm=True the data-parallel step's parts (compiler.distributed.StepParts: gradient,
+        all-reduce, update), as train_step(..., comm=...) builds them."""
         from compiler.optim import append_update
         cls = getattr(compiler.optim, OPTIMIZERS[optimizer])
         opt = cls(lr=_OPTIMIZER_DEFAULT_LR.get(optimizer, 1e-3))
@@ -215,6 +217,8 @@ class Model:
                                "loss with --of")
             loss = next(iter(g.outputs))
         dg = compiler.grad(g, wrt=self.wrt, of=loss)
+        if comm:
+            return compiler.distributed.split_step(dg, list(self.wrt), opt, loss)
         layout = append_update(dg, list(self.wrt), opt, loss=loss)
         return dg, layout
 

@@ -1,0 +1,119 @@
+"""Data-parallel train steps on MPI (compiler/distributed.py, issue 20).
+
+The MPI checks run tests/mpi_worker.py under `mpiexec -n 2` and `-n 3` (subprocesses with a
+timeout, so a hang fails instead of blocking the suite); each rank compares its data-parallel
+step on uneven shards against the serial step on the whole batch (f64, 1e-12) for SGD,
+Momentum, Nesterov, Adam and AdamW, with and without clipping and weight decay; dropout
+against the gradient graph run by hand with each rank's documented mask stream; checkpoints;
+a failing rank; ranks with different shapes.  They skip when mpi4py or mpiexec is missing
+(pip install -e '.[mpi]').  The split of the step and its printed all-reduce need no MPI."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.distributed import DistributedError, GradientBuffer, split_step
+from frontends import dsl
+from frontends.dsl import f32, f64, i64
+from frontends.cli import main as cli_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
+
+
+def _mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")   # the mpich wheel's
+    return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+
+
+needs_mpi = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or _mpiexec() is None,
+    reason="mpi4py/mpiexec not installed (pip install -e '.[mpi]')")
+
+
+def launch(n, *scenarios, timeout=90):
+    return subprocess.run([_mpiexec(), "-n", str(n), sys.executable, WORKER, *scenarios],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_shards_take_the_serial_steps(ranks):
+    run = launch(ranks, "all")
+    assert run.returncode == 0, run.stdout + run.stderr
+    for scenario in ("equivalence", "dropout", "checkpoint", "errors", "mismatch"):
+        for r in range(ranks):
+            assert f"ok {scenario} rank {r}" in run.stdout, run.stdout + run.stderr
+
+
+@needs_mpi
+def test_a_rank_that_raises_aborts_the_job_with_its_error():
+    """The last rank raises outside the step while rank 0 waits in the all-reduce: the job
+    ends (no hang), non-zero, with the error on stderr."""
+    run = launch(2, "abort", timeout=60)
+    assert run.returncode != 0
+    assert "RuntimeError: boom from rank 1" in run.stderr, run.stderr
+    assert "aborting the MPI job" in run.stderr, run.stderr
+    assert "was not aborted" not in run.stdout
+
+
+def net(W1, b1, X, y):
+    return dsl.softmax_cross_entropy(dsl.tanh(X @ W1 + b1), y)
+
+
+def test_split_step_prints_the_allreduce_between_gradient_and_update():
+    g = dsl.trace(net, W1=f64[3, 4], b1=f64[4], X=f64[5, 3], y=i64[5])
+    parts = split_step(compiler.grad(g, wrt=["W1", "b1"]), ["W1", "b1"],
+                       compiler.optim.Adam(lr=1e-3, clip_norm=1.0), "out")
+    text = parts.text()
+    grad_at, reduce_at, update_at = (text.index("part 1"), text.index("allreduce("),
+                                     text.index("part 2"))
+    assert grad_at < reduce_at < update_at
+    assert text.count("comm.Allreduce") == 1
+    assert "dW1: f64[3,4] = div(dW1_sum, n_global)" in text
+    # clipping reads the all-reduced gradients: the global norm
+    assert text.index("grad_norm", update_at) > text.index("div(dW1_sum", update_at)
+    assert set(parts.gradient.outputs) == {"loss", "dW1", "db1"}
+    # one buffer: W1 (12 f64) padded to 64 bytes (16), b1 (4), then the scalars
+    assert parts.buffer.slots == {"dW1_sum": (0, (3, 4)), "db1_sum": (16, (4,)),
+                                  "loss_sum": (24, ()), "n_global": (25, ()),
+                                  "failed": (26, ())}
+    flat, views = parts.buffer.allocate()
+    assert flat.ctypes.data % 64 == 0 and flat.size == 27 and not flat.any()
+    views["db1_sum"][...] = 1.0
+    assert flat[16:20].tolist() == [1.0] * 4 and flat.sum() == 4.0
+
+
+def test_parameters_of_two_dtypes_are_refused():
+    g = dsl.trace(lambda W, b, X: dsl.sum(X @ W) + dsl.cast(dsl.sum(b), f64), W=f64[2, 2],
+                  b=f32[2],
+                  X=f64[3, 2])
+    with pytest.raises(DistributedError, match="dtypes"):
+        split_step(compiler.grad(g, wrt=["W", "b"]), ["W", "b"], compiler.optim.SGD(lr=1.0),
+                   "out")
+
+
+def test_buffer_layout_of_f32():
+    buf = GradientBuffer.layout({"da_sum": (3,), "db_sum": (2, 2)}, np.float32)
+    assert buf.slots["db_sum"] == (16, (2, 2)) and buf.size == 16 + 16 + 3
+
+
+def test_cli_show_train_step_comm(capsys, tmp_path):
+    model = tmp_path / "m.py"
+    model.write_text("from frontends import dsl\nfrom frontends.dsl import f64, i64\n\n"
+                     "def net(W: f64[3, 2], X: f64[4, 3], y: i64[4]):\n"
+                     "    return dsl.softmax_cross_entropy(X @ W, y)\n")
+    assert cli_main(["show", f"{model}:net", "--train-step", "adam", "--comm",
+                     "--data", "X"]) == 0
+    out = capsys.readouterr().out
+    assert "allreduce(sum, in place) dW_sum, loss_sum, n_global, failed" in out
+    assert "dW: f64[3,2] = div(dW_sum, n_global)" in out and "W_next" in out
+    assert cli_main(["show", f"{model}:net", "--train-step", "adam", "--data", "X"]) == 0
+    plain = capsys.readouterr().out
+    assert "W_next" in plain and "allreduce" not in plain
+    assert cli_main(["show", f"{model}:net", "--comm"]) == 2       # --comm needs a step
