@@ -157,7 +157,7 @@ def reverse_mode(graph: Graph, wrt=None, of=None):
         if name not in pending or name not in live:
             continue
         g = _accumulate(b, name, pending.pop(name), made, n.loc)
-        rules = OPS[n.op].gate
+        rules = OPS[n.op].gate_rules(len(n.inputs))
         ins = [Var(b, env[v.name]) for v in n.inputs]
         out = Var(b, env[name])
         for k, v in enumerate(n.inputs):

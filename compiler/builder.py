@@ -12,6 +12,7 @@ import sys
 
 from .ir import (Graph, Namer, Node, ShapeError, TensorType, UnsupportedError, Value,
                  const_value)
+from .builder_index import array_index
 from .builder_linalg import matmul_nd
 
 
@@ -388,13 +389,16 @@ def matmul(a: Var, b) -> Var:
 
 def getitem(x: Var, index) -> Var:
     """Basic indexing: ints, slices and None (newaxis), normalized to concrete entries:
-    an int i, a triple (start, stop, step), or None."""
+    an int i, a triple (start, stop, step), or None; a traced i64 array among them is a
+    gather (builder_index.py)."""
     if not isinstance(index, tuple):
         index = (index,)
     if any(i is Ellipsis for i in index):
         k = index.index(Ellipsis)
         fill = x.ndim - (len(index) - 1 - sum_none(index))
         index = index[:k] + (slice(None),) * fill + index[k + 1:]
+    if any(isinstance(i, Var) for i in index):      # an integer array: a gather
+        return array_index(x, index, [isinstance(i, Var) for i in index], getitem)
     entries, dim = [], 0
     for i in index:
         if i is None:
@@ -410,12 +414,10 @@ def getitem(x: Var, index) -> Var:
                 raise ShapeError(f"index {i} is out of bounds for axis {dim} of size {n} "
                                  f"(shape {x.shape}){_at(x)}")
             entries.append(int(i) % n)
-        elif isinstance(i, Var):
-            raise UnsupportedError(f"indexing with a traced value{_at(x)}: use "
-                                   "dsl.pick(x, labels) to take x[i, labels[i]] per row")
         else:
             raise UnsupportedError(f"unsupported index {i!r}{_at(x)}: gradc supports ints, "
-                                   "slices, None and ...")
+                                   "slices, None, ... and one traced i64 array (pass index "
+                                   "arrays as inputs of the traced function)")
         dim += 1
     entries += [tuple(slice(None).indices(x.shape[d])) for d in range(dim, x.ndim)]
     if all(isinstance(e, tuple) and e == (0, x.shape[k], 1) for k, e in enumerate(entries)) \

@@ -33,6 +33,7 @@ from .budget import _Budget, time_limit
 from .builder import dsl_module
 from .check_large import check_large, float_symbols
 from .ir import GradcError, Graph
+from .ops.labels import label_checks
 from .report import CheckReport, GradientRow
 from .mpeval import ChainRule, evaluate, number
 from .symbolic import input_symbols, render
@@ -53,6 +54,7 @@ def label_values(graph: Graph, rng) -> dict:
                 bound[v.name] = n.attrs["depth"]
             elif k == 1 and n.inputs[0].ndim == 2:
                 bound[v.name] = n.inputs[0].shape[1]
+    bound.update({c.value.name: c.classes for c in label_checks(graph)})   # labels, indices
     out = {v.name: rng.integers(0, bound.get(v.name, 2), size=v.shape)
            for v in graph.inputs if v.dtype == "i64"}
     out.update({v.name: rng.random(v.shape) < 0.5 for v in graph.inputs if v.dtype == "bool"})

@@ -23,7 +23,8 @@ def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = Fa
         for n in graph.nodes:
             c = computed.get(n.out.name)      # n is the first label op reading computed labels
             if c is not None:
-                checked_labels(env[c.value.name], c.classes, c.value.name, c.op, c.source, c.loc)
+                checked_labels(env[c.value.name], c.classes, c.value.name, c.op, c.source, c.loc,
+                               c.noun)
             try:
                 r = np.asarray(OPS[n.op].eval(*(env[v.name] for v in n.inputs), **n.attrs))
             except Exception as e:  # a reference rule failing is a bug or a bad input value

@@ -230,6 +230,27 @@ def _labels_gen(rng, types, attrs):
     return [rng.integers(0, attrs["depth"], t.shape)]
 
 
+def _indexed(bound):
+    """Floats, and i64 indices in [0, bound(types, attrs)) with the first index repeated last
+    (so the scatter-adds add two upstream gradients into one place)."""
+    def gen(rng, types, attrs):
+        out = []
+        for t in types:
+            if t.dtype != "i64":
+                out.append(rng.standard_normal(t.shape))
+                continue
+            idx = rng.integers(0, bound(types, attrs), t.shape)
+            if idx.size > 1:
+                idx.flat[-1] = idx.flat[0]
+            out.append(idx)
+        return out
+    return gen
+
+
+_gathered = _indexed(lambda types, attrs: types[0].shape[attrs["axis"]])
+_scattered = _indexed(lambda types, attrs: attrs["shape"][attrs["axis"]])
+
+
 # ---- per-op samples -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Case:
@@ -319,6 +340,21 @@ OP_SAMPLES = {
                          _labelled(True)),
     "pick": OpSample((Case(((F, (4, 3)), ("i64", (4,))), label="4x3"),), _labelled()),
     "onehot": OpSample((Case((("i64", (4,)),), {"depth": 3, "dtype": F}, "4x3"),), _labels_gen),
+    "concatenate": OpSample((Case(((F, (2, 3)), (F, (2, 1)), (F, (2, 2))), {"axis": 1}, "three"),
+                             Case(((F, (1, 2)), (F, (2, 2))), {"axis": 0}, "axis0"),
+                             Case(((F, (3,)), (F, (3,))), {"axis": 0}, "fan-out", same=True))),
+    "gather": OpSample((Case(((F, (4, 2)), ("i64", (3,))), {"axis": 0}, "rows"),
+                        Case(((F, (2, 3)), ("i64", (2, 2))), {"axis": 1}, "cols-2d"),
+                        Case(((F, (3,)), ("i64", ())), {"axis": 0}, "0d-index")), _gathered),
+    "scatter_add": OpSample((Case(((F, (3, 2)), ("i64", (3,))), {"axis": 0, "shape": (4, 2)},
+                                  "rows"),
+                             Case(((F, (2, 2, 2)), ("i64", (2, 2))), {"axis": 1, "shape": (2, 3)},
+                                  "cols-2d")), _scattered),
+    "take_along_axis": OpSample((Case(((F, (3, 4)), ("i64", (3, 2))), {"axis": 1}, "axis1"),
+                                 Case(((F, (3, 2)), ("i64", (2, 2))), {"axis": 0}, "axis0")),
+                                _gathered),
+    "scatter_add_along_axis": OpSample((Case(((F, (3, 2)), ("i64", (3, 2))),
+                                             {"axis": 1, "shape": (3, 4)}, "axis1"),), _scattered),
     "batch_matmul": OpSample((Case(((F, (2, 2, 3)), (F, (2, 3, 2))), label="2x2x3@2x3x2"),
                               Case(((F, (1, 2, 2)), (F, (2, 2, 1))), label="bcast-batch"),
                               Case(((F, (2, 2, 2)), (F, (2, 2, 2))), label="fan-out",

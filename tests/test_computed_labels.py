@@ -288,4 +288,13 @@ def test_label_rules_name_an_integer_operand_without_a_gradient():
             assert n.inputs[k].dtype == "i64" and OPS[n.op].gate[k] is None
             seen[n.op] = classes
     assert seen == {"pick": C, "softmax_cross_entropy": C, "svm_loss": C, "onehot": 7}
+    # the index ops (compiler/ops/array.py) declare their indices the same way, as "index"
+    h = dsl.trace(lambda E, t, s: dsl.sum(E[t]) + dsl.sum(dsl.take_along_axis(s, t[:, None], 1)),
+                  E=f64[5, 2], t=i64[N], s=f64[N, C])
+    for n in compiler.grad(h).nodes:
+        if OPS[n.op].label is not None:
+            k, size, noun = OPS[n.op].label(n)
+            assert n.inputs[k].dtype == "i64" and OPS[n.op].gate[k] is None and noun == "index"
+            seen[n.op] = size
+    assert seen["gather"] == seen["scatter_add"] == 5 and seen["take_along_axis"] == C
     assert {op for op in OPS if OPS[op].label is not None} == set(seen)

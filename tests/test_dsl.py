@@ -257,5 +257,8 @@ def test_iteration_and_fancy_indexing_are_refused():
         dsl.trace(lambda x: dsl.sum(sum(v for v in x)), x=f64[3])
     with pytest.raises(UnsupportedError, match="index"):
         dsl.trace(lambda x: dsl.sum(x[[0, 1]]), x=f64[3])
-    with pytest.raises(UnsupportedError, match="pick"):
-        dsl.trace(lambda x, i: x[i], x=f64[3], i=i64[()])
+    # a traced i64 index is a gather now (tests/test_array_ops.py); a bool mask is refused
+    assert compiler.interpret(dsl.trace(lambda x, i: x[i], x=f64[3], i=i64[()]),
+                              x=np.array([1.0, 2.0, 3.0]), i=np.array(2))["out"] == 3.0
+    with pytest.raises(UnsupportedError, match="bool mask.*dsl.where"):
+        dsl.trace(lambda x, m: x[m], x=f64[3], m=compiler.ir.TensorType("bool", (3,)))

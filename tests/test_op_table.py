@@ -15,7 +15,7 @@ import pytest
 import compiler
 from compiler.ir import NUMPY_DTYPE
 from compiler.ops import OPS as RECORDS
-from compiler.ops import RULES, TRAITS, OpRecord
+from compiler.ops import RULES, TRAITS, Each, OpRecord
 from graphs import OP_SAMPLES, all_cases, case_attrs, case_types, op_graph, op_inputs
 
 OPS = list(RECORDS)
@@ -66,9 +66,11 @@ def test_gate_rule_has_one_entry_per_input(op):
     if op not in OP_SAMPLES:
         pytest.skip("no sample (test_op_has_a_sample fails)")
     rules = RECORDS[op].gate
+    variadic = isinstance(rules, Each)      # one rule for every input position (concatenate)
     for case in OP_SAMPLES[op].cases:
-        assert len(rules) == len(case.types), (f"{op}: {len(rules)} gate rule entries for "
-                                               f"{len(case.types)} inputs")
+        assert len(RECORDS[op].gate_rules(len(case.types))) == len(case.types)
+        assert variadic or len(rules) == len(case.types), (f"{op}: {len(rules)} gate rule "
+                                                           f"entries for {len(case.types)} inputs")
     for entry in rules:
         if entry is None:
             continue
@@ -76,7 +78,8 @@ def test_gate_rule_has_one_entry_per_input(op):
         assert isinstance(text, str) and text.strip(), f"{op}: gate rule without its text"
         params = list(inspect.signature(fn).parameters.values())
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        assert len(positional) >= 2 + len(rules) or any(p.kind is p.VAR_POSITIONAL for p in params), \
+        assert len(positional) >= 2 + variadic + len(rules) or any(
+            p.kind is p.VAR_POSITIONAL for p in params), \
             f"{op}: gate rule fn must take (g, out, *inputs, **attrs)"
 
 
@@ -107,6 +110,10 @@ def test_sample_arity_matches_reference_evaluation(op):
     for case in OP_SAMPLES[op].cases:
         if isinstance(fn, np.ufunc):
             arity = fn.nin
+        elif inspect.isfunction(fn) and any(p.kind is p.VAR_POSITIONAL
+                                            for p in inspect.signature(fn).parameters.values()):
+            assert isinstance(RECORDS[op].gate, Each), f"{op}: a variadic eval, a fixed gate"
+            continue
         elif inspect.isfunction(fn):
             arity = len([p for p in inspect.signature(fn).parameters.values()
                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
@@ -214,7 +221,8 @@ def test_label_operand_is_i64_without_gate_rule(op):
     for case, types, attrs, args, out, node in _runs(op):
         if rec.label is None:
             continue
-        k, classes = rec.label(node)
+        k, classes, *noun = rec.label(node)
+        assert noun in ([], ["index"]), op
         assert node.inputs[k].dtype == "i64" and rec.gate[k] is None, op
         assert isinstance(classes, (int, np.integer)) and classes > 0, op
         assert args[k].max() < classes, f"{op}: the sample's labels exceed the op's {classes}"

@@ -136,8 +136,9 @@ def guard_labels(n: Node, args: list, guards: dict, helpers: list) -> list:
     for h in LABEL_HELPERS:
         if h not in helpers:
             helpers.append(h)
+    noun = "" if c.noun == "label" else f", {c.noun!r}"
     text = (f"checked_labels({args[k][0]}, {c.classes}, {c.value.name!r}, {c.op!r}, "
-            f"{c.source!r}, {c.loc!r})")
+            f"{c.source!r}, {c.loc!r}{noun})")
     return args[:k] + [(text, ATOM)] + args[k + 1:]
 
 

@@ -13,6 +13,7 @@ declaring the ops loads neither the emitter nor the passes.
 """
 from __future__ import annotations
 
-from .record import OPS, RULES, TRAITS, OpRecord, declare, gate, known_ops  # noqa: F401
+from .record import OPS, RULES, TRAITS, Each, OpRecord, declare, gate, known_ops  # noqa: F401
 
 from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (declares the records)
+from . import array  # noqa: E402,F401  (concatenate, gathers and their scatter-add transposes)
