@@ -2,7 +2,8 @@
 
 A checkpoint is a NumPy .npz archive (a zip of .npy files) with exactly these members:
 
-    param/<name>          each parameter: its dtype and shape in the step
+    param/<name>          each parameter: its dtype and shape in the step (a leaf of a
+                          parameter tree by its dotted path: param/params.l1.W)
     state/<slot>/<name>   each optimizer buffer (Adam's m and v, ...): the parameter's dtype, shape
     t                     integer scalar: the updates taken, 0 ≤ t < 2**53
     rng                   string scalar: the dropout generator's state, JSON

@@ -50,7 +50,7 @@ def numpy_on_tracer(x):
 
 
 def numpy_constant(x):
-    return dsl.sum(x * np.ones(3))
+    return dsl.sum(x * np.ones(3, dtype=complex))
 
 
 def float_of_tracer(x):
@@ -106,7 +106,7 @@ CASES = [
      _trace(data_dependent_if, x=f64[3]), compiler.UnsupportedError),
     ("Trace time", "a NumPy function called on a traced value",
      _trace(numpy_on_tracer, x=f64[3]), compiler.UnsupportedError),
-    ("Trace time", "a NumPy array used as a constant",
+    ("Trace time", "a complex NumPy array used as a constant",
      _trace(numpy_constant, x=f64[3]), compiler.UnsupportedError),
     ("Trace time", "float() of a traced value",
      _trace(float_of_tracer, x=f64[()]), compiler.UnsupportedError),
