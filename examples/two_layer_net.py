@@ -16,7 +16,9 @@ each from the same initial parameters, and reports the training accuracy of both
 
 Run it:  python examples/two_layer_net.py [--optimizer sgd|adam|both] [--backend llvm|numpy]
              [--steps 4000] [--seed 0] [--plot spiral.png] [--no-progress]
-(exits 1 if an optimizer ends below 0.97 training accuracy).  tqdm (a progress bar) and
+(exits 1 if an optimizer ends below 0.97 training accuracy).  Data-parallel on MPI, each rank
+a share of the rows, the same steps:  mpiexec -n 2 python examples/two_layer_net.py
+--data-parallel (pip install -e '.[mpi]'; docs/distributed.md).  tqdm (a progress bar) and
 matplotlib (the loss curves and decision regions, as a PNG) are optional:
 pip install -e '.[examples]'.
 `spiral(seed)`, `loss`, `scores`, `init_params(seed)`, `train(...)` are importable.
@@ -96,9 +98,16 @@ class Run:
 
 
 def scorer(n: int, backend: str = "numpy"):
-    """`scores` compiled for n points: fn(X, **params) -> f64[n, C]."""
-    fn = compiler.compile(dsl.trace(scores, X=f64[n, D]), backend=backend)
+    """`scores` compiled for any number of points (X: f64["N", 2], a symbolic batch
+    dimension): fn(X, **params) -> f64[n, C].  `n` is kept for callers; any n works."""
+    fn = _scorers.get(backend)
+    if fn is None:
+        fn = _scorers[backend] = compiler.compile(dsl.trace(scores, X=f64["N", D]),
+                                                  backend=backend)
     return lambda X, params: fn(X=X, **params)["out"]
+
+
+_scorers: dict = {}      # backend -> the compiled `scores` (one for every number of points)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -113,26 +122,35 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def train(optimizer: str = "sgd", steps: int = STEPS, lr: float | None = None, seed: int = 0,
-          backend: str = "llvm", every: int = 500, progress: bool = False, log=print) -> Run:
+          backend: str = "llvm", every: int = 500, progress: bool = False, log=print,
+          comm=None) -> Run:
     """Train the net full-batch on spiral(seed) from init_params(seed) with `optimizer`
     ("sgd" or "adam"; lr defaults to LEARNING_RATES[optimizer]) for `steps` compiled train
-    steps; logs the loss every `every` steps and returns a Run with the training accuracy."""
+    steps; logs the loss every `every` steps and returns a Run with the training accuracy.
+    With `comm` (an mpi4py communicator) each rank trains on its share of the rows and the
+    step all-reduces the gradients (docs/distributed.md): the same steps as one process."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     lr = LEARNING_RATES[optimizer] if lr is None else lr
     X, y = spiral(seed)
+    mine = slice(0, N)
+    if comm is not None:            # this rank's rows: contiguous, as even as N allows
+        rank, size = comm.Get_rank(), comm.Get_size()
+        mine = slice(N * rank // size, N * (rank + 1) // size)
+    Xs, ys = X[mine], y[mine]
     start = time.perf_counter()
     step = compiler.train_step(loss, params=init_params(seed),
-                               inputs={"X": f64[N, D], "y": i64[N]},
-                               optimizer=OPTIMIZERS[optimizer](lr=lr), backend=backend)
+                               inputs={"X": f64["N", D], "y": i64["N"]},
+                               optimizer=OPTIMIZERS[optimizer](lr=lr), backend=backend,
+                               **({} if comm is None else {"comm": comm}))
     compiled = time.perf_counter() - start
     losses = []
     bar = _progress(range(steps), steps, optimizer, progress)
     write = getattr(bar, "write", log) if bar is not None else log
     for k in bar:
-        losses.append(step(X=X, y=y))
+        losses.append(step(X=Xs, y=ys))
         if k % every == 0 or k == steps - 1:
             write(f"{optimizer:>4}  step {k:5d}  loss {losses[-1]:.4f}")
             if hasattr(bar, "set_postfix"):
@@ -194,25 +212,34 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", metavar="PATH", help="save loss curves and decision regions "
                         "as a PNG (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--data-parallel", action="store_true", help="under mpiexec -n K: "
+                        "each rank trains on N/K rows, gradients all-reduced (needs mpi4py)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.every < 1:
         parser.error("--steps and --every must be at least 1")
     names = ("sgd", "adam") if args.optimizer == "both" else (args.optimizer,)
     lrs = {"sgd": args.sgd_lr, "adam": args.adam_lr}
+    comm, log = None, print
+    if args.data_parallel:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+        if comm.Get_rank() != 0:      # one rank reports; every rank trains and checks
+            log = lambda *a, **k: None  # noqa: E731
+        log(f"data-parallel: {comm.Get_size()} rank(s), {N} rows split between them")
     runs = []
     for name in names:
         run = train(name, args.steps, lrs[name], args.seed, args.backend, args.every,
-                    progress=not args.no_progress)
-        print(f"{name:>4}  training accuracy {run.accuracy:.4f}  ({args.steps} steps, lr "
+                    progress=not args.no_progress and log is print, log=log, comm=comm)
+        log(f"{name:>4}  training accuracy {run.accuracy:.4f}  ({args.steps} steps, lr "
               f"{run.lr:g}, {run.seconds:.2f} s of which {run.compile_seconds:.2f} s compiling)")
         runs.append(run)
-    if args.plot:
+    if args.plot and log is print:
         save_plot(args.plot, runs, args.seed, args.backend)
     failed = [r for r in runs if r.accuracy < TARGET]
     for r in failed:
         print(f"FAIL: {r.optimizer} training accuracy {r.accuracy:.4f} is below {TARGET}",
               file=sys.stderr)
-    print("training accuracy " + ", ".join(f"{r.optimizer} {r.accuracy:.4f}" for r in runs)
+    log("training accuracy " + ", ".join(f"{r.optimizer} {r.accuracy:.4f}" for r in runs)
           + f"  (backend {args.backend}, {sum(r.seconds for r in runs):.1f} s)")
     return 1 if failed else 0
 

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compiler  # noqa: E402
 from compiler.distributed import DistributedError  # noqa: E402
 from frontends import dsl  # noqa: E402
-from frontends.dsl import f64, i64  # noqa: E402
+from frontends.dsl import f32, f64, i64  # noqa: E402
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -96,6 +96,22 @@ def equivalence():
             assert dist.t == serial.t == 4
             identical_everywhere(dist.params, f"{name}{extra} parameters")
             identical_everywhere({str(k): v for k, v in dist.state.items()}, "buffers")
+    # f32 parameters: an f32 buffer (the count is exact in f32), f32 rounding
+    P32 = {k: v.astype(np.float32) for k, v in P.items()}
+    X32, mine = X.astype(np.float32), shard(N, 0)
+    n = mine.stop - mine.start
+    dist = compiler.train_step(net, params=P32, inputs={"X": f32[n, D], "y": i64[n]},
+                               optimizer=compiler.optim.Adam(lr=0.05, clip_norm=0.3), comm=comm)
+    serial = compiler.train_step(net, params=P32, inputs={"X": f32[N, D], "y": i64[N]},
+                                 optimizer=compiler.optim.Adam(lr=0.05, clip_norm=0.3))
+    assert dist.buffer.dtype == np.float32
+    for k in range(3):
+        dist(X=X32[mine], y=y[mine])
+        serial(X=X32, y=y)
+    for p in P:
+        assert dist.params[p].dtype == np.float32
+        err = np.max(np.abs(dist.params[p] - serial.params[p]))
+        assert err < 1e-5, f"rank {rank}: f32 {p} differs by {err}"
     print(f"ok equivalence rank {rank}", flush=True)
 
 
