@@ -75,7 +75,7 @@ def llvm_artifact(graph: Graph, fname: str | None = None, fuse: bool = True) -> 
     the object is not cached (or `.source` is asked for)."""
     ir_text = str(graph)
     tunables = (f"fuse={bool(fuse)}; small gemm {llvm_shape.SMALL_GEMM}, unroll "
-                f"{llvm_shape.UNROLL_K}; scoped {llvm_emit.MAX_SCOPED_BUFFERS}")
+                f"{llvm_shape.UNROLL_K}")
     key = cache.key(f"{ir_text}\n; {tunables}\n",
                     f"{jit.target_key()}; codegen {cache.codegen_version()}")
     safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_"

@@ -1,6 +1,8 @@
 """The LLVM module emitter: a graph becomes one function `i64 @f(ptr %buffers)` whose
 argument is an array of buffer pointers, one per value of the graph (inputs first, then every
-node's output, in graph order; see `buffer_values`).  Every buffer is C-contiguous.  It returns
+node's output, in graph order; see `buffer_values`).  Every buffer is C-contiguous.  It calls
+one kernel function per piece of code (a fusion group, a node; llvm_kernels.py), which
+structurally identical pieces share (identical layers compile once).  It returns
 0, or 1 + the index of a computed label check that failed (llvm_labels.py): labels the graph
 computes are checked right after the values they depend on, before any other node runs.
 
@@ -16,9 +18,8 @@ A group closed by a reduction and an elementwise group over the same shape that 
 input share one loop where the later one reads only graph inputs (`sibling_plan`: Σ W² and
 2λ·W of weight decay read W once).
 
-Aliasing: every buffer is its own alias scope (metadata on each load and store), so loops
-vectorize without runtime overlap checks; buffers never overlap (each value owns its buffer,
-inputs are only read).
+Aliasing: a kernel's buffer arguments are `noalias`, so loops vectorize without runtime
+overlap checks; buffers never overlap (each value owns its buffer, inputs are only read).
 
 Names: the buffer pointers carry the value names of the model (`%h`, `%dW1`), loop counters
 `%h.i0`, blocks `h.loop0`.
@@ -31,12 +32,13 @@ from llvmlite import ir
 
 from ..ir import Graph, Node, Value
 from ..ops import OPS
+from ..passes.fusion import fusion_groups
+from .llvm_kernels import new_kernel, piece_key, piece_values
 from .llvm_types import (I8, I32, I64, LL_TYPES, PTR, VOID, View,  # noqa: F401  (used by callers)
                          const_i64, contiguous_strides)
+from .llvm_labels import (computed_checks, emit_computed_checks, emit_label_check, label_checks,
+                          label_cone)
 from .quote import comment as quoted, identifier, identifiers
-
-MAX_SCOPED_BUFFERS = 400
-
 
 def broadcast_strides(shape, out_shape) -> tuple:
     """Strides (in elements) that read a contiguous `shape` broadcast to `out_shape`."""
@@ -92,17 +94,11 @@ class ModuleEmitter:
         self.fn.args[0].name = "buffers"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.producers = graph.producers()
-        self.slots: dict = {}
-        self.ptrs: dict = {}
-        for k, v in enumerate(buffer_values(graph)):
-            self.slots[v.name] = k
-            slot = self.b.gep(self.fn.args[0], [const_i64(k)], inbounds=True,
-                              source_etype=PTR, name=f"{self.ident[v.name]}.slot")
-            self.ptrs[v.name] = self.b.load(slot, typ=PTR, name=self.ident[v.name])
+        self.slots = {v.name: k for k, v in enumerate(buffer_values(graph))}
+        self.ptrs: dict | None = None    # a kernel's buffer arguments (None: the graph's function)
         self._labels = 0
         self.node: Node | None = None
-        self._domain = None
-        self._scopes: dict = {}
+        self.kernels: dict = {}         # structural key -> kernel function (llvm_kernels.py)
 
     # ---- types and memory -------------------------------------------------------------
     @staticmethod
@@ -110,7 +106,14 @@ class ModuleEmitter:
         return LL_TYPES[dtype]
 
     def ptr(self, value: Value):
-        return self.ptrs[value.name]
+        """The buffer of `value`: a kernel's argument, or in the graph's function its pointer
+        read from its slot right where it is used (a pointer live across the whole function
+        would make code generation superlinear in the number of calls)."""
+        if self.ptrs is not None:
+            return self.ptrs[value.name]
+        slot = self.b.gep(self.fn.args[0], [const_i64(self.slots[value.name])], inbounds=True,
+                          source_etype=PTR, name=f"{self.ident[value.name]}.slot")
+        return self.b.load(slot, typ=PTR, name=self.ident[value.name])
 
     def view(self, value: Value, out_shape=None) -> View:
         """`value` read in loops over `out_shape` (broadcast), or over its own shape."""
@@ -122,31 +125,10 @@ class ModuleEmitter:
                           source_etype=self.ll(value.dtype))
 
     def load(self, value: Value, index, name: str = ""):
-        return self._scoped(self.b.load(self.address(value, index), typ=self.ll(value.dtype),
-                                        name=name), value)
+        return self.b.load(self.address(value, index), typ=self.ll(value.dtype), name=name)
 
     def store(self, x, value: Value, index):
-        self._scoped(self.b.store(x, self.address(value, index)), value)
-
-    def _scoped(self, instr, value: Value):
-        """Alias scopes: every buffer is its own scope, disjoint from all others (each value
-        owns its buffer; inputs are only read), so the vectorizer needs no runtime overlap
-        checks.  Skipped for very large graphs (the metadata grows as buffers²)."""
-        if len(self.slots) > MAX_SCOPED_BUFFERS:
-            return instr
-        md = self._scopes.get(value.name)
-        if md is None:
-            mod = self.module
-            if self._domain is None:
-                self._domain = mod.add_metadata([ir.MetaDataString(mod, "gradc buffers")])
-                self._scope = {v: mod.add_metadata([ir.MetaDataString(mod, v), self._domain])
-                               for v in self.slots}
-            others = [sc for v, sc in self._scope.items() if v != value.name]
-            md = (mod.add_metadata([self._scope[value.name]]), mod.add_metadata(others))
-            self._scopes[value.name] = md
-        instr.set_metadata("alias.scope", md[0])
-        instr.set_metadata("noalias", md[1])
-        return instr
+        self.b.store(x, self.address(value, index))
 
     def immediate(self, value: Value):
         """A constant standing for every element of `value`, if its lowering gives one."""
@@ -266,10 +248,6 @@ class ModuleEmitter:
         """({last member: group}, {members emitted inside a later group loop}) for the fusion
         groups (compiler/passes/fusion.py) whose members all have scalar rules and whose
         closing reduction, if any, can take computed values."""
-        try:
-            from ..passes.fusion import fusion_groups
-        except ImportError:          # no fusion analysis: one loop per node
-            return {}, set()
         last, inside = {}, set()
         for g in fusion_groups(self.graph):
             nodes = [self.producers[m] for m in g.nodes]
@@ -412,8 +390,75 @@ class ModuleEmitter:
         self.untouched = skip | inside | {prod.out.name for prod, _ in accum.values()}
         return skip, groups, inside, accum
 
+    def _piece(self, node, groups, siblings, accum, done) -> None:
+        """The code of `node` (and of its fusion group, sibling group, accumulated product),
+        as a call of a kernel function (`kernel`), after a comment saying what it computes."""
+        name = node.out.name
+        members = [self.producers[m] for m in groups[name].nodes] if name in groups else [node]
+        if name in siblings:
+            guest, rname, sib = siblings[name]
+            nodes = members + [self.producers[m] for m in groups[guest].nodes]
+            prod = accum[name][0] if name in accum else None
+            self.comment("one loop for two fused groups: " + "; ".join(
+                _describe(self.producers[m]) for m in groups[name].nodes + groups[guest].nodes))
+            done.add(guest)
+
+            def body():
+                self.fused(groups[rname], sibling=sib)
+                if prod is not None:
+                    self.node = prod
+                    self.lowerings[prod.op].accumulate_into(self, prod, node.out)
+            self.kernel(nodes + ([prod] if prod else []), lambda k: (
+                "siblings", _group_key(groups[rname], k), _group_key(sib[0], k),
+                k.get(sib[1]), prod is not None), body)
+        elif name in accum:
+            prod, other = accum[name]
+            fuse = name in groups and name not in done
+            self.comment(f"{_describe(node)}: {other.name} into {name}, then "
+                         f"{_describe(prod)} added onto it")
+
+            def body():
+                if fuse:
+                    self.fused(groups[name], store=other.name)
+                elif name not in groups:
+                    self.copy(self.view(node.out), self.view(other, node.out.shape),
+                              node.out.shape)
+                self.node = prod
+                self.lowerings[prod.op].accumulate_into(self, prod, node.out)
+            nodes = members if name in groups else [node]
+            self.kernel(nodes + [prod], lambda k: (
+                "accumulate", k[other.name], fuse, name in groups,
+                _group_key(groups[name], k) if name in groups else None), body)
+        elif name in groups:
+            self.comment("fused loop: " + "; ".join(_describe(n) for n in members))
+            self.kernel(members, lambda k: ("fused", _group_key(groups[name], k)),
+                        lambda: self.fused(groups[name]))
+        else:
+            self.comment(_describe(node))
+            self.kernel([node], lambda k: ("node",),
+                        lambda: self.lowerings[node.op].lower(self, node))
+
+    def kernel(self, nodes, tag, body) -> None:
+        """`body()`, the lowering of `nodes`, as a kernel function taking the buffers it may
+        touch, called here; a piece with the structural key of an earlier one calls that
+        one's kernel instead (llvm_kernels.py).  `tag(numbers)`: how the piece is lowered."""
+        values = piece_values(self, nodes)
+        key = piece_key(self, nodes, values, tag)
+        fn = self.kernels.get(key)
+        if fn is None:
+            name = f"k{len(self.kernels)}.{self.ident[nodes[0].out.name]}"
+            fn = self.kernels[key] = new_kernel(self.module, name, values, self.ident)
+            outer = self.b, self.fn, self.ptrs, self.node
+            self.fn, self.ptrs = fn, dict(zip(values, fn.args))
+            self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+            try:
+                body()
+                self.b.ret_void()
+            finally:
+                self.b, self.fn, self.ptrs, self.node = outer
+        self.b.call(fn, [self.ptr(v) for v in values.values()])
+
     def emit(self) -> str:
-        from .llvm_labels import computed_checks, emit_computed_checks, label_cone
         skip, groups, inside, accum = self.plan()
         deferred = {prod.out.name for prod, _ in accum.values()}
         siblings = self.sibling_plan(groups, accum) if self.fuse else {}
@@ -433,41 +478,11 @@ class ModuleEmitter:
                     emit_computed_checks(self, checks)
                 continue
             name = node.out.name
-            if name in skip or name in inside or name in deferred:
+            if name in skip or name in inside or name in deferred or (
+                    name in done and name not in accum):
                 continue
             self.node = node
-            if name in siblings:
-                guest, rname, sib = siblings[name]
-                self.comment("one loop for two fused groups: " + "; ".join(
-                    _describe(self.producers[m]) for m in groups[name].nodes + groups[guest].nodes))
-                self.fused(groups[rname], sibling=sib)
-                done.add(guest)
-                if name in accum:
-                    prod = accum[name][0]
-                    self.node = prod
-                    self.lowerings[prod.op].accumulate_into(self, prod, node.out)
-                continue
-            if name in accum:
-                prod, other = accum[name]
-                self.comment(f"{_describe(node)}: {other.name} into {name}, then "
-                               f"{_describe(prod)} added onto it")
-                if name in groups and name not in done:
-                    self.fused(groups[name], store=other.name)
-                elif name not in groups:
-                    self.copy(self.view(node.out), self.view(other, node.out.shape),
-                              node.out.shape)
-                self.node = prod
-                self.lowerings[prod.op].accumulate_into(self, prod, node.out)
-                continue
-            if name in done:
-                continue
-            if name in groups:
-                members = [self.producers[m] for m in groups[name].nodes]
-                self.comment("fused loop: " + "; ".join(_describe(n) for n in members))
-                self.fused(groups[name])
-                continue
-            self.comment(_describe(node))
-            self.lowerings[node.op].lower(self, node)
+            self._piece(node, groups, siblings, accum, done)
         self.node = None
         self.b.ret(const_i64(0))
         return str(self.module)
@@ -483,6 +498,11 @@ def _describe(node: Node) -> str:
     if node.loc:
         text += f"  @ {node.loc}"
     return quoted(text)
+
+
+def _group_key(group, number) -> tuple:
+    """A fusion group in value numbers: its loop shape, loaded inputs, closing reduction."""
+    return (tuple(group.shape), tuple(number[v] for v in group.inputs), bool(group.reduction))
 
 
 def plan_untouched(graph: Graph, fuse: bool = True) -> frozenset:
@@ -505,7 +525,6 @@ def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
     A graph with integer-label inputs gets a second function, `symbol` + "_labels"
     (`emit_label_check`)."""
     em = ModuleEmitter(graph, symbol, lowerings(), fuse)
-    from .llvm_labels import emit_label_check, label_checks
     checks = label_checks(graph)
     if checks:
         emit_label_check(em.module, symbol + "_labels", graph, checks, em.ident)

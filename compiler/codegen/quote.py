@@ -43,7 +43,10 @@ def _escape(ch: str) -> str:
 def comment(text) -> str:
     """`text` as the body of a one-line comment: every unprintable character (line breaks of
     every kind, controls, NUL, lone surrogates) written as its escape."""
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in str(text))
+    text = str(text)
+    if text.isprintable():          # the common case, without a pass per character
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 
 
 def docstring(text: str, indent: str = "") -> str:
