@@ -377,10 +377,13 @@ class DistributedTrainStep(TrainStep):
 
         def run(**batch):
             n = batch[axis0].shape[0]
-            out = grun(**batch) if grun is not None else gk(copy=False, **params, **batch)
-            for key, view in pairs:           # n_r·g_r into the buffer
-                np.multiply(out[key], n, out=view)
-            views["loss_sum"][...] = out["loss"] * n
+            if n:
+                out = grun(**batch) if grun is not None else gk(copy=False, **params, **batch)
+                for key, view in pairs:           # n_r·g_r into the buffer
+                    np.multiply(out[key], n, out=view)
+                views["loss_sum"][...] = out["loss"] * n
+            else:                     # an empty shard adds nothing (its mean loss is 0/0)
+                self.buffer[...] = 0
             views["n_global"][...] = n
             views["failed"][...] = 0
             self._allreduce()
