@@ -17,6 +17,7 @@ from .text import ParseError, parse_graph, print_graph
 from .passes import optimize
 from .passes.memory import plan_memory
 from .artifact import llvm_artifact, numpy_artifact
+from .custom import inline_custom
 from .check import check_against_sympy, check_finite_differences
 from .higher import hessian, hvp
 from .check_hessian import check_hessian_against_sympy, check_hessian_finite_differences
@@ -51,6 +52,7 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
                              "(e.g. ['cse', 'dce']), [] for none, or None for the default")
         passes = list(passes)
     verify(graph)
+    graph = inline_custom(graph)    # custom gates' forwards, from primitives (custom.py)
     if passes is None or list(passes):
         graph = optimize(graph, passes)
     if backend == "numpy":       # the compiler builds the artifact, the runtime runs it

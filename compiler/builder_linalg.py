@@ -8,8 +8,8 @@ matrix is one 2-D matmul over the stacked rows (X[B, T, E] @ W[E, F] is X reshap
 [B·T, E]); otherwise the ranks are padded with leading axes of size 1 and the batch_matmul
 primitive broadcasts them.  einsum sums the indices only one operand has, moves each
 operand's axes into (batch, kept, contracted) order with one transpose and one reshape, and
-multiplies (a broadcast product when nothing is contracted): so it is as fast as matmul, and its gradient is the gate rules of the primitives
-it is made of.  Nothing here builds a Jacobian.
+multiplies (a broadcast product when nothing is contracted): so it is as fast as matmul, and
+its gradient is the gate rules of the primitives it is made of.  Nothing here builds a Jacobian.
 
 This module uses only the methods of traced values (`.reshape`, `.transpose`, `.sum`, `@`),
 so compiler/builder.py can import it without a cycle.

@@ -31,6 +31,7 @@ import sympy as sp
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .budget import _Budget, time_limit
 from .builder import dsl_module
+from .check_custom import check_custom_gates
 from .check_large import check_large, float_symbols
 from .ir import GradcError, Graph
 from .ops.labels import label_checks
@@ -170,9 +171,11 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     deadline = started + max(time_budget, 0.0) * 0.97   # the rest: writing the report
     notes = []
     if float_symbols(graph) > max_symbols:    # too large for SymPy: numbers over the DAG
-        return check_large(graph, wrt, of, points=points, seed=seed, tol=tol,
-                           time_budget=time_budget, max_symbols=max_symbols,
-                           backends=backends, localize=localize, say=say, started=started)
+        report = check_large(graph, wrt, of, points=points, seed=seed, tol=tol,
+                             time_budget=time_budget, max_symbols=max_symbols,
+                             backends=backends, localize=localize, say=say, started=started)
+        report.custom_gates = check_custom_gates(graph, kinks, seed=seed)
+        return report
     graph = renderable(graph, max_symbols, notes, "check_against_sympy",
                        "check_finite_differences")
     wrt = _wrt_list(graph, wrt)
@@ -185,6 +188,7 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
         f"{len(dg.nodes)} gradient nodes, time budget {time_budget:g} s")
     rows = [GradientRow(names[x], graph.input(x).shape) for x in wrt]
     stages = {}
+    custom = check_custom_gates(graph, kinks, seed=seed)   # each rule vs its forward's derivative
     compiled = _compiled(dg, backends, notes, say)
     stages["compile"] = time.perf_counter() - started
     done = _numeric(graph, dg, wrt, names, target, labels, rng, points, tol, rows, compiled,
@@ -196,6 +200,7 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     report = CheckReport(f"check_against_sympy: {graph.name}, d{of}/d({', '.join(wrt)}), "
                          f"{done} points", rows, notes, oracle="SymPy")
     report.budget = time_budget
+    report.custom_gates = custom
     if not report.ok:
         for r in rows:
             r.symbolic = (0, int(np.prod(r.shape)))
@@ -206,6 +211,11 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
             if report.suspect is None and time.perf_counter() > deadline:
                 notes.append("no gate rule was named: the time budget ran out while "
                              "checking them one by one")
+    elif any(c.differs for c in custom):       # SymPy's derivative of the forward is not
+        for r in rows:                         # what the flagged rule computes, on purpose
+            r.symbolic = (0, int(np.prod(r.shape)))
+            r.why = ("not attempted: a custom gate's rule differs from the derivative of its "
+                     "forward (flagged below), so the 30-digit comparison takes its rule as given")
     else:
         t = time.perf_counter()
         _symbolic(graph, dg, wrt, names, target, labels, rows, deadline, time_budget, say)
@@ -453,9 +463,23 @@ def check_finite_differences(graph: Graph, wrt=None, of=None, *, eps: float = 1e
                     rows[x].add_numeric(fd, float(np.sum(g * d)), tol, where=(p, -1))
     for r in rows.values():
         r.symbolic = None
+    custom = check_custom_gates(graph, kinks, seed=seed)
+    flagged = [c.name for c in custom if c.differs]
+    if flagged:     # differences differentiate the forward; a flagged rule differs on purpose
+        bad = [r for r in rows.values() if r.failure]
+        for r in bad:
+            idx, p, ref, got, _ = r.failure
+            notes.append(f"expected, not failed: {r.name}{idx} at point {p}: central "
+                         f"differences {ref:.10g}, gradc {got:.10g}")
+            r.failure = None
+        notes.append(f"finite differences differentiate the forward, and the rule of custom "
+                     f"gate(s) {', '.join(flagged)} differs from that derivative on purpose "
+                     "(flagged above): check_against_sympy compares the gradient with each "
+                     "custom rule taken as given")
     report = CheckReport(f"check_finite_differences: {graph.name}, d{of}/d({', '.join(wrt)}), "
                          f"{points} points, eps={eps:g}", list(rows.values()), notes,
                          oracle="central differences")
+    report.custom_gates = custom
     report.seconds = time.perf_counter() - started
     return report
 

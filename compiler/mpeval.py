@@ -17,6 +17,7 @@ import numpy as np
 import sympy as sp
 from mpmath.libmp import from_man_exp
 
+from .custom import custom_gate_of
 from .ir import GradcError, Graph
 from .ops import OPS
 from .symbolic import render
@@ -232,6 +233,11 @@ class ChainRule:
                 switched += evaluate(kinks, subs, dps, memo)
                 if a is None or n.out.name not in self.on_path:
                     continue
+                custom = custom_gate_of(n.op)
+                if custom is not None:  # a user's gate rule is taken as given: whether it is
+                    # the derivative of its forward is compiler/check_custom.py's report
+                    self._add_rule(adj, n, custom.adjoint_at(n, env, _as_sympy(a, dps)))
+                    continue
                 evaluate(exprs, subs, dps, memo)
                 seeds = {}
                 for e, g in zip(exprs, a.ravel()):
@@ -250,6 +256,17 @@ class ChainRule:
             grads = {x: adj.get(x, _zeros(self.graph.input(x).shape)) for x in self.wrt}
             value = number(env[self.target][()]) if env[self.target].shape == () else None
         return value, grads, switched
+
+    def _add_rule(self, adj: dict, node, grads) -> None:
+        """adj[input] += the gradient a custom gate's rule gives that input (rendered numbers)."""
+        for v, d in zip(node.inputs, grads):
+            if v.name not in self.live or not v.type.is_float:
+                continue
+            acc = adj.get(v.name)
+            if acc is None:
+                acc = adj[v.name] = _zeros(self.types[v.name].shape)
+            for k, x in enumerate(np.broadcast_to(np.asarray(d, dtype=object), v.shape).flat):
+                acc.flat[k] += number(x)
 
     def _sweep(self, seeds: dict, memo: dict, subs: dict, dps: int) -> dict:
         """Adjoints of the symbols: the seeds (expression -> adjoint) pushed back through the
@@ -291,6 +308,14 @@ class ChainRule:
                 if x.free_symbols:
                     bar[x] = bar[x] + d if x in bar else d
         return {s: g for s, g in bar.items() if s.is_Symbol}
+
+
+def _as_sympy(arr, dps: int) -> np.ndarray:
+    """An object array of mpmath numbers as SymPy numbers (what the renderer computes on)."""
+    out = np.empty(np.shape(arr), dtype=object)
+    for idx, x in np.ndenumerate(np.asarray(arr, dtype=object)):
+        out[idx] = sp.Float(x, dps) if isinstance(x, mpmath.mpf) else sp.sympify(x)
+    return out
 
 
 def _fdiff(e, k: int):

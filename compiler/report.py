@@ -70,6 +70,8 @@ class CheckReport:
     seconds: float = 0.0
     budget: float | None = None           # the time budget the check ran under (seconds)
     stages: dict = field(default_factory=dict)   # stage -> seconds it took
+    custom_gates: list = field(default_factory=list)  # check_custom.CustomGateCheck, flagged
+                                                      # or not: never a failure
 
     @property
     def proven(self) -> dict:
@@ -126,6 +128,7 @@ class CheckReport:
                        f"({sum(r.count for r in rs)} comparisons at 30 digits): {why}")
         if self.suspect:
             out.append(f"  suspect: {self.suspect}")
+        out += [f"  {c}" for c in self.custom_gates]
         out += [f"  note: {n}" for n in self.notes]
         out.append("  OK" if self.ok else "  FAILED")
         return "\n".join(out)

@@ -184,6 +184,10 @@ def parse_graph(text: str) -> Graph:
             raise ParseError(f"cannot read {ln[:60]!r}: expected 'name: type = op(inputs) "
                              "{attrs}'", lineno)
         name, dtype, dims, op, args, attrs, loc, rule, of = nm.groups()
+        if op not in OPS:
+            raise ParseError(f"op {op!r} is neither a primitive nor a custom gate defined in this "
+                             "process: a graph with a custom gate parses where the module that "
+                             "defines it (@dsl.custom_gate) has been imported", lineno)
         if name in env:
             raise ParseError(f"value {name!r} defined twice", lineno)
         ins = []

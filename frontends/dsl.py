@@ -30,6 +30,7 @@ from compiler.builder import (Builder, Var, abs, broadcast_to, cast, elu, equal,
                               softmax_cross_entropy, softplus, sqrt, sum, svm_loss, swish, tanh,
                               transpose, where)
 from compiler.builder_linalg import einsum  # noqa: F401  (np.einsum, one or two operands)
+from compiler.custom import custom_gate  # noqa: F401  (a user's op with its own gate rule)
 from compiler.builder_array import (concatenate, flip, pad, split, stack, take,  # noqa: F401
                                     take_along_axis)
 from compiler.debug import broadcast_guard
@@ -45,7 +46,7 @@ __all__ = ["trace", "f32", "f64", "i64", "Tensor", "abs", "broadcast_to", "cast"
            "transpose", "where"]
 __all__ += ["concatenate", "flip", "pad", "split", "stack", "take",  # compiler/builder_array.py
             "take_along_axis"]
-__all__ += ["einsum"]     # compiler/builder_linalg.py
+__all__ += ["einsum", "custom_gate"]     # compiler/builder_linalg.py, compiler/custom.py
 
 
 class _DType:

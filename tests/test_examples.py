@@ -127,3 +127,59 @@ def test_script_exits_1_below_97_percent():
     assert p.returncode == 1, p.stdout + p.stderr
     assert "FAIL: sgd training accuracy" in p.stderr and "below 0.97" in p.stderr
     assert "adam" not in p.stdout
+
+
+# ---- examples/char_model.py: embedding gather + concatenated context window (issue 18.7) ----
+from examples import char_model as cm  # noqa: E402
+
+CHAR_SCRIPT = os.path.join(ROOT, "examples", "char_model.py")
+
+
+def numpy_char_loss(P, tokens, y, reg=cm.REG):
+    """The character model's loss by hand: rows of E by fancy indexing, the window as a
+    reshape (not a concatenate), a log-softmax with the max subtracted."""
+    ctx = P["E"][tokens].reshape(len(y), -1)
+    s = np.tanh(ctx @ P["W1"] + P["b1"]) @ P["W2"] + P["b2"]
+    s = s - s.max(axis=1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y].mean() + 0.5 * reg * (np.sum(P["W1"] ** 2)
+                                                             + np.sum(P["W2"] ** 2))
+
+
+def test_char_model_follows_numpy_and_learns_the_shipped_text():
+    """The first step's loss is the hand-written NumPy loss of the initial parameters on the
+    first batch; after 150 Adam steps the whole text's loss (the step's evaluation, equal to
+    NumPy's on the trained parameters) is far below the unigram entropy, which a model that
+    ignores its context cannot beat."""
+    text, alphabet = cm.load()
+    assert 3000 < len(text) < 8000 and len(alphabet) == 26
+    run = cm.train(steps=150, every=50, log=lambda line: None)
+    ix = np.random.default_rng(1).integers(0, len(run.targets), cm.BATCH)    # train's first
+    first = numpy_char_loss(cm.init_params(len(alphabet), 0), run.contexts[ix], run.targets[ix])
+    assert run.losses[0] == pytest.approx(first, rel=1e-12)
+    assert abs(first - np.log(26)) < 0.05          # ≈ uniform over the alphabet at init
+    whole = run.step.evaluate(tokens=run.contexts, y=run.targets)["loss"]
+    assert whole == pytest.approx(numpy_char_loss(run.step.params, run.contexts, run.targets),
+                                  rel=1e-12)
+    base = cm.unigram_entropy(run.targets, len(alphabet))
+    assert whole < base - 1.5, (whole, base)
+    lines = cm.sample(run, 3, seed=2)
+    assert len(lines) == 3 and all(set(ln) <= set(alphabet) - {"\n"} for ln in lines)
+
+
+def test_char_model_script_prints_the_loss_and_sampled_lines():
+    p = subprocess.run([sys.executable, CHAR_SCRIPT, "--steps", "120", "--every", "40",
+                        "--samples", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.findall(r"step +(\d+) +loss \d\.\d{4}", p.stdout) == ["0", "40", "80", "119"]
+    assert "unigram entropy 2.8662" in p.stdout and p.stdout.count("  sample: ") == 2
+
+
+def test_char_model_llvm_step_follows_the_numpy_step():
+    """The native train step (gather, scatter-add and concatenate as loops) gives the NumPy
+    step's losses and parameters."""
+    a = cm.train(steps=20, log=lambda line: None)
+    b = cm.train(steps=20, backend="llvm", log=lambda line: None)
+    np.testing.assert_allclose(b.losses, a.losses, rtol=1e-10)
+    for k in a.step.params:
+        np.testing.assert_allclose(b.step.params[k], a.step.params[k], rtol=1e-9, atol=1e-12)

@@ -118,7 +118,30 @@ class Each(tuple):
         return cache[n]
 
 
-OPS: dict = {}      # name -> OpRecord, filled by the family modules through `declare`
+class OpTable(dict):
+    """name -> OpRecord: the primitives, filled by the family modules through `declare`.  A
+    user's custom gate (compiler/custom.py) is in `custom` and found by name like a primitive
+    (`OPS[name]`, `name in OPS`, `OPS.get(name)`), but it is not one of the table's items, so
+    walking the table (the op-table tests, `known_ops`) walks the primitives only."""
+
+    def __init__(self):
+        super().__init__()
+        self.custom: dict = {}
+
+    def __missing__(self, name):
+        try:
+            return self.custom[name]
+        except (KeyError, TypeError):
+            raise KeyError(name) from None
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or name in self.custom
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+
+OPS = OpTable()
 
 RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
 TRAITS = ("elementwise", "view", "reduction", "selects", "zero_safe", "ufunc", "into", "plannable",
