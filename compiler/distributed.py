@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import train
+from . import train, trees
 from .autodiff import grad
 from .builder import Builder
 from .ir import GradcError, Graph, TensorType
@@ -146,6 +146,8 @@ def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
                                "of one dtype: give every parameter the same dtype")
     dt = dtypes.pop()
     dg.outputs = {"loss": dg.outputs[loss], **{f"d{p}": dg.outputs[f"d{p}"] for p in params}}
+    if getattr(dg, "output_trees", None):      # the outputs are leaves now (compiler/trees.py)
+        dg.output_trees = {}
     types = {p: dg.input(p).type for p in params}
     buffer = GradientBuffer.layout({f"d{p}_sum": t.shape for p, t in types.items()},
                                    {"f64": np.float64, "f32": np.float32}[dt])
@@ -215,8 +217,12 @@ def _signature(params: dict, inputs: dict, optimizer, backend) -> dict:
         if isinstance(s, TensorType):
             return f"{s.dtype}{list(s.shape[1:])} (after axis 0)"
         return repr(s)
-    return {"parameters": [(k, tuple(np.shape(a)), str(np.asarray(a).dtype))
-                           for k, a in dict(params).items()],
+    leaves = []
+    for k, v in dict(params).items():      # a tree's leaves by dotted path (compiler/trees.py)
+        for path, a in (trees.leaves(v) if trees.is_tree(v) else [((), v)]):
+            leaves.append((trees.dotted(k, path) if path else k, tuple(np.shape(a)),
+                           str(np.asarray(a).dtype)))
+    return {"parameters": leaves,
             "inputs": [(k, spec(s)) for k, s in dict(inputs).items()],
             "optimizer": repr(optimizer), "backend": backend}
 
@@ -288,6 +294,9 @@ class DistributedTrainStep(TrainStep):
         if failed:
             raise DistributedError(f"{self.name}: {failed} other rank(s) raised in this step "
                                    "(see their errors); no rank updated anything")
+        if not self._views["n_global"]:
+            raise DistributedError(f"{self.name}: every rank's shard is empty; nothing to "
+                                   "average (no rank updated anything)")
 
     def save(self, path) -> None:
         """Rank 0 writes (TrainStep.save); every rank returns when it is written, or raises
@@ -343,9 +352,11 @@ class DistributedTrainStep(TrainStep):
             raise DistributedError(f"{self.name}: the batch inputs' axis 0 differ ({sizes}); "
                                    "a data-parallel step weights each shard by that length")
         dsl = train.dsl_module("train_step")
-        types = {k: TensorType(train._FLOAT_DTYPES[a.dtype], a.shape)
-                 for k, a in self._params.items()}
+        view = getattr(self, "_view", self._params)      # the parameters as trees, if any
+        types = trees.spec_of(view, lambda a: TensorType(train._FLOAT_DTYPES[a.dtype],
+                                                         a.shape))
         g = dsl.trace(self.loss_fn, name=self.name, training=True, **types, **specs)
+        trees.check_names(g, view)
         loss_key = train._loss_key(g)
         dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
                    for n in g.nodes if n.op == "dropout"]
@@ -356,7 +367,8 @@ class DistributedTrainStep(TrainStep):
                            self.optimizer, loss_key)
         if self.buffer is None:
             self.buffer, self._views = parts.buffer.allocate()
-        gk, uk = self._compile(parts.gradient), self._compile(parts.update)
+        gk = trees.unwrapped(self._compile(parts.gradient))     # called with leaf names
+        uk = self._compile(parts.update)
         self.compilations += 1
         lay = parts.layout
         utypes = {v.name: v.type for v in parts.update.inputs}
