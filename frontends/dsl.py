@@ -33,6 +33,8 @@ from compiler.builder_linalg import einsum  # noqa: F401  (np.einsum, one or two
 from compiler.custom import custom_gate  # noqa: F401  (a user's op with its own gate rule)
 from compiler.builder_array import (concatenate, flip, pad, split, stack, take,  # noqa: F401
                                     take_along_axis)
+from compiler.builder_conv import (avg_pool2d, batch_norm, conv1d, conv2d,  # noqa: F401
+                                   global_avg_pool, layer_norm, max_pool2d)
 from compiler.debug import broadcast_guard
 from compiler.ir import Graph, TensorType, UnsupportedError
 
@@ -48,6 +50,8 @@ __all__ += ["concatenate", "flip", "pad", "split", "stack", "take",  # compiler/
             "take_along_axis"]
 __all__ += ["einsum", "custom_gate"]     # compiler/builder_linalg.py, compiler/custom.py
 
+__all__ += ["avg_pool2d", "batch_norm", "conv1d", "conv2d", "global_avg_pool",  # builder_conv
+            "layer_norm", "max_pool2d"]
 
 class _DType:
     """`f64[3, 2]` -> TensorType('f64', (3, 2)); `f64[()]` is a scalar."""

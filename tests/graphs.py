@@ -362,6 +362,38 @@ OP_SAMPLES = {
 }
 
 
+_GEO = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+_POOL = {"kernel": (2, 2), "stride": (2, 2)}
+OP_SAMPLES.update({    # compiler/ops/conv.py: tiny NCHW/OIHW shapes (SymPy renders every sum)
+    "conv2d": OpSample((
+        Case(((F, (1, 1, 2, 2)), (F, (2, 1, 2, 2))), {**_GEO, "padding": (1, 1)}, "pad1"),
+        Case(((F, (1, 1, 5, 5)), (F, (1, 1, 2, 2))), {**_GEO, "stride": (2, 2),
+                                                      "dilation": (2, 2)}, "stride2-dil2"),
+        Case(((F, (1, 2, 2, 2)), (F, (2, 1, 2, 2))), {**_GEO, "groups": 2}, "groups2"),
+        Case(((F, (1, 1, 3, 2)), (F, (2, 1, 2, 1))), {**_GEO, "padding": (0, 1)}, "odd"))),
+    "conv2d_input_grad": OpSample((
+        Case(((F, (1, 2, 3, 3)), (F, (2, 1, 2, 2))), {**_GEO, "padding": (1, 1),
+                                                      "size": (2, 2)}, "pad1"),
+        Case(((F, (1, 1, 2, 2)), (F, (1, 1, 2, 2))), {**_GEO, "stride": (2, 2),
+                                                      "dilation": (2, 2), "size": (5, 5)},
+             "stride2-dil2"))),
+    "conv2d_weight_grad": OpSample((
+        Case(((F, (1, 1, 2, 2)), (F, (1, 2, 3, 3))), {**_GEO, "padding": (1, 1),
+                                                      "kernel": (2, 2)}, "pad1"),
+        Case(((F, (1, 2, 2, 2)), (F, (1, 2, 1, 1))), {**_GEO, "groups": 2, "kernel": (2, 2)},
+             "groups2"))),
+    "max_pool2d": OpSample((Case(((F, (1, 1, 4, 4)),), _POOL, "2x2"),
+                            Case(((F, (1, 1, 3, 3)),), {**_POOL, "stride": (1, 1)}, "overlap")),
+                           _distinct),
+    "avg_pool2d": OpSample((Case(((F, (1, 1, 4, 4)),), _POOL, "2x2"),
+                            Case(((F, (1, 1, 3, 3)),), {**_POOL, "stride": (1, 1)}, "overlap"))),
+    "global_avg_pool": OpSample((Case(((F, (2, 3, 2, 2)),), label="2x3x2x2"),)),
+    "pool_windows": OpSample((Case(((F, (1, 1, 3, 3)),), {**_POOL, "stride": (1, 1)},
+                                   "overlap"),)),
+    "pool_fold": OpSample((Case(((F, (1, 1, 2, 2, 2, 2)),), {**_POOL, "stride": (1, 1),
+                                                             "size": (3, 3)}, "overlap"),)),
+})
+
 def case_types(case: Case, dtype: str) -> list:
     return [TensorType(dtype if d == F else d, s) for d, s in case.types]
 

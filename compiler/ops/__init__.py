@@ -17,3 +17,4 @@ from .record import OPS, RULES, TRAITS, Each, OpRecord, declare, gate, known_ops
 
 from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (declares the records)
 from . import array  # noqa: E402,F401  (concatenate, gathers and their scatter-add transposes)
+from . import conv  # noqa: E402,F401  (convolution, pooling and their gate convolutions)

@@ -1,0 +1,338 @@
+"""LLVM lowerings of convolution and pooling (compiler/ops/conv.py): im2col into a column tile,
+then BLAS gemm (runtime/blas.py), per (image, group, tile of output pixels).
+
+The column tile is one stack buffer of TILE_BYTES shared by every convolution of the function
+(the memory plan of the column buffers: each tile is packed, multiplied and dropped before the
+next is packed), so no column matrix of the whole batch is ever allocated.  A tile holds the
+columns of R whole output rows (or, when one row's columns exceed it, of a segment of one
+row), packed as a row-major [C/G·KH·KW, T] matrix (T = the tile's pixel capacity), so that its
+output pixels are one contiguous range p0 … p0 + pt of the image's OH·OW and gemm writes them
+straight into the NCHW result (ldc = OH·OW), no transposes.  Zero padding is never stored:
+for each kernel offset the in-bounds rows and columns of the tile are an interval computed
+once (integer arithmetic), the rest of the tile row is zero-filled (im2col) or skipped
+(col2im).  A 1×1 convolution with stride 1 and no padding multiplies the input image itself.
+
+Row-major matrices are column-major transposes (llvm_shape.py's convention):
+    forward       Y[n,g][Og, pt] = W[g][Og, K]·col[K, pt]:  gemm('N','N', pt, Og, K, col, T, W, K, Y, P)
+    input_grad    col[K, pt] = W[g]ᵀ·G[n,g][Og, pt]:        gemm('N','T', pt, K, Og, G, P, W, K, col, T)
+                  then col2im adds col into dx
+    weight_grad   dW[g][Og, K] += G[n,g]·colᵀ:               gemm('T','N', K, Og, pt, col, T, G, P, dW, K)
+with K = C/G·KH·KW and P = OH·OW.
+
+Pooling: max/avg pool read each window straight from x (a strided view); pool_windows is a
+strided copy and pool_fold its scatter-add; global_avg_pool sums each H×W plane.
+"""
+from __future__ import annotations
+
+import numbers
+
+from llvmlite import ir
+
+from ..ir import UnsupportedError
+from . import llvm_math as M
+from .llvm_shape import BLAS_INT, _gemm_decl, check_blas_ints
+from .llvm_types import I8, I64, View, const_i64, contiguous_strides
+
+TILE_BYTES = 1 << 18          # the shared column tile (stack): 256 KiB
+MAX_TILE_BYTES = 1 << 22      # a single tile column larger than this is refused
+UNROLL_WINDOW = 16            # pooling windows up to this many elements are unrolled
+
+
+def _ints(node, *shapes):
+    for s in shapes:
+        if not all(isinstance(d, numbers.Integral) for d in s):
+            raise UnsupportedError(f"{node.op} {node.out.name!r}: the LLVM backend needs "
+                                   f"concrete sizes, got shape {s}")
+
+
+class _Geo:
+    """The sizes of one convolution node, whatever its kind."""
+
+    def __init__(self, node, kind):
+        a = node.attrs
+        if kind == "forward":
+            x, w, y = node.inputs[0], node.inputs[1], node.out
+        elif kind == "input_grad":
+            y, w, x = node.inputs[0], node.inputs[1], node.out
+        else:
+            x, y, w = node.inputs[0], node.inputs[1], node.out
+        self.x, self.w, self.y = x, w, y
+        _ints(node, x.shape, w.shape, y.shape)
+        self.n, self.c, self.h, self.wd = x.shape
+        self.o, self.cg, self.kh, self.kw = w.shape
+        self.oh, self.ow = y.shape[2:]
+        self.groups = a["groups"]
+        self.og = self.o // self.groups
+        (self.sh, self.sw), (self.ph, self.pw) = a["stride"], a["padding"]
+        self.dh, self.dw = a["dilation"]
+        self.k = self.cg * self.kh * self.kw
+        self.p = self.oh * self.ow
+        self.direct = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+
+
+class Conv:
+    """conv2d ("forward"), conv2d_input_grad, conv2d_weight_grad."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def lower(self, em, node):
+        _conv(em, node, self.kind, _Geo(node, self.kind))
+
+
+def _tile(em, ty, nbytes):
+    """The column tile of the function being emitted (an entry-block alloca of `ty`, 64-byte
+    aligned): every convolution of that dtype lowered into the function packs its tiles in it."""
+    tiles = em.__dict__.setdefault("_conv_tiles", {})
+    key = (id(em.fn), str(ty))
+    tile = tiles.get(key)
+    if tile is None or tile[1] < nbytes:
+        item = 8 if isinstance(ty, ir.DoubleType) else 4
+        with em.b.goto_block(em.fn.entry_basic_block):
+            ptr = em.b.alloca(ty, size=const_i64(-(-nbytes // item)), name="conv.tile")
+            ptr.align = 64
+        tile = tiles[key] = (ptr, nbytes, em.fn)
+    return tile[0]
+
+
+def _smax(b, x, y):
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _smin(b, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _valid(b, start, count, k, s, pad, d, n):
+    """[lo, hi) of t in [0, count): 0 ≤ (start + t)·s − pad + k·d < n (k a loop counter)."""
+    a = b.sub(const_i64(pad), b.mul(k, const_i64(d)))
+    lo = b.select(b.icmp_signed("<=", a, const_i64(0)), const_i64(0),
+                  b.sdiv(b.add(a, const_i64(s - 1)), const_i64(s)))
+    top = b.add(a, const_i64(n - 1))
+    hi = b.select(b.icmp_signed("<", top, const_i64(0)), const_i64(0),
+                  b.add(b.sdiv(top, const_i64(s)), const_i64(1)))
+    lo = _smin(b, _smax(b, b.sub(lo, start), const_i64(0)), count)
+    hi = _smin(b, _smax(b, b.sub(hi, start), lo), count)
+    return lo, hi
+
+
+def _range(em, lo, hi, name):
+    """for t in range(lo, hi) (i64 values): yields t."""
+    class _R:
+        def __enter__(self_):
+            self_.cm = em.loop(em.b.sub(hi, lo), name)
+            return em.b.add(self_.cm.__enter__(), lo)
+
+        def __exit__(self_, *exc):
+            return self_.cm.__exit__(*exc)
+    return _R()
+
+
+def _columns(em, geo, ty, tile, tcap, n, grp, oh0, ow0, rows, cols, scatter):
+    """im2col of one tile (scatter=False: x's windows into the tile, zeros outside x) or
+    col2im (scatter=True: the tile added back into dx, out-of-bounds entries dropped)."""
+    b, x = em.b, geo.x
+    zero = ir.Constant(ty, 0.0)
+    with em.loop(geo.cg, "c") as c:
+        chan = b.add(b.mul(grp, const_i64(geo.cg)), c)
+        plane = b.mul(b.add(b.mul(n, const_i64(geo.c)), chan), const_i64(geo.h * geo.wd))
+        with em.loop(geo.kh, "kh") as p:
+            lo_a, hi_a = _valid(b, oh0, rows, p, geo.sh, geo.ph, geo.dh, geo.h)
+            with em.loop(geo.kw, "kw") as q:
+                lo_b, hi_b = _valid(b, ow0, cols, q, geo.sw, geo.pw, geo.dw, geo.wd)
+                r = b.add(b.mul(b.add(b.mul(c, const_i64(geo.kh)), p), const_i64(geo.kw)), q)
+                base = b.mul(r, const_i64(tcap))
+                col0 = b.sub(b.mul(q, const_i64(geo.dw)), const_i64(geo.pw))
+
+                def at(off):
+                    return b.gep(tile, [off], inbounds=True, source_etype=ty)
+
+                def zeros(start, stop):
+                    with _range(em, start, stop, "z") as t:
+                        b.store(zero, at(b.add(base, t)))
+                if not scatter:
+                    zeros(const_i64(0), b.mul(lo_a, cols))
+                with _range(em, lo_a, hi_a, "a") as a:
+                    row = b.add(base, b.mul(a, cols))
+                    ih = b.add(b.mul(b.add(oh0, a), const_i64(geo.sh)),
+                               b.sub(b.mul(p, const_i64(geo.dh)), const_i64(geo.ph)))
+                    src_row = b.add(plane, b.mul(ih, const_i64(geo.wd)))
+                    if not scatter:
+                        with _range(em, const_i64(0), lo_b, "z") as t:
+                            b.store(zero, at(b.add(row, t)))
+                    with _range(em, lo_b, hi_b, "b") as t:
+                        iw = b.add(b.mul(b.add(ow0, t), const_i64(geo.sw)), col0)
+                        src = b.add(src_row, iw)
+                        slot = at(b.add(row, t))
+                        if scatter:
+                            got = b.load(slot, typ=ty)
+                            em.store(b.fadd(em.load(x, src), got), x, src)
+                        else:
+                            b.store(em.load(x, src), slot)
+                    if not scatter:
+                        with _range(em, hi_b, cols, "z") as t:
+                            b.store(zero, at(b.add(row, t)))
+                if not scatter:
+                    zeros(b.mul(hi_a, cols), b.mul(rows, cols))
+
+
+def _call_gemm(em, node, ty, ta, tb, m, n_, k, a, lda, bm, ldb, beta, c, ldc):
+    b = em.b
+    label = em.ident[node.out.name]
+
+    def cell(t, v, what):
+        v = v if isinstance(v, ir.Value) else ir.Constant(t, v)
+        if t is BLAS_INT and v.type != BLAS_INT:
+            v = b.trunc(v, BLAS_INT)
+        return em.var(t, v, name=f"{label}.{what}")
+    args = [cell(I8, ord(ta), "transa"), cell(I8, ord(tb), "transb"),
+            cell(BLAS_INT, m, "m"), cell(BLAS_INT, n_, "n"), cell(BLAS_INT, k, "k"),
+            cell(ty, 1.0, "alpha"), a, cell(BLAS_INT, lda, "lda"), bm,
+            cell(BLAS_INT, ldb, "ldb"), cell(ty, beta, "beta"), c, cell(BLAS_INT, ldc, "ldc")]
+    b.call(_gemm_decl(em, node.out.dtype), args)
+
+
+def _conv(em, node, kind, geo):
+    b = em.b
+    ty = em.ll(node.out.dtype)
+    item = 8 if node.out.dtype == "f64" else 4
+    if min(geo.n, geo.o, geo.c, geo.p) == 0:
+        if kind != "forward":
+            em.fill(node.out, ir.Constant(ty, 0.0))
+        return
+    if geo.direct:
+        rows_per, wt = geo.oh, geo.ow
+    elif geo.k * geo.ow * item <= TILE_BYTES:
+        rows_per, wt = min(geo.oh, TILE_BYTES // (geo.k * geo.ow * item)), geo.ow
+    else:
+        rows_per, wt = 1, max(1, TILE_BYTES // (geo.k * item))
+        if geo.k * item > MAX_TILE_BYTES:
+            raise UnsupportedError(f"{node.op} {node.out.name!r}: a column of C/groups·KH·KW = "
+                                   f"{geo.k} elements exceeds the LLVM backend's column tile; "
+                                   "use backend='numpy'")
+    tcap = rows_per * wt
+    check_blas_ints(node.out.name, node.loc, m=tcap, n=max(geo.og, geo.k), k=geo.k, lda=geo.p,
+                    ldc=geo.p)
+    tile = None if geo.direct else _tile(em, ty, max(TILE_BYTES, geo.k * tcap * item))
+    if kind != "forward" and not (kind == "input_grad" and geo.direct):
+        em.fill(node.out, ir.Constant(ty, 0.0))
+
+    def ptr(value, off):
+        return b.gep(em.ptr(value), [off], inbounds=True, source_etype=ty)
+    n_rt = -(-geo.oh // rows_per)
+    n_ct = -(-geo.ow // wt)
+    with em.loop(geo.n, "n") as n:
+        with em.loop(geo.groups, "g") as grp:
+            ybase = b.mul(b.add(b.mul(n, const_i64(geo.o)), b.mul(grp, const_i64(geo.og))),
+                          const_i64(geo.p))
+            wbase = b.mul(grp, const_i64(geo.og * geo.k))
+            xbase = b.mul(b.add(b.mul(n, const_i64(geo.c)), b.mul(grp, const_i64(geo.cg))),
+                          const_i64(geo.p))
+            with em.loop(n_rt, "rt") as rt:
+                oh0 = b.mul(rt, const_i64(rows_per))
+                rows = _smin(b, const_i64(rows_per), b.sub(const_i64(geo.oh), oh0))
+                with em.loop(n_ct, "ct") as ct:
+                    ow0 = b.mul(ct, const_i64(wt))
+                    cols = _smin(b, const_i64(wt), b.sub(const_i64(geo.ow), ow0))
+                    pt = b.mul(rows, cols)
+                    p0 = b.add(b.mul(oh0, const_i64(geo.ow)), ow0)
+                    ypix = ptr(geo.y, b.add(ybase, p0))
+                    if geo.direct:      # the image is its own column matrix
+                        col, ld = ptr(geo.x, xbase), geo.p
+                    else:
+                        col, ld = tile, tcap
+                    if kind != "input_grad" and not geo.direct:
+                        _columns(em, geo, ty, tile, tcap, n, grp, oh0, ow0, rows, cols, False)
+                    if kind == "forward":
+                        _call_gemm(em, node, ty, "N", "N", pt, geo.og, geo.k, col, ld,
+                                   ptr(geo.w, wbase), geo.k, 0.0, ypix, geo.p)
+                    elif kind == "input_grad":
+                        _call_gemm(em, node, ty, "N", "T", pt, geo.k, geo.og, ypix, geo.p,
+                                   ptr(geo.w, wbase), geo.k, 0.0, col, ld)
+                        if not geo.direct:
+                            _columns(em, geo, ty, tile, tcap, n, grp, oh0, ow0, rows, cols,
+                                     True)
+                    else:
+                        _call_gemm(em, node, ty, "T", "N", geo.k, geo.og, pt, col, ld,
+                                   ypix, geo.p, 1.0, ptr(geo.w, wbase), geo.k)
+
+
+# ---- pooling ------------------------------------------------------------------------------
+def _window_strides(x, node):
+    """Strides of x read as [N, C, OH, OW, KH, KW] windows."""
+    _ints(node, x.shape)
+    n, c, h, w = x.shape
+    sh, sw = node.attrs["stride"]
+    return (c * h * w, h * w, sh * w, sw, w, 1)
+
+
+class Pool:
+    """max_pool2d ("max"), avg_pool2d ("mean"), global_avg_pool ("global")."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def lower(self, em, node):
+        b, x, out = em.b, node.inputs[0], node.out
+        ty = em.ll(out.dtype)
+        _ints(node, x.shape)
+        if self.kind == "global":
+            h, w = x.shape[2:]
+            src = View(x, 0, (x.shape[1] * h * w, h * w))
+            count, offsets = h * w, None
+        else:
+            kh, kw = node.attrs["kernel"]
+            src = View(x, 0, _window_strides(x, node)[:4])
+            count = kh * kw
+            offsets = [p * x.shape[3] + q for p in range(kh) for q in range(kw)]
+
+        def combine(acc, v):
+            return M.maximum(b, acc, v) if self.kind == "max" else b.fadd(acc, v)
+
+        def body(idx):
+            base = idx[1]
+            if offsets is not None and count <= UNROLL_WINDOW:
+                acc = None
+                for off in offsets:
+                    v = em.load(x, b.add(base, const_i64(off)))
+                    acc = v if acc is None else combine(acc, v)
+            else:
+                width = count if offsets is None else node.attrs["kernel"][1]
+                height = 1 if offsets is None else node.attrs["kernel"][0]
+                first = em.load(x, base)
+                acc_slot = em.var(ty, first if self.kind == "max" else ir.Constant(ty, 0.0))
+                with em.loop(height, "p") as p:
+                    row = b.add(base, b.mul(p, const_i64(x.shape[3])))
+                    with em.loop(width, "q") as q:
+                        v = em.load(x, b.add(row, q))
+                        b.store(combine(em.get(acc_slot, ty), v), acc_slot)
+                acc = em.get(acc_slot, ty)
+            if self.kind != "max":
+                acc = b.fdiv(acc, ir.Constant(ty, float(count)))
+            em.store(acc, out, idx[0])
+        em.nest(out.shape, [em.view(out), src], body)
+
+
+class Windows:
+    """pool_windows: a strided copy of x's windows."""
+
+    def lower(self, em, node):
+        x = node.inputs[0]
+        em.copy(em.view(node.out), View(x, 0, _window_strides(x, node)), node.out.shape)
+
+
+class Fold:
+    """pool_fold: dx = 0, then dx[window element] += g[...] over g's shape."""
+
+    def lower(self, em, node):
+        b, g, out = em.b, node.inputs[0], node.out
+        ty = em.ll(out.dtype)
+        em.fill(out, ir.Constant(ty, 0.0))
+        dst = View(out, 0, _window_strides(out, node))
+
+        def body(idx):
+            em.store(b.fadd(em.load(out, idx[0]), em.load(g, idx[1])), out, idx[0])
+        em.nest(g.shape, [dst, View(g, 0, contiguous_strides(g.shape))], body)
+
+
+__all__ = ["Conv", "Pool", "Windows", "Fold", "I64"]
