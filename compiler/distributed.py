@@ -39,8 +39,8 @@ Collectives and consistency:
   `DistributedError` and nobody updates anything, so a caught error never leaves ranks waiting.
   An uncaught one aborts the whole job (`abort_on_error`, installed when a step is built on more
   than one rank: the traceback on stderr, then `comm.Abort(1)`).
-* `save` writes on rank 0 only (every rank waits for the outcome and raises if it failed);
-  `load` reads on rank 0 and broadcasts.  `evaluate` is local: this rank's shard.
+* `save` writes on rank 0 only (a no-op elsewhere; not a collective); `load` is a collective:
+  rank 0 reads, then broadcasts.  `evaluate` is local: this rank's shard.
 
 mpi4py is imported only when a step is built with `comm=` (`pip install -e '.[mpi]'`).
 """
@@ -201,14 +201,17 @@ def abort_on_error(comm) -> None:
             return
         rank, size = comm.Get_rank(), comm.Get_size()
 
-        def hook(kind, value, tb):
-            sys.stderr.write(f"gradc: rank {rank} of {size} raised {kind.__name__}; aborting "
-                             "the MPI job (comm.Abort)\n")
+        def hook(kind, value, tb, where=""):
+            sys.stderr.write(f"gradc: rank {rank} of {size}{where} raised {kind.__name__}; "
+                             "aborting the MPI job (comm.Abort)\n")
             traceback.print_exception(kind, value, tb)
             sys.stderr.flush()
             comm.Abort(1)
         hook.gradc_abort = True
         sys.excepthook = hook
+        if threading.excepthook is threading.__excepthook__:   # a thread's, too
+            threading.excepthook = lambda a: hook(a.exc_type, a.exc_value, a.exc_traceback,
+                                                  f" (thread {a.thread.name})")
 
 
 def _signature(params: dict, inputs: dict, optimizer, backend) -> dict:
@@ -299,21 +302,10 @@ class DistributedTrainStep(TrainStep):
                                    "average (no rank updated anything)")
 
     def save(self, path) -> None:
-        """Rank 0 writes (TrainStep.save); every rank returns when it is written, or raises
-        when rank 0 failed."""
-        with self.lock:
-            err = None
-            if self.rank == 0:
-                try:
-                    super().save(path)
-                except Exception as e:      # noqa: BLE001  (told to every rank, then raised)
-                    err = e
-            said = self.comm.bcast(None if err is None else f"{type(err).__name__}: {err}",
-                                   root=0)
-            if err is not None:
-                raise err
-            if said is not None:
-                raise train.CheckpointError(f"save on rank 0 failed: {said}")
+        """Rank 0 writes (TrainStep.save); on the other ranks a no-op, so that both `step.save`
+        on every rank and `if rank == 0: step.save(...)` work (no collective: nothing waits)."""
+        if self.rank == 0:
+            super().save(path)
 
     def load(self, path) -> "DistributedTrainStep":
         """Rank 0 reads and validates (TrainStep.load); the parameters, buffers, t, generator

@@ -52,10 +52,11 @@ def test_shards_take_the_serial_steps(ranks):
 
 
 @needs_mpi
-def test_a_rank_that_raises_aborts_the_job_with_its_error():
-    """The last rank raises outside the step while rank 0 waits in the all-reduce: the job
-    ends (no hang), non-zero, with the error on stderr."""
-    run = launch(2, "abort", timeout=60)
+@pytest.mark.parametrize("scenario", ["abort", "abort_thread"])
+def test_a_rank_that_raises_aborts_the_job_with_its_error(scenario):
+    """The last rank raises outside the step (in its main thread, or another) while rank 0
+    waits in the all-reduce: the job ends (no hang), non-zero, with the error on stderr."""
+    run = launch(2, scenario, timeout=60)
     assert run.returncode != 0
     assert "RuntimeError: boom from rank 1" in run.stderr, run.stderr
     assert "aborting the MPI job" in run.stderr, run.stderr
