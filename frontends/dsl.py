@@ -11,7 +11,8 @@
 Input specs are `f32[...]`, `f64[...]`, `i64[...]` (`f64[()]` is a scalar), given as keywords or
 as the parameters' annotations (`def neuron(w: f64[3], x: f64[2])`).  Parameters with a default
 and no spec are passed their default (hyperparameters).  Traced values support
-`+ - * / ** unary-`, `@`, comparisons, basic indexing and slicing, `.T`, `.shape`,
+`+ - * / ** unary-`, `@`, comparisons, basic indexing and slicing, indexing one axis with an
+i64 array (`E[tokens]`, `x[:, idx]`: compiler/builder_index.py), `.T`, `.shape`,
 `.reshape`, `.sum/.mean/.max`, with NumPy broadcasting; Python numbers become constants.
 Values take the names the model's source gives them (`h = relu(...)` makes a value `h`).
 """
