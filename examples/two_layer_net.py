@@ -15,12 +15,10 @@ script trains full-batch with plain gradient descent  θ ← θ − lr·∂L/∂
 each from the same initial parameters, and reports the training accuracy of both.
 
 Run it:  python examples/two_layer_net.py [--optimizer sgd|adam|both] [--backend llvm|numpy]
-             [--steps 4000] [--seed 0] [--plot spiral.png] [--no-progress]
-(exits 1 if an optimizer ends below 0.97 training accuracy).  Data-parallel on MPI, each rank
-a share of the rows, the same steps:  mpiexec -n 2 python examples/two_layer_net.py
---data-parallel (pip install -e '.[mpi]'; docs/distributed.md).  tqdm (a progress bar) and
-matplotlib (the loss curves and decision regions, as a PNG) are optional:
-pip install -e '.[examples]'.
+             [--steps 4000] [--seed 0] [--plot spiral.png] [--no-progress] [--data-parallel]
+(exits 1 if an optimizer ends below 0.97 training accuracy; `mpiexec -n 2 ... --data-parallel`:
+each rank a share of the rows, docs/distributed.md).  tqdm (a progress bar) and matplotlib
+(the loss curves and decision regions, as a PNG) are optional: pip install -e '.[examples]'.
 `spiral(seed)`, `loss`, `scores`, `init_params(seed)`, `train(...)` are importable.
 """
 from __future__ import annotations
