@@ -183,3 +183,49 @@ def test_char_model_llvm_step_follows_the_numpy_step():
     np.testing.assert_allclose(b.losses, a.losses, rtol=1e-10)
     for k in a.step.params:
         np.testing.assert_allclose(b.step.params[k], a.step.params[k], rtol=1e-9, atol=1e-12)
+
+
+# ---- examples/cnn_digits.py -------------------------------------------------------------------
+import compiler  # noqa: E402
+from examples import cnn_digits as cnn  # noqa: E402
+from frontends.dsl import f64, i64  # noqa: E402
+
+CNN_SCRIPT = os.path.join(ROOT, "examples", "cnn_digits.py")
+
+
+def numpy_cnn_loss(P, X, y, reg=cnn.REG):
+    """The CNN's evaluation loss by hand: sliding windows and einsum, 2×2 maxima by reshape."""
+    def conv_relu_pool(h, K, c):
+        hp = np.pad(h, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        win = np.lib.stride_tricks.sliding_window_view(hp, (3, 3), axis=(2, 3))
+        z = np.maximum(np.einsum("nchwpq,ocpq->nohw", win, K) + c[None, :, None, None], 0.0)
+        n, o, hh, ww = z.shape
+        return z.reshape(n, o, hh // 2, 2, ww // 2, 2).max(axis=(3, 5))
+    h = conv_relu_pool(conv_relu_pool(X, P["K1"], P["c1"]), P["K2"], P["c2"])
+    s = h.reshape(len(X), -1) @ P["W"] + P["b"]
+    s = s - s.max(axis=1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y].mean() + 0.5 * reg * sum(
+        np.sum(P[k] ** 2) for k in ("K1", "K2", "W"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_cnn_evaluation_loss_is_the_hand_written_forward_pass(backend):
+    Xtr, ytr, Xte, yte = cnn.load(0)
+    step = compiler.train_step(cnn.cnn, params=cnn.init_params(0),
+                               inputs={"X": f64[cnn.BATCH, 1, 8, 8], "y": i64[cnn.BATCH]},
+                               optimizer=compiler.optim.Adam(lr=1e-3), backend=backend)
+    for k in range(3):
+        step(X=Xtr[k * 64:(k + 1) * 64], y=ytr[k * 64:(k + 1) * 64])
+    got = step.evaluate(X=Xte, y=yte)["loss"]
+    assert got == pytest.approx(numpy_cnn_loss(step.params, Xte, yte), rel=1e-12)
+
+
+def test_cnn_script_reaches_98_percent_and_saves_the_plot(tmp_path):
+    png = tmp_path / "cnn.png"
+    p = subprocess.run([sys.executable, CNN_SCRIPT, "--backend", "llvm", "--no-progress",
+                        "--plot", str(png)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    acc = float(re.search(r"test accuracy (\d\.\d{4})", p.stdout).group(1))
+    assert acc >= 0.98 and png.stat().st_size > 10000
