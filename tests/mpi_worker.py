@@ -101,6 +101,20 @@ def equivalence():
             assert dist.t == serial.t == 4
             identical_everywhere(dist.params, f"{name}{extra} parameters")
             identical_everywhere({str(k): v for k, v in dist.state.items()}, "buffers")
+    # the LLVM backend: both parts compiled to native code; the printed step shows the reduce
+    mine = shard(N, 0)
+    n = mine.stop - mine.start
+    make = lambda: compiler.optim.Adam(lr=0.1, clip_norm=0.3, weight_decay=0.05)  # noqa: E731
+    dist = compiler.train_step(net, params=P, inputs={"X": f64[n, D], "y": i64[n]},
+                               optimizer=make(), comm=comm, backend="llvm")
+    serial = compiler.train_step(net, params=P, inputs={"X": f64[N, D], "y": i64[N]},
+                                 optimizer=make(), backend="llvm")
+    for k in range(3):
+        close(dist(X=X[mine], y=y[mine]), serial(X=X, y=y), f"llvm loss at step {k}")
+    for p in P:
+        close(dist.params[p], serial.params[p], f"llvm {p}")
+    assert "comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)" in dist.source
+    assert dist.ir.count("allreduce(sum, in place)") == 1 and "div(dW1_sum, n_global)" in dist.ir
     # f32 parameters: an f32 buffer (the count is exact in f32), f32 rounding
     P32 = {k: v.astype(np.float32) for k, v in P.items()}
     X32, mine = X.astype(np.float32), shard(N, 0)
