@@ -5,9 +5,6 @@ and emit readable NumPy code (LLVM native code follows).
     dg = compiler.grad(g)            # reverse mode as a pass: Graph -> Graph
     fn = compiler.compile(dg)        # backend="numpy"
 """
-import keyword
-from collections.abc import Iterable
-
 from .autodiff import grad, unbroadcast
 from .interpret import interpret
 from .ir import (GradcError, Graph, ShapeError, TensorType, UnknownNameError, UnsupportedError,
@@ -17,7 +14,7 @@ from .text import ParseError, parse_graph, print_graph
 from .passes import optimize
 from .passes.memory import plan_memory
 from .artifact import llvm_artifact, numpy_artifact
-from .custom import inline_custom
+from .backends import BACKENDS, compile  # noqa: A004
 from .check import check_against_sympy, check_finite_differences
 from .higher import hessian, hvp
 from .check_hessian import check_hessian_against_sympy, check_hessian_finite_differences
@@ -26,52 +23,6 @@ from . import optim
 from .train import TrainStep
 from .distributed import train_step
 from .debug import BroadcastWarning, debug_nans
-
-BACKENDS = ("numpy", "llvm")
-
-
-def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # noqa: A001
-            passes=None, check_finite: bool = False):
-    """Compile a graph into a callable: `fn(**inputs) -> dict of outputs`, with `.source`
-    (the generated code) and `.ir` (the graph's text form).  `passes`: None runs the default
-    pipeline (compiler.passes.DEFAULT_PIPELINE), [] none, or a list of pass names.  The NumPy
-    backend also plans memory (compiler/passes/memory.py) unless passes=[]: large intermediates
-    live in buffers reused across calls; results are still fresh arrays unless the call
-    passes copy=False.  `check_finite=True`: a NaN or inf in a float argument is a ValueError
-    naming it, raised before the compiled code runs (docs/errors.md)."""
-    if not isinstance(graph, Graph):
-        raise UnsupportedError(f"compile: expected a Graph (from dsl.trace or compiler.grad), "
-                               f"got {type(graph).__name__} {graph!r:.80}")
-    if name is not None and not (isinstance(name, str) and name.isidentifier()
-                                 and not keyword.iskeyword(name)):
-        raise GradcError(f"compile: name={name!r} must be a Python identifier (it names the "
-                         "generated function)")
-    if passes is not None:
-        if isinstance(passes, str) or not isinstance(passes, Iterable):
-            raise GradcError(f"compile: passes={passes!r} must be a list of pass names "
-                             "(e.g. ['cse', 'dce']), [] for none, or None for the default")
-        passes = list(passes)
-    verify(graph)
-    graph = inline_custom(graph)    # custom gates' forwards, from primitives (custom.py)
-    if passes is None or list(passes):
-        graph = optimize(graph, passes)
-    if backend == "numpy":       # the compiler builds the artifact, the runtime runs it
-        from runtime.numpy_kernel import NumpyKernel
-        plan = plan_memory(graph) if passes is None or list(passes) else None
-        if plan is not None and not plan.buffers:   # nothing large: the plain code
-            plan = None
-        return _finite(NumpyKernel(numpy_artifact(graph, name or graph.name, plan)),
-                       check_finite)
-    if backend == "llvm":
-        from runtime.llvm_kernel import LLVMKernel
-        return _finite(LLVMKernel(llvm_artifact(graph, name or graph.name)), check_finite)
-    raise UnsupportedError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-
-
-def _finite(kernel, check_finite: bool):
-    kernel.check_finite = bool(check_finite)   # read by runtime/checks.py on every call
-    return kernel
-
 
 __all__ = ["Graph", "Value", "TensorType", "GradcError", "ShapeError", "UnsupportedError",
            "UnknownNameError",

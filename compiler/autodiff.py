@@ -6,7 +6,8 @@ order, reversed).  Each node that lies on a path from a `wrt` input to the diffe
 receives the sum of its upstream gradients (fan-out is summed with `add`: the lecture's copy
 gate), then its op's gate rule builds the downstream gradient of each input as ordinary IR.
 Binary ops' gate rules answer in the broadcast output shape; `unbroadcast` (the one place where
-broadcasting is undone) sums over the broadcast axes.  Integer and bool inputs get no gradient.
+broadcasting is undone: broadcast_to's gate rule, compiler/ops/reduce.py) sums over the
+broadcast axes.  Integer and bool inputs get no gradient.
 """
 from __future__ import annotations
 
@@ -17,21 +18,9 @@ from . import builder as B
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
 from .ops import OPS
+from .ops.reduce import unbroadcast   # broadcast_to's gate rule (re-exported as compiler's)
 from .passes import canonicalize
 from .passes.selected_zeros import guard_selected_zeros
-
-
-def unbroadcast(g: Var, shape: tuple) -> Var:
-    """Sum G (of a broadcast shape) over the axes that broadcasting added or stretched, so the
-    result has `shape`: ∂L/∂x of y = broadcast(x) is Σ over the copies."""
-    if g.shape == tuple(shape):
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(shape)
-                                      if d == 1 and g.shape[lead + k] != 1)
-    if lead == 0:
-        return B.sum(g, axes, keepdims=True)
-    return B.reshape(B.sum(g, axes), shape)
 
 
 _RULE_PARAMS: dict = {}   # gate rule -> None (it takes **attrs) or the attribute names it takes

@@ -40,6 +40,8 @@ class Builder:
         return Var(self, v)
 
     def emit(self, op: str, inputs, name: str | None = None, **attrs) -> "Var":
+        # the op table's family modules call this module's functions as they declare the
+        # records (linalg's bilinear matmul rule), so the table is read here, at a node's build
         from .ops import OPS, known_ops
         loc = self.where()
         if op not in OPS:

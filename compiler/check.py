@@ -29,15 +29,19 @@ import numpy as np
 import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
+from .backends import BACKENDS, compile as compile_graph
 from .budget import _Budget, time_limit
 from .builder import dsl_module
 from .check_custom import check_custom_gates
-from .check_large import check_large, float_symbols
-from .ir import GradcError, Graph
+from .check_large import _random_point, check_large, float_symbols
+from .interpret import interpret
+from .ir import GradcError, Graph, TensorType
 from .ops.labels import label_checks
 from .report import CheckReport, GradientRow
 from .mpeval import ChainRule, evaluate, number
+from .singleop import gate_disagreement
 from .symbolic import input_symbols, render
+from .text import parse_graph, print_graph
 
 KINK_MARGIN = 1e-3
 
@@ -118,7 +122,6 @@ def reduced_copy(graph: Graph, limit: int):
         else:
             mapping[d] = nxt
             nxt += 1
-    from .ir import TensorType
     small = {k: TensorType(t.dtype, tuple(mapping[d] for d in t.shape)) for k, t in specs.items()}
     try:
         # origin is set by dsl.trace: the DSL is loaded
@@ -224,16 +227,6 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     report.seconds = time.perf_counter() - started
     say(f"check_against_sympy: done in {report.seconds:.1f} s")
     return report
-
-
-def _random_point(graph, rng, tries):
-    scale = rng.uniform(0.5, 1.5)
-    point = {}
-    for v in graph.inputs:
-        if v.type.is_float:
-            x = rng.standard_normal(v.shape) * scale
-            point[v.name] = np.abs(x) + 0.1 if tries % 2 == 0 else x
-    return point
 
 
 def _numeric(graph, dg, wrt, names, target, labels, rng, points, tol, rows, compiled,
@@ -386,7 +379,6 @@ def _sample(graph, syms, rng, points, exprs, kink_exprs, labels):
 
 
 def _compiled(dg, backends, notes, say=lambda line: None) -> dict:
-    from . import BACKENDS, compile as compile_graph
     names = BACKENDS if backends is None else backends
     out = {}
     for name in names:
@@ -402,7 +394,6 @@ def find_suspect(graph: Graph, seed: int = 0, deadline: float | None = None) -> 
     """The first gate rule (walking back from the output) that disagrees with SymPy on its
     own node: a single-op graph with the node's input types, checked with a random upstream G.
     None also when `deadline` (perf_counter) passes first."""
-    from .singleop import gate_disagreement
     for n in reversed(graph.nodes):
         if deadline is not None and time.perf_counter() > deadline:
             return None
@@ -414,7 +405,6 @@ def find_suspect(graph: Graph, seed: int = 0, deadline: float | None = None) -> 
 
 def as_float64(graph: Graph) -> Graph:
     """A copy of the graph with every f32 value (and dtype attribute) made f64."""
-    from .text import parse_graph, print_graph
     if all(v.dtype != "f32" for v in graph.values().values()):
         return graph
     text = print_graph(graph).replace("f32[", "f64[").replace("dtype='f32'", "dtype='f64'")
@@ -429,7 +419,6 @@ def check_finite_differences(graph: Graph, wrt=None, of=None, *, eps: float = 1e
                              max_elements: int = 64, directions: int = 8) -> CheckReport:
     """Central differences in float64, per element for inputs of at most `max_elements`
     elements and along random unit directions for larger ones."""
-    from .interpret import interpret
     started = time.perf_counter()
     graph = as_float64(graph)
     wrt = _wrt_list(graph, wrt)

@@ -20,10 +20,12 @@ import numpy as np
 import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
+from .backends import BACKENDS, compile as compile_graph
 from .check import (KINK_MARGIN, _sample, _simplifies_to_zero, as_float64, kinks, label_values,
                     renderable)
 from .higher import hessian, hvp
-from .ir import Graph, Node
+from .interpret import interpret
+from .ir import Graph
 from .report import CheckReport, GradientRow
 from .symbolic import input_symbols, render
 
@@ -52,38 +54,6 @@ def _evaluable(expr):
     return expr
 
 
-def _is_guard(node, producers) -> bool:
-    """A guard that the selected-zero pass built (compiler/passes/selected_zeros.py):
-    where(G == 0, 0, d), d linear in G."""
-    if node.op != "where" or node.rule is None:
-        return False
-    cond, zero = producers.get(node.inputs[0].name), producers.get(node.inputs[1].name)
-    return (cond is not None and cond.op == "equal" and zero is not None and zero.op == "const"
-            and zero.attrs["value"] == 0 and _is_zero(producers.get(cond.inputs[1].name)))
-
-
-def _is_zero(node) -> bool:
-    return node is not None and node.op == "const" and node.attrs["value"] == 0
-
-
-def _unguarded(graph: Graph) -> Graph:
-    """The graph with each zero-safe guard where(G == 0, 0, d) read as d (for rendering only).
-    Equal wherever d is finite, which holds at every sampled point; SymPy folds the guards'
-    nested Piecewise conditions very slowly (minutes for a 6-element Hessian).  The compiled
-    backends still run the guarded graph."""
-    producers = {n.out.name: n for n in graph.nodes}
-    alias: dict = {}
-    out = Graph(graph.name, list(graph.inputs))
-    for n in graph.nodes:
-        if _is_guard(n, producers):
-            alias[n.out.name] = alias.get(n.inputs[2].name, n.inputs[2])
-            continue
-        ins = tuple(alias.get(v.name, v) for v in n.inputs)
-        out.nodes.append(Node(n.op, ins, n.attrs, n.out, n.loc, n.rule, n.of))
-    out.outputs = {k: alias.get(v.name, v) for k, v in graph.outputs.items()}
-    return out
-
-
 def _deltas(exprs) -> list:
     return [d.args[0] for e in exprs for d in e.atoms(sp.DiracDelta)]
 
@@ -103,6 +73,12 @@ def check_hessian_against_sympy(graph: Graph, wrt=None, of=None, *, points: int 
     of, target = _pick_output(graph, of)
     hv_graph = hvp(graph, wrt, of)
     blocks = {x: hessian(graph, x, of) for x in wrt}
+    # SymPy renders the graphs as reverse mode builds them, before the selected-zero pass: a
+    # guard where(G == 0, 0, d) differs from d only where G is exactly 0 and d is 0·inf, which
+    # no sampled point meets, and SymPy folds the guards' nested conditions very slowly
+    # (minutes for a 6-element Hessian).  The compiled backends run the guarded graphs.
+    plain_hv = hvp(graph, wrt, of, guard=False)
+    plain_blocks = {x: hessian(graph, x, of, guard=False) for x in wrt}
     rng = np.random.default_rng(seed)
     labels = label_values(graph, rng)
     syms = input_symbols(hv_graph)                     # the inputs, and the directions v_<x>
@@ -117,7 +93,7 @@ def check_hessian_against_sympy(graph: Graph, wrt=None, of=None, *, points: int 
     start = 0
     for x in wrt:
         n = syms[x].size
-        plain = _unguarded(blocks[x])
+        plain = plain_blocks[x]
         mine = render(plain, labels, syms)[plain.outputs["hessian_" + x].name]
         row = GradientRow("hessian_" + x, mine.shape)
         theirs = full[start:start + n, start:start + n]
@@ -125,7 +101,7 @@ def check_hessian_against_sympy(graph: Graph, wrt=None, of=None, *, points: int 
             pairs.append((row, theirs[k // n, k % n] if n else 0, e))
         rows.append(row)
         start += n
-    plain = _unguarded(hv_graph)
+    plain = plain_hv
     hv_env = render(plain, labels, syms)
     hv_ref = full * sp.Matrix(vs) if zs else sp.zeros(0, 1)
     start = 0
@@ -185,7 +161,6 @@ class _Fn:
 
 
 def _compiled(graphs, backends, notes) -> dict:
-    from . import BACKENDS, compile as compile_graph
     out = {}
     for name in (BACKENDS if backends is None else backends):
         try:
@@ -201,7 +176,6 @@ def check_hessian_finite_differences(graph: Graph, wrt=None, of=None, *, eps: fl
     """H·v (compiler.hvp over `wrt`, run by the reference interpreter or by `backend`) against
     central differences of the gradient, (∇f(z + εv) − ∇f(z − εv)) / 2ε, in float64, for
     random points z and random unit directions v."""
-    from .interpret import interpret
     started = time.perf_counter()
     graph = as_float64(graph)
     wrt = _wrt_list(graph, wrt)
@@ -211,7 +185,6 @@ def check_hessian_finite_differences(graph: Graph, wrt=None, of=None, *, eps: fl
     if backend is None:
         run = lambda pt: interpret(hv_graph, pt)   # noqa: E731
     else:
-        from . import compile as compile_graph
         fn = compile_graph(hv_graph, backend=backend)
         run = lambda pt: fn(**pt)                 # noqa: E731
     rng = np.random.default_rng(seed)

@@ -22,9 +22,11 @@ import time
 import mpmath
 import numpy as np
 
+from .autodiff import _pick_output, _wrt_list, grad, gradient_name
+from .interpret import interpret
 from .ir import GradcError
 from .mpeval import graph_numbers
-from .report import GradientRow
+from .report import CheckReport, GradientRow
 
 DPS = 60            # digits of the forward evaluations
 STEP = -70          # t = 2^STEP
@@ -34,13 +36,23 @@ def float_symbols(graph) -> int:
     return sum(v.type.size for v in graph.inputs if v.type.is_float)
 
 
+def _random_point(graph, rng, tries):
+    """A random point of the float inputs (every second try shifted positive), as both
+    check_against_sympy's comparisons sample it."""
+    scale = rng.uniform(0.5, 1.5)
+    point = {}
+    for v in graph.inputs:
+        if v.type.is_float:
+            x = rng.standard_normal(v.shape) * scale
+            point[v.name] = np.abs(x) + 0.1 if tries % 2 == 0 else x
+    return point
+
+
 def numeric_large(graph, dg, wrt, names, target, labels, rng, points, tol, rows, compiled,
                   deadline, say, max_elements: int = 16, directions: int = 2) -> tuple:
     """Compare every gradient along sampled directions at `points` points (fewer when the
     deadline passes; the first point always compares one direction of each).  Returns (points
     compared, directional derivatives compared)."""
-    from .check import _random_point
-    from .interpret import interpret
     done = compared = tries = 0
     cache: dict = {}
     said = time.perf_counter()
@@ -174,9 +186,9 @@ def new_rows(graph, wrt, names) -> list:
 def check_large(graph, wrt, of, *, points, seed, tol, time_budget, max_symbols, backends,
                 localize, say, started):
     """check_against_sympy past `max_symbols` float input elements (see the module text)."""
-    from .autodiff import _pick_output, _wrt_list, grad, gradient_name
+    # check_against_sympy calls this function past max_symbols, and this function checks the
+    # reduced copy with check_against_sympy: mutual recursion, so compiler.check is read here
     from .check import _compiled, as_float64, check_against_sympy, label_values, reduced_copy
-    from .report import CheckReport
     deadline = started + max(time_budget, 0.0) * 0.97
     nsym = float_symbols(graph)
     _fits_in_memory(graph)

@@ -35,6 +35,7 @@ import re
 
 import numpy as np
 
+from .codegen.forms import literal
 from .ir import NUMPY_DTYPE, UnsupportedError
 
 DIGEST = 16                     # hex digits of the digest printed in the node's attribute
@@ -189,7 +190,6 @@ def module_names(graph) -> set:
 def module_definitions(graph) -> dict:
     """Module-level name -> its definition (a read-only array literal), once per data and
     dtype, for the graph's const_array nodes."""
-    from .codegen.forms import literal
     out: dict = {}
     for n in graph.nodes:
         d = n.attrs.get("data")

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .autodiff import grad
+from .interpret import interpret
 from .ir import GradcError, Graph, Node, ShapeError
 from .ops import OPS
+from .passes import canonicalize
 
 
 class BroadcastWarning(UserWarning):
@@ -197,9 +200,6 @@ def debug_nans(graph: Graph, inputs: dict | None = None, *, of=None, wrt=None,
     is first canonicalized (compiler.passes.canonicalize) as `grad` and the compiler do, so the
     report names the node that really overflows, not one the compiler rewrites away.  Returns a
     NanReport (falsy when every value is finite); print it."""
-    from .autodiff import grad
-    from .interpret import interpret
-    from .passes import canonicalize
     args = dict(inputs or {}, **kw)
     if not any(n.rule is not None for n in graph.nodes):
         graph = canonicalize(graph)    # the forward graph that compiled code and grad see

@@ -23,6 +23,7 @@ import subprocess
 
 from .ir import GradcError, Graph, Node
 from .ops import OPS
+from .passes.fusion import fusion_groups
 
 FORWARD, GRADIENT, UPDATE, INPUT, CONST = "#cfe2f3", "#f9cb9c", "#d9ead3", "#eeeeee", "#f7f7f7"
 FORMATS = ("svg", "png", "pdf")
@@ -41,15 +42,6 @@ def _kind(n: Node) -> str:
     if " gate: " in n.rule or n.rule.startswith(_GRADIENT_PREFIXES):
         return "gradient"
     return "update"
-
-
-def _fusion(graph: Graph) -> list:
-    """The fusion groups of `graph` ([] when the analysis is not available)."""
-    try:
-        from .passes.fusion import fusion_groups
-    except ImportError:         # the analysis is optional for pictures
-        return []
-    return fusion_groups(graph)
 
 
 def to_dot(graph: Graph, *, fusion: bool = True, legend: bool = True) -> str:
@@ -100,7 +92,7 @@ def to_dot(graph: Graph, *, fusion: bool = True, legend: bool = True) -> str:
             attrs = f" [label={_q(k)}]" if ordered else ""
             lines.append(f"  {_q(v.name)} -> {_q(n.out.name)}{attrs};")
     if fusion and all(n.op in OPS for n in graph.nodes):    # (fusion reads the records)
-        for k, grp in enumerate(_fusion(graph)):
+        for k, grp in enumerate(fusion_groups(graph)):
             members = list(grp.nodes) + ([grp.reduction] if grp.reduction
                                          and grp.reduction not in grp.nodes else [])
             lines.append(f"  subgraph {_q(f'cluster_fusion_{k}')} {{")

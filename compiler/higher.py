@@ -28,11 +28,18 @@ from __future__ import annotations
 import numpy as np
 
 from . import builder as B
-from .autodiff import _copy_forward, _pick_output, _wrt_list, grad, gradient_name
+from .autodiff import _copy_forward, _pick_output, _wrt_list, grad, gradient_name, reverse_mode
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer
 
 HESSIAN_MAX_ELEMENTS = 256
+
+
+def _reverse_pass(guard: bool):
+    """`compiler.grad`, or with guard=False reverse mode before the selected-zero pass
+    (compiler/passes/selected_zeros.py): the same values wherever no selected zero meets an
+    infinite local derivative (0·inf), which is what check_hessian_against_sympy renders."""
+    return grad if guard else (lambda graph, wrt, of: reverse_mode(graph, wrt, of)[0])
 
 
 def _with_dot(first: Graph, wrt: list, name: str, dnames: dict):
@@ -57,19 +64,21 @@ def _with_dot(first: Graph, wrt: list, name: str, dnames: dict):
     return new
 
 
-def hvp(graph: Graph, wrt=None, of=None) -> Graph:
+def hvp(graph: Graph, wrt=None, of=None, *, guard: bool = True) -> Graph:
     """The Hessian-vector product of output `of` (a float scalar f) w.r.t. the inputs `wrt`
     (default: every float input), by reverse over reverse (see the module docstring).
 
     The returned graph takes the inputs of `graph` plus one direction `v_<x>` per x in `wrt`
     (x's type) and returns the outputs of `graph`, the gradients `d<x>`, and `hv_<x>`:
-        hv_<x> = Σ_y ∂²f/∂x∂y · v_<y>      (the x block of H·v over all of `wrt`)."""
+        hv_<x> = Σ_y ∂²f/∂x∂y · v_<y>      (the x block of H·v over all of `wrt`).
+    guard=False: both reverse passes without the selected-zero guards (see _reverse_pass)."""
     wrt = _wrt_list(graph, wrt)
     of, _ = _pick_output(graph, of)
-    first = grad(graph, wrt, of)
+    reverse = _reverse_pass(guard)
+    first = reverse(graph, wrt, of)
     dnames = {x: gradient_name(graph.outputs, of, x) for x in wrt}
     seeded = _with_dot(first, wrt, f"{graph.name}_hvp", dnames)
-    second = grad(seeded, wrt, of="gv")
+    second = reverse(seeded, wrt, "gv")
     vals = second.values()
     created = {n.out.name for n in second.nodes[len(seeded.nodes):]}
     outputs = {k: vals[v.name] for k, v in first.outputs.items()}
@@ -85,13 +94,15 @@ def hvp(graph: Graph, wrt=None, of=None) -> Graph:
     return second
 
 
-def hessian(graph: Graph, wrt=None, of=None, max_elements: int = HESSIAN_MAX_ELEMENTS) -> Graph:
+def hessian(graph: Graph, wrt=None, of=None, max_elements: int = HESSIAN_MAX_ELEMENTS, *,
+            guard: bool = True) -> Graph:
     """The full Hessian of output `of` (a float scalar f) w.r.t. the one input `wrt`, stacked
     from one second reverse pass per element (see the module docstring): for small inputs.
 
     The returned graph takes the inputs of `graph` and returns its outputs, the gradient
     `d<w>` and `hessian_<w>` of shape w.shape + w.shape, hessian_<w>[i..., j...] =
-    ∂²f/∂w[i...]∂w[j...]."""
+    ∂²f/∂w[i...]∂w[j...].  guard=False: every reverse pass without the selected-zero guards
+    (see _reverse_pass)."""
     names = _wrt_list(graph, wrt)
     if len(names) != 1:
         raise GradcError(f"hessian: give one input, wrt='name' (got {names}); for several "
@@ -103,7 +114,8 @@ def hessian(graph: Graph, wrt=None, of=None, max_elements: int = HESSIAN_MAX_ELE
         raise GradcError(f"hessian: input {w!r} has {wtype.size} elements (limit "
                          f"{max_elements}): the Hessian is stacked from one reverse pass per "
                          "element; use hvp(graph, wrt) for H·v at this size")
-    first = grad(graph, [w], of)
+    reverse = _reverse_pass(guard)
+    first = reverse(graph, [w], of)
     current, _ = _copy_forward(first, f"{graph.name}_hessian")
     dname = first.outputs[gradient_name(graph.outputs, of, w)].name
     rows = []
@@ -116,7 +128,7 @@ def hessian(graph: Graph, wrt=None, of=None, max_elements: int = HESSIAN_MAX_ELE
         if pick.value.temp:
             b.rename(pick, key)
         current.outputs = {key: pick.value}
-        current = grad(current, [w], of=key)   # the second pass for this row
+        current = reverse(current, [w], key)   # the second pass for this row
         rows.append((idx, current.outputs["d" + w].name))
     vals = current.values()
     b = Builder(current, Namer(vals))

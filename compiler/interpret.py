@@ -15,6 +15,8 @@ def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = Fa
               **kw) -> dict:
     """Run `graph` on `inputs` (a dict, or keyword arrays).  Returns the outputs by name, or
     with `all_values=True` every value by name (inputs included), in definition order."""
+    # runtime/ imports compiler.ir, whose package __init__ imports this module: the argument
+    # checks (shared with both kernels) load at the first call
     from runtime.checks import check_arguments
     args = check_arguments(graph, dict(inputs or {}, **kw))
     env = {v.name: a for v, a in zip(graph.inputs, args)}

@@ -177,7 +177,7 @@ class Graph:
     __hash__ = None
 
     def __str__(self) -> str:
-        from .text import print_graph
+        from .text import print_graph   # the text form is built on this module's types
         return print_graph(self)
 
     def __repr__(self) -> str:
@@ -253,6 +253,7 @@ def verify(graph: Graph) -> Graph:
     """Check SSA (unique names, defined before use), output types against the op shape rules,
     and that outputs refer to defined values; names are strings and attributes are those the
     op declares (ops/attrs.py: `AttrError`).  Returns the graph; raises `ShapeError`."""
+    # the op table is declared on this module's types (TensorType, ShapeError): read at a call
     from .ops import OPS, known_ops
     from .ops.attrs import check_attrs
     defined: dict = {}

@@ -20,7 +20,7 @@ from mpmath.libmp import from_man_exp
 from .custom import custom_gate_of
 from .ir import GradcError, Graph
 from .ops import OPS
-from .symbolic import render
+from .symbolic import _as_objects, render
 
 
 class Unevaluable(ValueError):
@@ -361,7 +361,6 @@ def graph_numbers(graph: Graph, point: dict, dps: int = 30, base: dict | None = 
     functions: softmax_cross_entropy's exp and log) is rendered once on one symbol per input
     element and evaluated by `evaluate` from then on, when `cache` (a dict kept by the caller
     between calls on this graph) is given: the same meaning, only faster."""
-    from .symbolic import _as_objects
     to_mp = np.frompyfunc(lambda x: _mp(x, dps), 1, 1)
     env, changed = {}, set()
     with mpmath.workdps(dps), np.errstate(all="ignore"):

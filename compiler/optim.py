@@ -38,6 +38,7 @@ import numbers
 from dataclasses import dataclass, field
 
 from . import builder as B
+from .backends import compile as compile_graph
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer, TensorType
 
@@ -52,7 +53,6 @@ class Schedule:
 
     def at(self, t: int, lr: float = 1.0) -> float:
         """lr · factor(t), computed by compiling the schedule's IR (for plots and checks)."""
-        from . import compile as compile_graph
         g = Graph("schedule")
         b = Builder(g)
         tv = b.add_input("t", TensorType("i64", ()))

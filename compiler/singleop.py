@@ -26,6 +26,8 @@ def single_op_graph(op: str, in_types, attrs: dict) -> Graph | None:
 
 def gate_disagreement(node: Node, seed: int = 0, max_elements: int = 60) -> str | None:
     """A message naming the op when its gate rule disagrees with SymPy at this node's types."""
+    # check_against_sympy names a failing gate rule by checking each op alone with this
+    # function: mutual recursion, so compiler.check is read here
     from .check import check_against_sympy
     rules = (OPS[node.op].gate_rules(len(node.inputs)) if node.op in OPS else ())
     if not any(rules) or sum(v.type.size for v in node.inputs) + node.out.type.size > max_elements:

@@ -18,7 +18,9 @@ import keyword
 import re
 import warnings
 
-from .ir import GradcError, Graph, Node, TensorType, Value
+from .ir import GradcError, Graph, Node, TensorType, Value, verify
+from .ops import OPS
+from .ops.attrs import check_attrs
 
 
 class ParseError(GradcError, ValueError):
@@ -136,9 +138,6 @@ def parse_attrs(text: str, line: int) -> dict:
 def parse_graph(text: str) -> Graph:
     """Read the text form back into a Graph.  Raises ParseError (with a line number) for
     malformed text; the result is verified against the op rules."""
-    from .ir import verify
-    from .ops import OPS
-    from .ops.attrs import check_attrs
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln]
     if not lines:

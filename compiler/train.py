@@ -47,9 +47,12 @@ import numpy as np
 
 from . import checkpoint
 from .autodiff import grad
+from .backends import compile as compile_graph
 from .builder import dsl_module
 from .checkpoint import CheckpointError, TrainStepError
+from .codegen.numpy_emit import plan_inlining
 from .ir import FLOAT_DTYPES, NUMPY_DTYPE, GradcError, TensorType
+from .ops import OPS
 from .optim import Optimizer, append_update
 
 _FLOAT_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -106,6 +109,7 @@ class TrainStep:
         self.backend, self.passes = backend, passes
         self.name = name or f"{getattr(loss_fn, '__name__', 'model')}_step"
         self._params = {}
+        # runtime/ imports compiler.ir, whose package __init__ imports this module
         from runtime.checks import refuse_masked
         for k, a in dict(params).items():
             refuse_masked(f"train_step: parameter {k!r}", a)
@@ -262,7 +266,6 @@ class TrainStep:
 
     def _compile(self, graph):
         """`compiler.compile(graph)` with this step's backend and passes."""
-        from . import compile as compile_graph
         kw = {} if self.passes is None else {"passes": self.passes}
         return compile_graph(graph, backend=self.backend, **kw)
 
@@ -317,8 +320,6 @@ def _updates_cannot_fail(graph, donate: dict) -> bool:
     `pow`), which cannot raise on arguments the kernel checked.  Otherwise (a label check, a
     gather, ... after an update) the kernel computes into its own buffers and the step copies
     back after the call succeeded."""
-    from .codegen.numpy_emit import plan_inlining
-    from .ops import OPS
     names = {graph.outputs[k].name for k in donate if k in graph.outputs}
     order = {n.out.name: i for i, n in enumerate(graph.nodes)}
     first = min((order[v] for v in names if v in order), default=None)

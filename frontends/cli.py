@@ -37,7 +37,11 @@ import traceback
 import numpy as np
 
 import compiler
-from compiler.ir import GradcError
+from compiler.check import label_values
+from compiler.dot import render, to_dot
+from compiler.export import export_module
+from compiler.ir import NUMPY_DTYPE, GradcError
+from compiler.passes import DEFAULT_PIPELINE
 
 from .target import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, OPTIMIZERS, _OPTIMIZER_DEFAULT_LR,
                      CliError, Model, _names, parse_pipeline)
@@ -77,7 +81,6 @@ def cmd_show(args) -> int:
         print(_maybe_optimize(graph, args.pipeline or "none"))
         return EXIT_OK
     passes = parse_pipeline(args.pipeline)
-    from compiler.passes import DEFAULT_PIPELINE
     per_round = max(len(DEFAULT_PIPELINE if passes is None else passes), 1)
     final, history = compiler.optimize(graph, passes, trace=True)
     print(f"== input ({len(graph.nodes)} nodes)")
@@ -131,7 +134,6 @@ def cmd_emit(args) -> int:
         if args.kernel:
             text = compiler.compile(graph, backend="numpy", passes=passes).source
         else:
-            from compiler.export import export_module
             text = export_module(graph, passes=passes, origin=args.target, what=what,
                                  layout=layout,
                                  lr=_OPTIMIZER_DEFAULT_LR.get(args.train_step, 1e-3))
@@ -162,7 +164,6 @@ def available_memory() -> int | None:
 def require_memory(graph, what: str) -> None:
     """A CliError, before anything is allocated, when the graph's inputs alone need more memory
     than is available (random data that large would only get the process killed)."""
-    from compiler.ir import NUMPY_DTYPE
     need = sum(v.type.size * np.dtype(NUMPY_DTYPE[v.dtype]).itemsize for v in graph.inputs)
     have = available_memory()
     if have is not None and need > have:
@@ -201,7 +202,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_dot(args) -> int:
-    from compiler.dot import render, to_dot
     m = Model(args)
     graph = _maybe_optimize(m.gradient() if args.grad else m.graph, args.pipeline or "none")
     text = to_dot(graph, fusion=not args.no_fusion)
@@ -224,8 +224,6 @@ def _seconds(s: float) -> str:
 def random_inputs(graph, seed: int = 0) -> dict:
     """Floats ~ N(0, 1); integer labels in range of the class count their consumers imply;
     bool masks True with probability ½."""
-    from compiler.check import label_values
-    from compiler.ir import NUMPY_DTYPE
     rng = np.random.default_rng(seed)
     out = label_values(graph, rng)
     for v in graph.inputs:

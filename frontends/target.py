@@ -23,6 +23,10 @@ import numpy as np
 
 import compiler
 from compiler.ir import NUMPY_DTYPE, GradcError, TensorType
+from compiler.optim import append_update
+from compiler.passes import PASSES
+
+from . import dsl
 
 NUMPY_ITEMSIZE = {d: np.dtype(t).itemsize for d, t in NUMPY_DTYPE.items()}
 
@@ -182,7 +186,6 @@ class Model:
                            f"(its outputs: {', '.join(self.graph.outputs)})")
 
     def trace(self, **kw):
-        from frontends import dsl
         try:
             return dsl.trace(self.fn, **self.specs, **kw)
         except GradcError:
@@ -206,7 +209,6 @@ class Model:
         """The train-step graph (as compiler.train_step builds it) and its layout; with
         comm=True the data-parallel step's parts (compiler.distributed.StepParts: gradient,
         all-reduce, update), as train_step(..., comm=...) builds them."""
-        from compiler.optim import append_update
         cls = getattr(compiler.optim, OPTIMIZERS[optimizer])
         opt = cls(lr=_OPTIMIZER_DEFAULT_LR.get(optimizer, 1e-3))
         g = self.trace(name=f"{self.fn.__name__}_step", training=True)
@@ -235,7 +237,6 @@ def parse_pipeline(text: str | None):
     if text == "none":
         return []
     names = _names(text)
-    from compiler.passes import PASSES
     for n in names:
         if n not in PASSES:
             raise CliError(f"--pipeline: unknown pass {n!r} (passes: {', '.join(PASSES)}; "

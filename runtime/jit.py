@@ -24,7 +24,7 @@ import weakref
 
 from llvmlite import binding as llvm
 
-from . import elf, llvm_opt
+from . import blas, elf, llvm_opt
 
 _lock = threading.RLock()
 _state: dict = {}
@@ -37,7 +37,6 @@ def _init() -> dict:
         if not _state:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
-            from . import blas
             blas.bind()
             triple = llvm.get_process_triple()
             target = llvm.Target.from_triple(triple)

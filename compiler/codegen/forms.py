@@ -7,6 +7,7 @@ operator precedence decides parentheses, so inlined code reads as a person would
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from .numpy_helpers import where_or_zero
 
 ATOM, POW, UNARY, MUL, ADD, CMP = 100, 16, 15, 14, 13, 10
 
@@ -130,7 +131,6 @@ def zero_else(args, node) -> bool:
 def where_form() -> Expr:
     """`np.where(c, a, b)`; `where_or_zero(c, a)` for a float select against zero (a relu's
     gate), which np.where computes with a branch per element, slow on a random mask."""
-    from .numpy_helpers import where_or_zero
 
     def render(args, attrs, node):
         if zero_else(args, node):
@@ -189,7 +189,6 @@ def into_where() -> Into:
     """`where_or_zero(c, x, out=buf)` for a relu's gate (see zero_else); else the else-operand
     copied in (unless the buffer already holds it: planned in place of it), then the selected
     elements over it.  Only the last operand may be overwritten: the others are read after."""
-    from .numpy_helpers import where_or_zero
 
     def render(name, args, buf, node, over):
         if zero_else(args, node):

@@ -16,7 +16,7 @@ from llvmlite import ir
 
 from ..ir import Graph
 from ..ops.labels import label_checks as _all_checks
-from .llvm_emit import I64, PTR, const_i64
+from .llvm_types import I64, PTR, const_i64
 
 
 def label_checks(graph: Graph, lowerings: dict | None = None) -> list:

@@ -103,7 +103,6 @@ def label_guards(graph: Graph, inline: frozenset = frozenset()) -> dict:
     runs first (an `inline`d node runs in its consumer's statement) gets its operand written
     `checked_labels(y - 1, 3, ...)`, which raises the LabelError every backend raises.  (Labels
     that are arguments are checked by the runtime before the code runs.)"""
-    from ..ops import OPS
     checks = {c.value.name: c for c in label_checks(graph) if c.source is not None}
     if not checks:
         return {}

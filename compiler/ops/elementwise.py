@@ -16,11 +16,10 @@ from ..codegen.llvm_lower import Elementwise
 from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, into_call,
                              into_cast, into_where, literal, prefix, template, where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
-from .record import gate
-from .record import OPS, declare
+from .record import OPS, declare, gate
 from .attrs import DTYPE, INTS, NUMBER, REAL
-from .common import (arith_binary, compare, elementwise, float_binary, float_unary,
-                     sym_bool_to_number, sym_where)
+from .common import (arith_binary, broadcast_shapes, compare, elementwise, float_binary,
+                     float_unary, sym_bool_to_number, sym_where)
 
 
 # ---- reference implementations shared with the emitted module (keep them self-contained) ---
@@ -374,7 +373,6 @@ def _route(g, winner, loser):
 
 
 def _where_type(ins):
-    from .common import broadcast_shapes
     c, a, b = ins
     if c.dtype != "bool":
         raise ShapeError(f"where: the condition must be bool, got {c}")

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..ir import GradcError, Graph, Value
+from .record import OPS
 
 
 class LabelError(GradcError, ValueError):
@@ -52,7 +53,6 @@ def label_checks(graph: Graph) -> list:
     """One LabelCheck per value used as labels, in the order of their first label op (so the
     first failing check is the one the NumPy code and the interpreter hit first).  Cached on
     the graph."""
-    from .record import OPS
     cached = graph.__dict__.get("_label_uses")
     if cached is not None and cached[0] == len(graph.nodes):
         return cached[1]

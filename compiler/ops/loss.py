@@ -15,8 +15,7 @@ from ..codegen import numpy_helpers as H
 from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
 from .attrs import DTYPE, INT, REAL
-from .record import gate
-from .record import declare
+from .record import declare, gate
 
 
 # ---- reference implementations shared with the emitted module (keep them self-contained) ---

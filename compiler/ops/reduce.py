@@ -13,10 +13,9 @@ from .. import builder as B
 from ..codegen import llvm_reduce as LR, llvm_shape as LS
 from ..codegen.forms import call, into_reduction, reduction
 from ..ir import ShapeError, TensorType
-from .record import gate
-from .record import OPS, declare
+from .record import OPS, declare, gate
 from .attrs import BOOL, INTS
-from .common import check_axes, reduced_shape
+from .common import broadcast_shapes, check_axes, reduced_shape
 
 
 def _reduce_type(op):
@@ -106,14 +105,26 @@ declare("max",
 
 def _broadcast_type(ins, shape):
     (t,) = ins
-    from .common import broadcast_shapes
     if len(shape) < t.ndim or broadcast_shapes("broadcast_to", t.shape, shape) != tuple(shape):
         raise ShapeError(f"broadcast_to: shape {t.shape} does not broadcast to {tuple(shape)}")
     return TensorType(t.dtype, shape)
 
 
+def unbroadcast(g: B.Var, shape: tuple) -> B.Var:
+    """Sum G (of a broadcast shape) over the axes that broadcasting added or stretched, so the
+    result has `shape`: ∂L/∂x of y = broadcast(x) is Σ over the copies.  The autodiff pass
+    undoes every binary op's broadcasting with it (compiler/autodiff.py)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(shape)
+                                      if d == 1 and g.shape[lead + k] != 1)
+    if lead == 0:
+        return B.sum(g, axes, keepdims=True)
+    return B.reshape(B.sum(g, axes), shape)
+
+
 def _unbroadcast_gate(g, out, x, shape):
-    from ..autodiff import unbroadcast
     return unbroadcast(g, x.shape)
 
 

@@ -13,8 +13,8 @@ from .. import builder as B
 from ..codegen import llvm_shape as LS
 from ..codegen.forms import ATOM, Expr, Stmt, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
-from .record import gate
-from .record import declare
+from .common import obj_array
+from .record import declare, gate
 from .attrs import INDEX, INTS
 
 
@@ -77,7 +77,6 @@ def _putitem_lines(name, args, attrs, node):
 
 
 def _sym_putitem(g, index, shape):
-    from .common import obj_array
     out = obj_array(shape)
     g = np.asarray(g, dtype=object)
     out[to_python_index(index)] = g[()] if g.ndim == 0 else g   # not the 0-d array itself

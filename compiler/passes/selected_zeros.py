@@ -21,9 +21,10 @@ Where it runs: `compiler.grad` applies it to the graph it builds and returns the
 graph, so every consumer (compile, with or without optimization passes; interpret; hvp and
 hessian, which call grad; train_step; the checks) sees the same finite gradients.
 
-check_hessian_against_sympy still reads each guard as d when it renders for SymPy (equal
-wherever d is finite; SymPy's handling of the guards' conditions is far too slow), and the
-compiled backends run the guarded graphs.
+check_hessian_against_sympy renders the second-order graphs built without this pass
+(`hvp(..., guard=False)`, `hessian(..., guard=False)`: autodiff.reverse_mode alone; equal
+wherever no 0·inf is selected away, and SymPy's handling of the guards' conditions is far too
+slow), and the compiled backends run the guarded graphs.
 
 The pass does not mutate its input, keeps every output name, and is idempotent: a site whose
 value is already a guard where(G == 0, 0, _) is left as it is.
