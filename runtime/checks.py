@@ -3,6 +3,7 @@ shapes.  Every message names the argument."""
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -75,8 +76,9 @@ def _check_finite(name, arr) -> None:
 def refuse_masked(what: str, x) -> None:
     """A masked array is refused: every backend reads an array's data, so its mask would be
     silently ignored (masked entries read as the numbers under them)."""
-    if isinstance(x, np.ma.MaskedArray):
-        masked = int(np.ma.count_masked(x))
+    ma = sys.modules.get("numpy.ma")      # none exists unless numpy.ma was imported (and
+    if ma is not None and isinstance(x, ma.MaskedArray):   # importing it costs ~15 ms)
+        masked = int(ma.count_masked(x))
         raise UnsupportedError(
             f"{what}: a masked array (numpy.ma.MaskedArray, {masked} of {x.size} entries "
             "masked); gradc does not read masks: pass x.filled(value) to choose what the "

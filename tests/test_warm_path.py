@@ -1,0 +1,50 @@
+"""What a new process does to run a kernel whose object is in the disk cache: it loads the
+object without emitting IR, and loads nothing it does not need: not numpy.ma (~15 ms to
+import; checking arguments for masked arrays does not need it: none exists unless numpy.ma was
+imported), not SciPy's Python modules (BLAS comes from its bundled library).  Oracle: the
+lecture neuron's hand-derived values, in two fresh processes sharing one private cache."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import compiler
+    from frontends import dsl
+    from frontends.dsl import f64
+    def neuron(w, x):
+        return dsl.sigmoid(w[0] * x[0] + w[1] * x[1] + w[2])
+    fn = compiler.compile(compiler.grad(dsl.trace(neuron, w=f64[3], x=f64[2])), backend="llvm")
+    out = fn(w=np.array([2., -3., -3.]), x=[-1., -2.])    # a list goes through the checks
+    print(json.dumps({"out": float(out["out"]), "dw": out["dw"].tolist(), "cached": fn.cached,
+                      "emitted": fn._source is not None,
+                      "modules": [m for m in ("numpy.ma", "scipy.linalg") if m in sys.modules]}))
+""")
+
+
+def run(cache_dir) -> dict:
+    env = dict(os.environ, GRADC_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_cache_hit_in_a_new_process_loads_only_what_it_runs(tmp_path):
+    s = 1 / (1 + np.exp(-1.0))                 # σ(2·-1 + -3·-2 - 3) = σ(1)
+    cold, warm = run(tmp_path), run(tmp_path)
+    for res in (cold, warm):
+        assert np.isclose(res["out"], s)
+        assert np.allclose(res["dw"], s * (1 - s) * np.array([-1., -2., 1.]))
+        assert res["modules"] == [], res
+    assert not cold["cached"] and cold["emitted"]
+    assert warm["cached"] and not warm["emitted"]
