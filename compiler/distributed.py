@@ -8,13 +8,13 @@ all-reduce sums them, every rank applies the same update.
 
 The step is split around the all-reduce into two compiled graphs (`split_step`):
 
-    1. gradient  the loss function's forward and backward on this rank's shard: outputs
-                 `loss` and `d<p>` (compiler.grad), with this rank's parameters as they are.
-    2. all-reduce one `comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)` on one contiguous
-                 buffer (`GradientBuffer`), laid out once when the step is built: each gradient
-                 scaled by the shard's batch size n_r at a 64-byte boundary, then n_r·loss_r,
-                 n_r, and a failure flag.  After it the buffer holds Σ_r n_r·g_r, Σ_r n_r·loss_r
-                 and N = Σ_r n_r on every rank.
+    1. gradient  the loss function's forward and backward on this rank's shard (compiler.grad),
+                 then this rank's shares n_r·g_r, computed by the emitted code straight into
+                 the slices of one contiguous buffer (`GradientBuffer`, laid out once when the
+                 step is built, each gradient at a 64-byte boundary, then n_r·loss_r, n_r and a
+                 failure flag): `dW1_local = np.multiply(dW1, n_local, out=dW1_sum)`.
+    2. all-reduce one `comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)`.  After it the buffer
+                 holds Σ_r n_r·g_r, Σ_r n_r·loss_r and N = Σ_r n_r on every rank.
     3. update    `d<p> = d<p>_sum / n_global` (the gradient of the global batch's mean loss: a
                  shard's loss is the mean over its n_r rows, so the global mean is
                  Σ_r (n_r/N)·loss_r, whatever the shard sizes), then the optimizer's update
@@ -55,9 +55,10 @@ import numpy as np
 
 from . import train, trees
 from .autodiff import grad
-from .builder import Builder
-from .ir import GradcError, Graph, TensorType
-from .optim import Layout, Optimizer, append_update
+from . import builder as B
+from .builder import Builder, Var
+from .ir import GradcError, Graph, Namer, TensorType
+from .optim import Layout, Optimizer, _named, append_update
 from .train import TrainStep, _Compiled, _updates_cannot_fail
 
 ALIGN = 64          # bytes between gradient slices' starts: a cache line
@@ -121,7 +122,8 @@ SCALAR_SLOTS = ("loss_sum", "n_global", "failed")
 # ---- the split step: gradient graph, buffer, update graph -----------------------------------
 @dataclass
 class StepParts:
-    gradient: Graph            # inputs: params and the batch; outputs: `loss`, `d<p>`
+    gradient: Graph            # inputs: params, batch, n_local, d<p>_sum (the buffer's
+                               # slices); outputs: loss_local, d<p>_local (n_local·d<p>)
     update: Graph              # inputs: params, d<p>_sum, loss_sum, n_global, buffers, lr, t
     layout: Layout             # the update graph's (compiler.optim.append_update)
     buffer: GradientBuffer
@@ -137,7 +139,10 @@ class StepParts:
 
 def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
     """Split a gradient graph (`compiler.grad(g, wrt=params, of=loss)`) into the parts of a
-    data-parallel step.  Mutates `dg`'s outputs (keeps `loss` and the `d<p>`)."""
+    data-parallel step.  Mutates `dg`: appends this rank's shares n_local·loss and
+    n_local·d<p> (outputs `loss_local`, `d<p>_local`) and, as inputs, the buffer's slices
+    `d<p>_sum` that the NumPy code computes the shares into (`NumpyKernel.bind`'s donation:
+    `dW1_local = np.multiply(dW1, n_local, out=dW1_sum)`)."""
     params = list(params)
     dtypes = {dg.input(p).type.dtype for p in params}
     if len(dtypes) != 1:
@@ -145,10 +150,22 @@ def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
                                f"{sorted(dtypes)}; a data-parallel step all-reduces one buffer "
                                "of one dtype: give every parameter the same dtype")
     dt = dtypes.pop()
-    dg.outputs = {"loss": dg.outputs[loss], **{f"d{p}": dg.outputs[f"d{p}"] for p in params}}
+    types = {p: dg.input(p).type for p in params}
+    old, gb = dg.outputs, Builder(dg, Namer(dg.values()))
+    n_local = gb.add_input("n_local", TensorType(dt, ()))
+    slices = [gb.add_input(f"d{p}_sum", t) for p, t in types.items()]
+    gb.rule = "all-reduce: this rank's share n_r·g_r, computed into the buffer"
+    shares = {}
+    for p in params:
+        gb.of = p
+        shares[f"d{p}_local"] = _named(gb, Var(gb, old[f"d{p}"]) * n_local, f"d{p}_local")
+    gb.rule, gb.of = "all-reduce: this rank's share n_r·loss_r", "loss"
+    shares["loss_local"] = _named(gb, Var(gb, old[loss]) * B.cast(n_local, old[loss].dtype),
+                                  "loss_local")
+    gb.rule = gb.of = None
+    dg.outputs = {k: v.value for k, v in shares.items()}
     if getattr(dg, "output_trees", None):      # the outputs are leaves now (compiler/trees.py)
         dg.output_trees = {}
-    types = {p: dg.input(p).type for p in params}
     buffer = GradientBuffer.layout({f"d{p}_sum": t.shape for p, t in types.items()},
                                    {"f64": np.float64, "f32": np.float32}[dt])
     g = Graph(dg.name.replace("_step", "") + "_update")
@@ -160,9 +177,11 @@ def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
     clash = [v.name for v in [n, loss_sum] + ins + list(sums.values())
              if v.name not in {"n_global", "loss_sum"} | set(params)
              | {f"d{p}_sum" for p in params}]
+    clash += [v.name for v in [n_local] + slices
+              if v.name not in {"n_local"} | {f"d{p}_sum" for p in params}]
     if clash:
-        raise DistributedError(f"train_step(comm=...): parameter names clash with the update "
-                               f"graph's inputs n_global, loss_sum, d<p>_sum (got {clash})")
+        raise DistributedError(f"train_step(comm=...): parameter names clash with the step's "
+                               f"inputs n_local, n_global, loss_sum, d<p>_sum (got {clash})")
     b.rule = "all-reduce: the global batch's mean: g = Σ_r n_r·g_r / Σ_r n_r"
     outputs = {}
     for p in params:
@@ -373,19 +392,26 @@ class DistributedTrainStep(TrainStep):
         donate = {key: inp for inp, key in lay.writeback if inp != lay.t}
         if not _updates_cannot_fail(uk.graph, donate):
             donate = {}
+        # part 1 holds the parameters, n_local and the buffer's slices it writes its shares into
+        gfixed = dict(self._params)
+        gfixed["n_local"] = n_local = np.zeros((), dtype=self.buffer.dtype)
+        gfixed.update({f"d{p}_sum": self._views[f"d{p}_sum"] for p in self._params})
+        gdonate = {f"d{p}_local": f"d{p}_sum" for p in self._params}
         gbind, ubind = getattr(gk, "bind", None), getattr(uk, "bind", None)
-        grun = None if gbind is None else gbind(dict(self._params))
+        grun = None if gbind is None else gbind(gfixed, donate=gdonate)
         urun = None if ubind is None else ubind(fixed, donate=donate)
-        params, views, axis0 = self._params, self._views, batch_axis[0]
-        pairs = [(f"d{p}", views[f"d{p}_sum"]) for p in params]
+        views, axis0 = self._views, batch_axis[0]
+        pairs = [(f"d{p}_local", views[f"d{p}_sum"]) for p in self._params]
 
         def run(**batch):
             n = batch[axis0].shape[0]
             if n:
-                out = grun(**batch) if grun is not None else gk(copy=False, **params, **batch)
-                for key, view in pairs:           # n_r·g_r into the buffer
-                    np.multiply(out[key], n, out=view)
-                views["loss_sum"][...] = out["loss"] * n
+                n_local[...] = n
+                out = grun(**batch) if grun is not None else gk(copy=False, **gfixed, **batch)
+                for key, view in pairs:       # computed into the buffer where donation applied
+                    if out[key] is not view:
+                        np.copyto(view, out[key])
+                views["loss_sum"][...] = out["loss_local"]
             else:                     # an empty shard adds nothing (its mean loss is 0/0)
                 self.buffer[...] = 0
             views["n_global"][...] = n

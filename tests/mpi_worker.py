@@ -114,6 +114,9 @@ def equivalence():
     for p in P:
         close(dist.params[p], serial.params[p], f"llvm {p}")
     assert "comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)" in dist.source
+    numpy_part = compiler.train_step(net, params=P, inputs={"X": f64[n, D], "y": i64[n]},
+                                     optimizer=make(), comm=comm)._last.kernel.gradient
+    assert "np.multiply(dW1, n_local, out=dW1_sum)" in numpy_part.bound_source  # the buffer
     assert dist.ir.count("allreduce(sum, in place)") == 1 and "div(dW1_sum, n_global)" in dist.ir
     # f32 parameters: an f32 buffer (the count is exact in f32), f32 rounding
     P32 = {k: v.astype(np.float32) for k, v in P.items()}

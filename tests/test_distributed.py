@@ -79,7 +79,10 @@ def test_split_step_prints_the_allreduce_between_gradient_and_update():
     assert "dW1: f64[3,4] = div(dW1_sum, n_global)" in text
     # clipping reads the all-reduced gradients: the global norm
     assert text.index("grad_norm", update_at) > text.index("div(dW1_sum", update_at)
-    assert set(parts.gradient.outputs) == {"loss", "dW1", "db1"}
+    # part 1 ends with this rank's shares, computed into the buffer's slices (its inputs)
+    assert set(parts.gradient.outputs) == {"loss_local", "dW1_local", "db1_local"}
+    assert {"n_local", "dW1_sum", "db1_sum"} <= {v.name for v in parts.gradient.inputs}
+    assert "dW1_local: f64[3,4] = mul(dW1, n_local)" in text
     # one buffer: W1 (12 f64) padded to 64 bytes (16), b1 (4), then the scalars
     assert parts.buffer.slots == {"dW1_sum": (0, (3, 4)), "db1_sum": (16, (4,)),
                                   "loss_sum": (24, ()), "n_global": (25, ()),
@@ -114,6 +117,7 @@ def test_cli_show_train_step_comm(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "allreduce(sum, in place) dW_sum, loss_sum, n_global, failed" in out
     assert "dW: f64[3,2] = div(dW_sum, n_global)" in out and "W_next" in out
+    assert "dW_local: f64[3,2] = mul(dW, n_local)" in out
     assert cli_main(["show", f"{model}:net", "--train-step", "adam", "--data", "X"]) == 0
     plain = capsys.readouterr().out
     assert "W_next" in plain and "allreduce" not in plain
