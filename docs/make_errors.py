@@ -78,6 +78,14 @@ def log_tanh(x):
     return dsl.sum(dsl.tanh(y) * 2)
 
 
+def context_window(a, b):
+    return dsl.concatenate([a, b], axis=1)
+
+
+def embed(E, tokens):
+    return dsl.sum(E[tokens])
+
+
 def _trace(fn, **kw):
     return lambda: dsl.trace(fn, **kw)
 
@@ -98,6 +106,8 @@ CASES = [
      _trace(lambda a, b: dsl.sum(a + b), a=f64[3], b=f64[4]), compiler.ShapeError),
     ("Trace time", "mixed dtypes",
      _trace(mixed_dtypes, a=f64[3], b=f32[3]), compiler.ShapeError),
+    ("Trace time", "concatenate shapes that differ off the joined axis",
+     _trace(context_window, a=f64[2, 3], b=f64[4, 3]), compiler.ShapeError),
     ("Trace time", "an axis out of range",
      _trace(wrong_axis, x=f64[4, 3]), compiler.ShapeError),
     ("Trace time", "labels of the wrong length",
@@ -136,6 +146,9 @@ CASES = [
      lambda: compiler.compile(dsl.trace(shifted_labels, scores=f64[2, 3], y=i64[2]),
                               backend="llvm")(scores=np.zeros((2, 3)), y=np.array([1, 0])),
      compiler.LabelError),
+    ("Calling a compiled function", "a token outside the embedding table (E[tokens], LLVM)",
+     lambda: compiler.compile(dsl.trace(embed, E=f64[5, 2], tokens=i64[2, 3]), backend="llvm")(
+         E=np.zeros((5, 2)), tokens=np.array([[0, 1, 2], [3, 5, 4]])), compiler.LabelError),
     ("Differentiating and compiling", "the gradient of a vector output",
      lambda: compiler.grad(dsl.trace(lambda x: dsl.exp(x), x=f64[3])), compiler.GradcError),
     ("Differentiating and compiling", "a gradient with respect to integer labels",
