@@ -266,9 +266,9 @@ class DistributedTrainStep(TrainStep):
 
     def __init__(self, loss_fn, params, inputs, optimizer, backend="numpy", *, comm, **kw):
         MPI = _mpi()
-        if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
-            raise GradcError(f"train_step: comm must be an mpi4py communicator "
-                             f"(MPI.COMM_WORLD), got {comm!r}")
+        if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL or comm.Is_inter():
+            raise GradcError(f"train_step: comm must be an mpi4py intra-communicator "
+                             f"(MPI.COMM_WORLD, or a comm.Split of it), got {comm!r}")
         self.comm, self.rank, self.size, self._mpi = comm, comm.Get_rank(), comm.Get_size(), MPI
         if self.size > 1:
             abort_on_error(comm)

@@ -122,3 +122,25 @@ def test_cli_show_train_step_comm(capsys, tmp_path):
     plain = capsys.readouterr().out
     assert "W_next" in plain and "allreduce" not in plain
     assert cli_main(["show", f"{model}:net", "--comm"]) == 2       # --comm needs a step
+
+
+def test_mpi4py_is_imported_only_when_asked():
+    code = ("import sys, numpy as np, compiler\n"
+            "from frontends import dsl\nfrom frontends.dsl import f64, i64\n"
+            "step = compiler.train_step(lambda W, X, y: dsl.softmax_cross_entropy(X @ W, y), "
+            "params={'W': np.zeros((3, 2))}, inputs={'X': f64[4, 3], 'y': i64[4]}, "
+            "optimizer=compiler.optim.SGD(lr=0.1))\n"
+            "step(X=np.ones((4, 3)), y=np.zeros(4, dtype=np.int64))\n"
+            "assert 'mpi4py' not in sys.modules, sorted(m for m in sys.modules if 'mpi' in m)\n"
+            "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert run.stdout.strip() == "ok", run.stderr
+
+
+def test_comm_without_mpi4py_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)      # `from mpi4py import MPI` fails
+    with pytest.raises(compiler.GradcError, match=r"needs mpi4py: pip install -e '\.\[mpi\]'"):
+        compiler.train_step(net, params={"W1": np.zeros((3, 4)), "b1": np.zeros(4)},
+                            inputs={"X": f64[5, 3], "y": i64[5]},
+                            optimizer=compiler.optim.SGD(lr=0.1), comm=object())
