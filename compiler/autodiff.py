@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 
-from . import builder as B
+from . import builder as B, trees
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
 from .ops import OPS
@@ -107,7 +107,9 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
         hint = (" (trace it first: compiler.grad(dsl.trace(fn, x=f64[...])))"
                 if callable(graph) else "")
         raise GradcError(f"grad takes a compiler.Graph, got {type(graph).__name__}{hint}")
-    return guard_selected_zeros(*reverse_mode(graph, wrt, of))
+    flat, groups = trees.resolve_wrt(graph, wrt)     # a tree or a path (params.l1): its leaves
+    new = guard_selected_zeros(*reverse_mode(graph, flat, of))
+    return trees.attach_gradients(graph, new, flat, groups)   # dparams as a tree
 
 
 def reverse_mode(graph: Graph, wrt=None, of=None):

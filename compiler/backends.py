@@ -12,6 +12,7 @@ from .custom import inline_custom
 from .ir import GradcError, Graph, UnsupportedError, verify
 from .passes import optimize
 from .passes.memory import plan_memory
+from .trees import wrap
 
 BACKENDS = ("numpy", "llvm")
 
@@ -24,7 +25,8 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
     backend also plans memory (compiler/passes/memory.py) unless passes=[]: large intermediates
     live in buffers reused across calls; results are still fresh arrays unless the call
     passes copy=False.  `check_finite=True`: a NaN or inf in a float argument is a ValueError
-    naming it, raised before the compiled code runs (docs/errors.md)."""
+    naming it, raised before the compiled code runs (docs/errors.md).  A graph with parameter
+    trees gives a compiled function that takes and returns them (compiler/trees.py)."""
     if not isinstance(graph, Graph):
         raise UnsupportedError(f"compile: expected a Graph (from dsl.trace or compiler.grad), "
                                f"got {type(graph).__name__} {graph!r:.80}")
@@ -38,6 +40,7 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
                              "(e.g. ['cse', 'dce']), [] for none, or None for the default")
         passes = list(passes)
     verify(graph)
+    given = graph     # its trees (compiler/trees.py): the call takes and gives them
     graph = inline_custom(graph)    # custom gates' forwards, from primitives (custom.py)
     if passes is None or list(passes):
         graph = optimize(graph, passes)
@@ -48,11 +51,12 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
         plan = plan_memory(graph) if passes is None or list(passes) else None
         if plan is not None and not plan.buffers:   # nothing large: the plain code
             plan = None
-        return _finite(NumpyKernel(numpy_artifact(graph, name or graph.name, plan)),
-                       check_finite)
+        return wrap(_finite(NumpyKernel(numpy_artifact(graph, name or graph.name, plan)),
+                            check_finite), given)
     if backend == "llvm":
         from runtime.llvm_kernel import LLVMKernel   # as NumpyKernel above
-        return _finite(LLVMKernel(llvm_artifact(graph, name or graph.name)), check_finite)
+        return wrap(_finite(LLVMKernel(llvm_artifact(graph, name or graph.name)), check_finite),
+                    given)
     raise UnsupportedError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 

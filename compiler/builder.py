@@ -10,9 +10,12 @@ import builtins
 import numbers
 import sys
 
+import numpy as np
+
 from .ir import (Graph, Namer, Node, ShapeError, TensorType, UnsupportedError, Value,
                  const_value)
 from .builder_index import array_index
+from .constants import from_python
 from .builder_linalg import matmul_nd
 
 
@@ -30,6 +33,8 @@ class Builder:
         self.of = None
         self.on_node = None      # optional callback(node), used by the broadcast guard
         self.training = True     # dropout draws a mask input when True, is the identity if not
+        self.const_name = None   # optional callable(array) -> the model's name for a constant
+        self._arrays: dict = {}  # a captured array's digest -> its const_array Var
 
     def where(self):
         return self.loc if self.loc is not None else (self.locate() if self.locate else None)
@@ -67,6 +72,21 @@ class Builder:
         return self.emit("const", [], value=const_value(value, dtype), dtype=dtype,
                          shape=tuple(shape))
 
+    def const_array(self, array) -> "Var":
+        """A NumPy array captured by the model: one const_array node per distinct data
+        (compiler/constants.py), named after the model's variable when `const_name` finds it."""
+        try:
+            data = from_python(array)
+        except UnsupportedError as e:
+            raise UnsupportedError(f"{e}{' (at ' + self.where() + ')' if self.where() else ''}"
+                                   ) from None
+        hit = self._arrays.get(data.digest)
+        if hit is None:
+            name = self.const_name(array) if self.const_name else None
+            hit = self._arrays[data.digest] = self.emit("const_array", [], name=name, data=data,
+                                                        dtype=data.dtype)
+        return hit
+
     def rename(self, var: "Var", name: str) -> None:
         """Give a temporary a real name (the DSL names values after the model's variables)."""
         self.namer.release(var.value.name)
@@ -91,10 +111,13 @@ def lift(x, like: "Var") -> "Var":
                 return like.b.const(int(x), "i64" if dtype == "i64" else "i64")
             dtype = "f64"
         return like.b.const(x, dtype)
+    if type(x) is np.ndarray:            # a captured array: a constant of its own dtype
+        return like.b.const_array(x)
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         raise UnsupportedError(
-            f"a NumPy array of shape {tuple(x.shape)} appears in the model as a constant; "
-            "gradc takes arrays only as inputs: add it to the function's parameters"
+            f"a {type(x).__name__} of shape {tuple(x.shape)} appears in the model as a "
+            "constant; gradc captures NumPy arrays (pass np.asarray(x)) or takes it as an "
+            "input of the function"
             + (f" (at {like.b.where()})" if like.b.where() else ""))
     raise UnsupportedError(f"cannot use a {type(x).__name__} in a gradc model; use numbers, "
                            "traced values and gradc's functions")

@@ -33,7 +33,9 @@ from .backends import BACKENDS, compile as compile_graph
 from .budget import _Budget, time_limit
 from .builder import dsl_module
 from .check_custom import check_custom_gates
+from . import trees
 from .check_large import _random_point, check_large, float_symbols
+from .held import holding
 from .interpret import interpret
 from .ir import GradcError, Graph, TensorType
 from .ops.labels import label_checks
@@ -113,7 +115,8 @@ def reduced_copy(graph: Graph, limit: int):
     if origin is None:
         return None, "the graph has no source function to retrace with small dimensions"
     fn, specs, _defaults = origin
-    sizes = sorted({d for t in specs.values() for d in t.shape})
+    types = {k: [t for _, t in trees.leaves(spec)] for k, spec in specs.items()}   # trees too
+    sizes = sorted({d for ts in types.values() for t in ts for d in t.shape})
     mapping, nxt = {}, 2
     for d in sizes:
         if d <= 3:
@@ -122,7 +125,8 @@ def reduced_copy(graph: Graph, limit: int):
         else:
             mapping[d] = nxt
             nxt += 1
-    small = {k: TensorType(t.dtype, tuple(mapping[d] for d in t.shape)) for k, t in specs.items()}
+    small = {k: trees.rebuild(spec, iter(TensorType(t.dtype, tuple(mapping[d] for d in t.shape))
+                                         for t in types[k])) for k, spec in specs.items()}
     try:
         # origin is set by dsl.trace: the DSL is loaded
         g = dsl_module("a reduced copy").trace(fn, name=graph.name, **small)   # defaults
@@ -433,8 +437,10 @@ def check_finite_differences(graph: Graph, wrt=None, of=None, *, eps: float = 1e
         point.update(label_values(graph, rng))
         grads = interpret(dg, point)
 
+        at, held = holding(graph, point)     # stop_gradient's values: constants at the point
+
         def f(pt):
-            return float(interpret(graph, pt)[of])
+            return float(interpret(at, {**pt, **held})[of])
         for x in wrt:
             g = np.asarray(grads[names[x]], dtype=np.float64)
             if g.size <= max_elements:

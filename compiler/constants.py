@@ -41,6 +41,7 @@ from .ir import NUMPY_DTYPE, UnsupportedError
 DIGEST = 16                     # hex digits of the digest printed in the node's attribute
 _DTYPE_OF = {np.dtype(v): k for k, v in NUMPY_DTYPE.items()}
 MAX_TEXT_ELEMENTS = 1 << 24     # a table line longer than this many elements is refused
+LITERAL_ELEMENTS = 1024         # larger constants are emitted as their bytes, not numbers
 
 
 class ConstData:
@@ -201,9 +202,14 @@ def module_definitions(graph) -> dict:
         if name in out:
             continue
         flat = d.as_dtype(n.out.dtype).reshape(-1)
-        items = ", ".join(literal(x.item())[0] for x in flat)
         dt = NUMPY_DTYPE[n.out.dtype]
-        text = f"np.array([{items}], dtype=np.{dt})"
+        if flat.size <= LITERAL_ELEMENTS:      # readable: the numbers
+            items = ", ".join(literal(x.item())[0] for x in flat)
+            text = f"np.array([{items}], dtype=np.{dt})"
+        else:                                  # large: its bytes (fast to compile, exact)
+            little = flat.astype(flat.dtype.newbyteorder("<"))
+            text = (f"np.frombuffer(bytes.fromhex('{little.tobytes().hex()}'), "
+                    f"dtype={little.dtype.str!r}).astype(np.{dt})")
         if d.shape != (len(flat),):
             text += f".reshape({tuple(d.shape)!r})"
         out[name] = f"{name} = {text}  # {n.out.type}\n{name}.setflags(write=False)"

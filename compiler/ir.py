@@ -137,6 +137,10 @@ class Graph:
     # (fn, specs, fixed kwargs) when traced from Python: lets checks retrace a reduced copy.
     # Not part of the graph's identity (equality, text form).
     origin: object = field(default=None, repr=False, compare=False)
+    # parameter trees (compiler/trees.py): argument name -> tree of leaf input names, and a
+    # grouped output (`dparams`) -> tree of output keys; part of the text form
+    input_trees: dict = field(default_factory=dict, repr=False)
+    output_trees: dict = field(default_factory=dict, repr=False)
 
     # ---- queries -------------------------------------------------------------------------
     def values(self) -> dict:
@@ -172,7 +176,9 @@ class Graph:
                 and [(v.name, v.type) for v in self.inputs] == [(v.name, v.type) for v in other.inputs]
                 and [n.key() for n in self.nodes] == [n.key() for n in other.nodes]
                 and [(k, v.name) for k, v in self.outputs.items()]
-                == [(k, v.name) for k, v in other.outputs.items()])
+                == [(k, v.name) for k, v in other.outputs.items()]
+                and self.input_trees == other.input_trees
+                and self.output_trees == other.output_trees)
 
     __hash__ = None
 

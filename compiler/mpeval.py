@@ -131,8 +131,8 @@ def _one(node, memo, subs):
         return not args[0]
     if isinstance(node, sp.ITE):
         return args[1] if args[0] else args[2]
-    fn = _FUNCS.get(node.func)
-    if fn is None:
+    fn = _FUNCS.get(node.func) or getattr(node.func, "mpmath", None)   # an op's own function
+    if fn is None:                                                     # (ops/special.py)
         raise Unevaluable(f"cannot evaluate SymPy function {node.func}")
     return fn(*args)
 

@@ -18,6 +18,7 @@ import keyword
 import re
 import warnings
 
+from . import constants, trees
 from .ir import GradcError, Graph, Node, TensorType, Value, verify
 from .ops import OPS
 from .ops.attrs import check_attrs
@@ -53,12 +54,18 @@ def format_node(n: Node) -> str:
     return line
 
 
-def print_graph(g: Graph) -> str:
+def print_graph(g: Graph, data: bool = True) -> str:
+    """The text form; `data=False` leaves out the table of array constants' data (compiler/
+    constants.py), for headers that people read (the text then does not parse)."""
     head = ", ".join(f"{v.name}: {v.type}" for v in g.inputs)
     lines = [f"graph {g.name}({head}) {{"]
+    lines += ["  " + t for t in trees.text_lines(g, "input")]
     lines += ["  " + format_node(n) for n in g.nodes]
     lines.append("  return " + ", ".join(f"{k}={v.name}" for k, v in g.outputs.items()))
+    lines += ["  " + t for t in trees.text_lines(g, "output")]
     lines.append("}")
+    if data:
+        lines += constants.table_lines(g)
     return "\n".join(lines)
 
 
@@ -140,6 +147,7 @@ def parse_graph(text: str) -> Graph:
     malformed text; the result is verified against the op rules."""
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln]
+    lines, table = constants.split_table(lines, ParseError)   # array constants' data
     if not lines:
         raise ParseError("empty text: expected 'graph NAME(...) {'", 1)
     lineno, head = lines[0]
@@ -166,6 +174,13 @@ def parse_graph(text: str) -> Graph:
                 raise ParseError("text after the closing '}'", body[k + 1][0])
             closed = True
             break
+        if ln.startswith(("input tree ", "output tree ")):      # compiler/trees.py
+            where, tname, tree = trees.read_line(ln, ParseError, lineno)
+            into = g.input_trees if where == "input" else g.output_trees
+            if tname in into:
+                raise ParseError(f"{where} tree {tname!r} given twice", lineno)
+            into[tname] = tree
+            continue
         if ln.startswith("return"):
             rm = _RET.match(ln)
             if not rm:
@@ -196,7 +211,8 @@ def parse_graph(text: str) -> Graph:
             ins.append(env[a])
         out = Value(name, _type(dtype, dims, lineno))
         env[name] = out
-        attrs = parse_attrs(attrs, lineno)
+        attrs = constants.resolve(parse_attrs(attrs, lineno), OPS[op].attrs if op in OPS else {},
+                                  table, ParseError, lineno)
         try:                             # unknown or ill-typed attributes: this line's error
             check_attrs(op, attrs, (OPS[op].attrs if op in OPS else {}))
         except GradcError as e:
@@ -205,6 +221,7 @@ def parse_graph(text: str) -> Graph:
                             loc.strip() if loc else None, rule, of))
     if not closed:
         raise ParseError("missing closing '}'", lines[-1][0])
+    trees.check_parsed(g, ParseError, lineno)
     try:
         verify(g)
     except GradcError as e:

@@ -15,6 +15,11 @@ is called through `NumpyKernel.bind`: those arrays are checked once, and each up
 straight into its array (`W1_next = np.subtract(W1, ..., out=W1)`, in the kernel's
 `bound_source`; `step.source` is the plain emitted function).
 
+A parameter may be a tree (nested dicts, lists and tuples of arrays, compiler/trees.py):
+`train_step(loss, params={"params": {"l1": {"W": W, "b": b}, "l2": [V]}}, ...)` traces `loss`
+with the same structure and `step.params["params"]["l1"]["W"]` is the step's array, updated in
+place.
+
 `loss` returns the scalar loss, or a dict with a `"loss"` entry and other outputs (scores, ...)
 that `step.evaluate` returns.  Input shapes other than the declared ones (a smaller last batch)
 trace and compile the step again, once per distinct set of shapes (cached).
@@ -26,7 +31,7 @@ order.  `step.evaluate(...)` runs a separate evaluation trace (`training=False`)
 is the identity and nothing is updated.
 
 Checkpoints (compiler/checkpoint.py): `save(path)` writes an .npz with the parameters
-(`param/<name>`), the optimizer buffers (`state/<slot>/<name>`), the step counter `t`, the
+(`param/<name>`; a tree's leaves by path, `param/params.l1.W`), the optimizer buffers (`state/<slot>/<name>`), the step counter `t`, the
 generator state `rng` (JSON), the optimizer's class and hyper-parameters, atomically (a temporary
 file, fsynced and renamed over the old one); `load(path)` validates every field before it changes
 anything and then restores them (and the learning rate), after which training continues with
@@ -45,7 +50,7 @@ import threading
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, trees
 from .autodiff import grad
 from .backends import compile as compile_graph
 from .builder import dsl_module
@@ -108,16 +113,19 @@ class TrainStep:
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.backend, self.passes = backend, passes
         self.name = name or f"{getattr(loss_fn, '__name__', 'model')}_step"
-        self._params = {}
         # runtime/ imports compiler.ir, whose package __init__ imports this module
         from runtime.checks import refuse_masked
-        for k, a in dict(params).items():
-            refuse_masked(f"train_step: parameter {k!r}", a)
+
+        def own(what, a):
+            refuse_masked(f"train_step: {what}", a)
             arr = np.array(a, copy=True)
             if arr.dtype not in _FLOAT_DTYPES:
-                raise GradcError(f"train_step: parameter {k!r} has dtype {arr.dtype}; "
+                raise GradcError(f"train_step: {what} has dtype {arr.dtype}; "
                                  "parameters must be float32 or float64 arrays")
-            self._params[k] = arr
+            return arr
+        # a parameter may be a tree (compiler/trees.py): _params holds its leaves by input
+        # name, _view the caller's structure of the same arrays, _paths the leaves' paths
+        self._params, self._view, self._paths = trees.own_params(dict(params), own)
         if not self._params:
             raise GradcError("train_step: params is empty; pass the arrays to train")
         self.inputs = {}
@@ -125,7 +133,7 @@ class TrainStep:
             if not isinstance(spec, TensorType):
                 raise GradcError(f"train_step: the spec of input {k!r} must look like "
                                  f"f64[64, 2] or i64[64], got {spec!r}")
-            if k in self._params:
+            if k in self._params or k in self._view:
                 raise GradcError(f"train_step: {k!r} is both a parameter and an input")
             self.inputs[k] = spec
         self.state = {(slot, p): np.zeros_like(a)
@@ -142,7 +150,8 @@ class TrainStep:
     # ---- the public surface ---------------------------------------------------------------
     @property
     def params(self) -> dict:
-        return self._params
+        """name -> array, or the tree of arrays it was given as (the step's own arrays)."""
+        return self._view
 
     @property
     def source(self) -> str:
@@ -196,7 +205,7 @@ class TrainStep:
         nothing updated: {"loss": ..., and any other outputs loss_fn returns}."""
         with self.lock:
             c = self._compiled(self._shapes(batch), training=False)
-            out = c.kernel(**self._params, **batch)
+            out = trees.grouped_outputs(c.graph, c.kernel(**self._params, **batch))
         return {("loss" if k == c.loss_key else k): v for k, v in out.items()}
 
     def save(self, path) -> None:
@@ -205,8 +214,7 @@ class TrainStep:
         temporary file in the same directory, fsynced, renamed over the old file, and the
         directory fsynced.  A crash or kill during the save leaves the old file as it was."""
         with self.lock:
-            data = {f"param/{k}": a for k, a in self._params.items()}
-            data.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
+            data = self._members()
             data["t"] = np.int64(self.t)
             data["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
             data["optimizer"] = np.array(type(self.optimizer).__name__)
@@ -223,8 +231,7 @@ class TrainStep:
         generator state; a mismatch is a CheckpointError naming the field, and the step is
         then exactly as before.  Nothing in the file is executed (no pickle)."""
         with self.lock:
-            want = {f"param/{k}": a for k, a in self._params.items()}
-            want.update({f"state/{slot}/{p}": a for (slot, p), a in self.state.items()})
+            want = self._members()
             got = checkpoint.read(path, want, self.optimizer, self.rng.bit_generator)
             for k, dst in want.items():
                 if not dst.flags.writeable:
@@ -264,6 +271,14 @@ class TrainStep:
             cache[specs] = self._build(dict(specs), training)
         return cache[specs]
 
+    def _members(self) -> dict:
+        """Checkpoint member name -> the array: `param/<path>` and `state/<slot>/<path>`,
+        a tree's leaf by its dotted path (`param/params.l1.W`)."""
+        paths = self._paths
+        data = {f"param/{paths[k]}": a for k, a in self._params.items()}
+        data.update({f"state/{slot}/{paths[p]}": a for (slot, p), a in self.state.items()})
+        return data
+
     def _compile(self, graph):
         """`compiler.compile(graph)` with this step's backend and passes."""
         kw = {} if self.passes is None else {"passes": self.passes}
@@ -271,9 +286,10 @@ class TrainStep:
 
     def _build(self, specs: dict, training: bool) -> _Compiled:
         dsl = dsl_module("train_step")
-        types = {k: TensorType(_FLOAT_DTYPES[a.dtype], a.shape) for k, a in self._params.items()}
+        types = trees.spec_of(self._view, lambda a: TensorType(_FLOAT_DTYPES[a.dtype], a.shape))
         name = self.name if training else self.name.replace("_step", "") + "_eval"
         g = dsl.trace(self.loss_fn, name=name, training=training, **types, **specs)
+        trees.check_names(g, self._view)
         loss_key = _loss_key(g)
         if training:
             dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
@@ -285,7 +301,7 @@ class TrainStep:
             loss_key = "loss"
         else:
             dropout, layout = [], None
-        kernel = self._compile(g)
+        kernel = trees.unwrapped(self._compile(g))     # called with leaf names
         self.compilations += 1
         c = _Compiled(kernel, g, layout, dropout, loss_key)
         if training:   # 0-d arrays updated in place keep the kernels' argument fast paths

@@ -36,6 +36,8 @@ from compiler.builder_array import (concatenate, flip, pad, split, stack, take, 
                                     take_along_axis)
 from compiler.builder_conv import (avg_pool2d, batch_norm, conv1d, conv2d,  # noqa: F401
                                    global_avg_pool, layer_norm, max_pool2d)
+from compiler.builder_special import stop_gradient  # noqa: F401  (no gradient flows through)
+from compiler import trees   # parameter trees: nested dicts, lists and tuples of specs
 from compiler.debug import broadcast_guard
 from compiler.ir import Graph, TensorType, UnsupportedError
 
@@ -49,6 +51,7 @@ __all__ = ["trace", "f32", "f64", "i64", "Tensor", "abs", "broadcast_to", "cast"
            "transpose", "where"]
 __all__ += ["concatenate", "flip", "pad", "split", "stack", "take",  # compiler/builder_array.py
             "take_along_axis"]
+__all__ += ["stop_gradient"]     # compiler/builder_special.py
 __all__ += ["einsum", "custom_gate"]     # compiler/builder_linalg.py, compiler/custom.py
 
 __all__ += ["avg_pool2d", "batch_norm", "conv1d", "conv2d", "global_avg_pool",  # builder_conv
@@ -103,6 +106,19 @@ def _locate() -> str | None:
     return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
 
 
+def _const_name(array):
+    """The model's name for a captured array: the variable holding it in the innermost frame
+    outside gradc (its locals and closure, then its globals), or None."""
+    f = sys._getframe(1)
+    while f is not None and _is_gradc(f.f_code.co_filename):
+        f = f.f_back
+    for scope in (() if f is None else (f.f_locals, f.f_globals)):
+        for k, v in scope.items():
+            if v is array and not k.startswith("_"):
+                return k
+    return None
+
+
 def _specs_for(fn, specs: dict) -> tuple:
     sig = inspect.signature(fn)
     try:
@@ -116,7 +132,8 @@ def _specs_for(fn, specs: dict) -> tuple:
     typed, fixed = {}, {}
     for name, p in sig.parameters.items():
         spec = specs.get(name, hints.get(name))
-        if isinstance(spec, TensorType):
+        if isinstance(spec, TensorType) or (trees.is_tree(spec) and name in specs) \
+                or trees.is_spec_tree(spec):
             typed[name] = spec
         elif spec is not None and name in specs:
             raise UnsupportedError(f"trace: the spec of {name!r} must look like f64[3, 2], "
@@ -184,7 +201,8 @@ def trace(fn, *, name: str | None = None, training: bool = True, strict_broadcas
     b = Builder(graph, locate=_locate)
     b.training = bool(training)
     b.on_node = broadcast_guard(strict_broadcast)
-    args = {k: b.add_input(k, t) for k, t in typed.items()}
+    b.const_name = _const_name
+    args = trees.trace_inputs(b, typed, _locate)     # a tree spec gives a tree of inputs
     with _Namer(b):
         result = fn(**args, **fixed)
     outputs = result if isinstance(result, dict) else (

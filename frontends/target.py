@@ -22,6 +22,7 @@ import traceback
 import numpy as np
 
 import compiler
+from compiler import trees
 from compiler.ir import NUMPY_DTYPE, GradcError, TensorType
 from compiler.optim import append_update
 from compiler.passes import PASSES
@@ -149,6 +150,7 @@ def specs_for(fn, shapes: list) -> dict:
         out[name] = parse_spec(text, known.dtype if isinstance(known, TensorType) else "f64")
     for name, p in sig.parameters.items():
         if name not in out and not isinstance(hints.get(name), TensorType) \
+                and not trees.is_spec_tree(hints.get(name)) \
                 and p.default is inspect.Parameter.empty:
             raise CliError(f"parameter {name!r} of {fn.__name__} has no spec: annotate it "
                            f"({name}: f64[3]) or pass --shape {name}=f64[3]")
@@ -157,6 +159,26 @@ def specs_for(fn, shapes: list) -> dict:
 
 def _names(text: str | None) -> list:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _leaves_of(graph, w: str, floats: list) -> list:
+    """The float inputs `--wrt w` names: an input, or a path into a parameter tree
+    (`params`, `params.l1`, `params.l1.W`: compiler/trees.py) for the float leaves under it."""
+    try:
+        found = trees.find(graph, w)
+    except trees.TreeError as e:
+        raise CliError(f"--wrt {w}: {str(e).removeprefix('grad: ')}") from None
+    if found is not None:
+        names = [n for _, n in trees.leaves(found[2]) if n in floats]
+        if names:
+            return names
+    elif w in floats:
+        return [w]
+    paths = [trees.dotted(top, p) for top, t in graph.input_trees.items()
+             for p, _ in trees.leaves(t)]
+    raise CliError(f"--wrt {w}: not a float input of {graph.name} (float inputs: "
+                   f"{', '.join(floats)}"
+                   + (f"; tree leaves: {', '.join(paths)}" if paths else "") + ")")
 
 
 class Model:
@@ -174,11 +196,8 @@ class Model:
             if d not in names:
                 raise CliError(f"--data {d}: {self.graph.name} has no input {d!r} "
                                f"(its inputs: {', '.join(sorted(names))})")
-        wrt = _names(getattr(args, "wrt", None))
-        for w in wrt:
-            if w not in floats:
-                raise CliError(f"--wrt {w}: not a float input of {self.graph.name} "
-                               f"(float inputs: {', '.join(floats)})")
+        wrt = [leaf for w in _names(getattr(args, "wrt", None))   # a path: params.l1.W
+               for leaf in _leaves_of(self.graph, w, floats)]
         self.wrt = wrt or [x for x in floats if x not in data]
         self.of = getattr(args, "of", None)
         if self.of is not None and self.of not in self.graph.outputs:

@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 
 from compiler.builder import Builder
+from compiler.constants import ConstData
 from compiler.ir import NUMPY_DTYPE, Graph, TensorType
 from compiler.ops import OPS
 from frontends import dsl
@@ -392,6 +393,14 @@ OP_SAMPLES.update({    # compiler/ops/conv.py: tiny NCHW/OIHW shapes (SymPy rend
                                    "overlap"),)),
     "pool_fold": OpSample((Case(((F, (1, 1, 2, 2, 2, 2)),), {**_POOL, "stride": (1, 1),
                                                              "size": (3, 3)}, "overlap"),)),
+})
+OP_SAMPLES.update({    # compiler/ops/special.py: the identity without a gradient, an array constant
+    "stop_gradient": OpSample((Case(((F, (2, 3)),), label="2x3"),
+                               Case(((F, ()),), label="scalar"))),
+    "const_array": OpSample((
+        Case((), {"data": ConstData(np.array([[1.5, -2.0, 0.25], [3.0, 0.0, -0.5]])),
+                  "dtype": F}, "2x3"),
+        Case((), {"data": ConstData(np.array([1, -2, 3])), "dtype": "i64"}, "i64"))),
 })
 
 def case_types(case: Case, dtype: str) -> list:

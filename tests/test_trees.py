@@ -211,3 +211,18 @@ def test_flat_calls_by_leaf_name_still_work(rng):
     tree = fn(params=params, X=X, y=y)
     np.testing.assert_array_equal(flat["dparams_l2_0"], tree["dparams"]["l2"][0])
     assert compiler.check_finite_differences(_trace()).ok
+
+
+def test_tree_calls_from_threads_agree(rng):
+    from concurrent.futures import ThreadPoolExecutor
+    dg = compiler.grad(_trace(), wrt=["params"])
+    fn = compiler.compile(dg, backend="llvm")
+    cases = [_values(np.random.default_rng(k)) for k in range(8)]
+    want = [compiler.interpret(dg, params_l1_W=p["l1"]["W"], params_l1_b=p["l1"]["b"],
+                               params_l2_0=p["l2"][0], params_scale_0=p["scale"][0], X=X, y=y)
+            for p, X, y in cases]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: fn(params=c[0], X=c[1], y=c[2]), cases * 4))
+    for k, out in enumerate(got):
+        np.testing.assert_allclose(out["dparams"]["l1"]["W"], want[k % 8]["dparams_l1_W"],
+                                   rtol=1e-13)

@@ -17,4 +17,5 @@ from .record import OPS, RULES, TRAITS, Each, OpRecord, declare, gate, known_ops
 
 from . import elementwise, reduce, linalg, shape, loss  # noqa: E402,F401  (declares the records)
 from . import array  # noqa: E402,F401  (concatenate, gathers and their scatter-add transposes)
+from . import special  # noqa: E402,F401  (stop_gradient, const_array)
 from . import conv  # noqa: E402,F401  (convolution, pooling and their gate convolutions)
