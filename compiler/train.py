@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -54,6 +55,7 @@ from . import checkpoint, trees
 from .autodiff import grad
 from .backends import compile as compile_graph
 from .builder import dsl_module
+from .builder_conv import carried_state, running_stats
 from .checkpoint import CheckpointError, TrainStepError
 from .codegen.numpy_emit import plan_inlining
 from .ir import FLOAT_DTYPES, NUMPY_DTYPE, GradcError, TensorType
@@ -136,6 +138,7 @@ class TrainStep:
             if k in self._params or k in self._view:
                 raise GradcError(f"train_step: {k!r} is both a parameter and an input")
             self.inputs[k] = spec
+        self.stats: dict = {}      # batch_norm's running statistics: input name -> array
         self.state = {(slot, p): np.zeros_like(a)
                       for p, a in self._params.items() for slot in optimizer.slots}
         self.t = 0
@@ -205,7 +208,7 @@ class TrainStep:
         nothing updated: {"loss": ..., and any other outputs loss_fn returns}."""
         with self.lock:
             c = self._compiled(self._shapes(batch), training=False)
-            out = trees.grouped_outputs(c.graph, c.kernel(**self._params, **batch))
+            out = trees.grouped_outputs(c.graph, c.kernel(**self._params, **self._stats_for(c.graph), **batch))
         return {("loss" if k == c.loss_key else k): v for k, v in out.items()}
 
     def save(self, path) -> None:
@@ -215,6 +218,7 @@ class TrainStep:
         directory fsynced.  A crash or kill during the save leaves the old file as it was."""
         with self.lock:
             data = self._members()
+            data.update({f"state/batch_norm/{k}": a for k, a in self.stats.items()})
             data["t"] = np.int64(self.t)
             data["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
             data["optimizer"] = np.array(type(self.optimizer).__name__)
@@ -232,6 +236,7 @@ class TrainStep:
         then exactly as before.  Nothing in the file is executed (no pickle)."""
         with self.lock:
             want = self._members()
+            want.update({f"state/batch_norm/{k}": a for k, a in self.stats.items()})
             got = checkpoint.read(path, want, self.optimizer, self.rng.bit_generator)
             for k, dst in want.items():
                 if not dst.flags.writeable:
@@ -265,6 +270,25 @@ class TrainStep:
         return tuple((k, TensorType(s.dtype, np.shape(batch[k]) if k in batch else s.shape))
                      for k, s in self.inputs.items())
 
+    def _carried(self, g) -> list:
+        """The running statistics of a training trace (batch_norm's inputs with `_next`
+        outputs: builder_conv.carried_state); the step owns them like its parameters, made
+        on first sight as PyTorch does (mean 0, variance 1), updated after each call from the
+        `_next` outputs and saved in checkpoints as `state/batch_norm/<name>`."""
+        known = set(self._params) | set(self.inputs) | {
+            n.inputs[1].name for n in g.nodes if n.op == "dropout"}
+        carried = carried_state(g, known)
+        for v in carried:
+            if v.name not in self.stats:
+                fill = 1.0 if v.name.endswith("_running_var") else 0.0
+                self.stats[v.name] = np.full(v.shape, fill, dtype=NUMPY_DTYPE[v.dtype])
+        return carried
+
+    def _stats_for(self, graph) -> dict:
+        """The running statistics `graph` reads (an evaluation trace's batch_norm)."""
+        names = {v.name for v in graph.inputs}
+        return {k: a for k, a in self.stats.items() if k in names}
+
     def _compiled(self, specs: tuple, training: bool) -> _Compiled:
         cache = self._train if training else self._eval
         if specs not in cache:
@@ -288,16 +312,20 @@ class TrainStep:
         dsl = dsl_module("train_step")
         types = trees.spec_of(self._view, lambda a: TensorType(_FLOAT_DTYPES[a.dtype], a.shape))
         name = self.name if training else self.name.replace("_step", "") + "_eval"
-        g = dsl.trace(self.loss_fn, name=name, training=training, **types, **specs)
+        with running_stats() if training else nullcontext():    # batch_norm's state
+            g = dsl.trace(self.loss_fn, name=name, training=training, **types, **specs)
         trees.check_names(g, self._view)
-        loss_key = _loss_key(g)
+        carried = self._carried(g) if training else []
+        loss_key = _loss_key(g, {f"{v.name}_next" for v in carried})
         if training:
             dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
                        for n in g.nodes if n.op == "dropout"]
             order = {v.name: i for i, v in enumerate(g.inputs)}
             dropout.sort(key=lambda d: order[d[0]])
             g = grad(g, wrt=list(self._params), of=loss_key)
+            kept = {f"{v.name}_next": g.outputs[f"{v.name}_next"] for v in carried}
             layout = append_update(g, list(self._params), self.optimizer, loss=loss_key)
+            g.outputs.update(kept)      # append_update keeps only its own outputs
             loss_key = "loss"
         else:
             dropout, layout = [], None
@@ -314,6 +342,8 @@ class TrainStep:
             c.copy_back = [(self._params[inp] if inp in self._params
                             else self.state[layout.state[inp]], key)
                            for inp, key in layout.writeback if inp != layout.t]
+            c.fixed.update({v.name: self.stats[v.name] for v in carried})
+            c.copy_back += [(self.stats[v.name], f"{v.name}_next") for v in carried]
             c.t_key = dict(layout.writeback)[layout.t]
             c.scalar_keys = [k for k, v in g.outputs.items() if v.shape == () and k in _SCALARS]
             c.owned = [(f"parameter {k!r}", a) for k, a in self._params.items()]
@@ -356,13 +386,15 @@ def _updates_cannot_fail(graph, donate: dict) -> bool:
     return True
 
 
-def _loss_key(g) -> str:
-    """The output holding the loss: the only output, or the one called `loss`."""
-    if "loss" in g.outputs:
+def _loss_key(g, state=()) -> str:
+    """The output holding the loss: the only output, or the one called `loss` (the
+    running statistics' `_next` outputs, `state`, aside)."""
+    outputs = [k for k in g.outputs if k not in state]
+    if "loss" in outputs:
         return "loss"
-    if len(g.outputs) == 1:
-        return next(iter(g.outputs))
-    raise GradcError(f"train_step: the loss function returns {list(g.outputs)}; return the "
+    if len(outputs) == 1:
+        return outputs[0]
+    raise GradcError(f"train_step: the loss function returns {outputs}; return the "
                      "scalar loss, or a dict with a 'loss' entry")
 
 
