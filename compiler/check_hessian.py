@@ -24,6 +24,7 @@ from .backends import BACKENDS, compile as compile_graph
 from .check import (KINK_MARGIN, _sample, _simplifies_to_zero, as_float64, kinks, label_values,
                     renderable)
 from .higher import hessian, hvp
+from .held import holding
 from .interpret import interpret
 from .ir import Graph
 from .report import CheckReport, GradientRow
@@ -192,13 +193,14 @@ def check_hessian_finite_differences(graph: Graph, wrt=None, of=None, *, eps: fl
     for p in range(points):
         point = {v.name: rng.standard_normal(v.shape) for v in graph.inputs if v.type.is_float}
         point.update(label_values(graph, rng))
+        at, held = holding(dg, point)        # stop_gradient's values: constants at the point
         for _ in range(directions):
             v = {x: rng.standard_normal(graph.input(x).shape) for x in wrt}
             norm = np.sqrt(sum(float(np.sum(a * a)) for a in v.values())) or 1.0
             v = {x: a / norm for x, a in v.items()}
             got = run(dict(point, **{"v_" + x: v[x] for x in wrt}))
-            plus = interpret(dg, dict(point, **{x: point[x] + eps * v[x] for x in wrt}))
-            minus = interpret(dg, dict(point, **{x: point[x] - eps * v[x] for x in wrt}))
+            plus = interpret(at, dict(point, **held, **{x: point[x] + eps * v[x] for x in wrt}))
+            minus = interpret(at, dict(point, **held, **{x: point[x] - eps * v[x] for x in wrt}))
             for x in wrt:
                 key = gradient_name(graph.outputs, of, x)
                 fd = (np.asarray(plus[key]) - np.asarray(minus[key])) / (2 * eps)

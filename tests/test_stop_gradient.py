@@ -76,3 +76,9 @@ def test_text_form_code_and_errors():
     x = np.ones(2)
     y = fn(x=x)["out"]
     assert y is not x and not np.shares_memory(y, x)       # an output never aliases an input
+
+
+def test_the_hessian_checks_hold_the_stopped_values_too():
+    g = dsl.trace(model, x=f64[3], w=f64[3])
+    assert compiler.check_hessian_finite_differences(g).ok
+    assert compiler.check_hessian_against_sympy(g).ok
