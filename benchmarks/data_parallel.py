@@ -15,7 +15,11 @@ samples/s = 200 / (median seconds per step) after 3 warm-up steps.  For the 2-ra
 the all-reduce time per step as the step sees it (`step.allreduce_seconds`: includes waiting
 for the slower rank) and a bare `Allreduce` of a buffer of the same size between the same two
 processes (the communication alone).  The machine is shared (load average printed): treat the
-numbers as what this machine gave at that moment.  Needs mpi4py (pip install -e '.[mpi]').
+numbers as what this machine gave at that moment.  Because two ranks only run at once when two
+cores are free, the script also times one rank's half of the work alone (1 rank x 1 thread on
+100 samples) and prints the projection T(200) / (T(100) + bare all-reduce): what 2 ranks on 2
+otherwise idle cores would give, from measurements of one process at a time.
+Needs mpi4py (pip install -e '.[mpi]').
 """
 from __future__ import annotations
 
@@ -53,7 +57,8 @@ def child(steps: int, backend: str) -> None:
     params = {"W1": rng.standard_normal((D, H)) * np.sqrt(2.0 / D), "b1": np.zeros(H),
               "W2": rng.standard_normal((H, C)) * np.sqrt(2.0 / H), "b2": np.zeros(C)}
     X, y = rng.standard_normal((N, D)), rng.integers(0, C, N)
-    mine = slice(N * rank // size, N * (rank + 1) // size)
+    rows = int(os.environ.get("DP_ROWS", N))        # the global batch (100: half the work)
+    mine = slice(rows * rank // size, rows * (rank + 1) // size)
     n = mine.stop - mine.start
     kw = {} if comm is None else {"comm": comm}
     step = compiler.train_step(two_layer, params=params, inputs={"X": f64[n, D], "y": i64[n]},
@@ -88,8 +93,9 @@ def child(steps: int, backend: str) -> None:
         print("RESULT " + json.dumps(out), flush=True)
 
 
-def run(config: str, threads: int, ranks: int, steps: int, backend: str, timeout: float):
-    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+def run(config: str, threads: int, ranks: int, steps: int, backend: str, timeout: float,
+        rows: int = N):
+    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS}, DP_ROWS=str(rows))
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--steps", str(steps),
            "--backend", backend]
     if ranks > 1:
@@ -117,24 +123,24 @@ def main(argv=None) -> int:
     if a.child:
         child(a.steps, a.backend)
         return 0
-    configs = [("1 rank x 2 threads", 2, 1), ("1 rank x 1 thread", 1, 1),
-               ("2 ranks x 1 thread", 1, 2)]
-    results = {c: [] for c, _, _ in configs}
+    configs = [("1 rank x 2 threads", 2, 1, N), ("1 rank x 1 thread", 1, 1, N),
+               ("2 ranks x 1 thread", 1, 2, N), ("half: 1 x 1, 100 samples", 1, 1, N // 2)]
+    results = {c[0]: [] for c in configs}
     print(f"cifar-size step N={N} D={D} H={H} C={C} f64 SGD, backend {a.backend}, "
           f"{a.steps} timed steps, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for r in range(a.rounds):
-        for config, threads, ranks in configs:
-            res = run(config, threads, ranks, a.steps, a.backend, a.timeout)
+        for config, threads, ranks, rows in configs:
+            res = run(config, threads, ranks, a.steps, a.backend, a.timeout, rows)
             results[config].append(res)
-            print(f"  round {r + 1}  {config:<20} {N / res['step_s']:8.0f} samples/s  "
+            print(f"  round {r + 1}  {config:<26} {rows / res['step_s']:8.0f} samples/s  "
                   f"({res['step_s'] * 1e3:.1f} ms/step)", flush=True)
     best = {c: min(rs, key=lambda x: x["step_s"]) for c, rs in results.items()}
     base = N / best["1 rank x 1 thread"]["step_s"]
     print(f"\n| configuration | samples/s (best of {a.rounds}) | ms/step | vs 1x1 |")
     print("|---|---:|---:|---:|")
-    for config, _, _ in configs:
-        s = N / best[config]["step_s"]
+    for config, _, _, rows in configs[:3]:
+        s = rows / best[config]["step_s"]
         print(f"| {config} | {s:.0f} | {best[config]['step_s'] * 1e3:.1f} | {s / base:.2f}x |")
     two = best["2 ranks x 1 thread"]
     print(f"\nall-reduce of {two['buffer_bytes'] / 1e6:.2f} MB per step: "
@@ -143,6 +149,12 @@ def main(argv=None) -> int:
           f"now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     speedup = N / two["step_s"] / base
     print(f"2 ranks x 1 thread vs 1 rank x 1 thread: {speedup:.2f}x (target 1.8x)")
+    half = best["half: 1 x 1, 100 samples"]["step_s"]
+    bare = min(x["allreduce_bare_s"] for x in results["2 ranks x 1 thread"])
+    full = best["1 rank x 1 thread"]["step_s"]
+    print(f"projection for 2 idle cores: T(200) / (T(100) + bare all-reduce) = "
+          f"{full * 1e3:.1f} / ({half * 1e3:.1f} + {bare * 1e3:.2f}) ms = "
+          f"{full / (half + bare):.2f}x")
     return 0
 
 
