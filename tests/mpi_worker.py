@@ -186,6 +186,17 @@ def checkpoint():
     a.save(path)
     comm.Barrier()
     assert os.path.exists(path) == (rank == 0), f"rank {rank}: save wrote {path}"
+    saved = {p: a.params[p].copy() for p in P}
+    serial_path = os.path.join(tmp, "serial.npz")
+    if rank == 0:          # the file format is the serial step's: each loads the other's
+        serial = compiler.train_step(dropped, params=P, inputs=spec,
+                                     optimizer=compiler.optim.Adam(lr=0.05), seed=99)
+        serial.load(path)
+        assert serial.t == 2 and all(np.array_equal(serial.params[p], saved[p]) for p in P)
+        serial.save(serial_path)
+    c = make(5)
+    c.load(serial_path if rank == 0 else path + ".missing")
+    assert c.t == 2 and all(np.array_equal(c.params[p], saved[p]) for p in P)
     for _ in range(2):
         a(X=X[mine], y=y[mine])
     b = make(11)                        # other parameters, another seed: all from the file
