@@ -52,7 +52,7 @@ def _data(layers: int):
     return params, X, y
 
 
-def _gradc_mlp(layers: int, backend: str) -> float:
+def _gradc_mlp(layers: int, backend: str) -> tuple:
     import importlib.util
     path = os.path.join(tempfile.mkdtemp(prefix="gradc_scaling_"), f"mlp{layers}.py")
     with open(path, "w") as f:
@@ -63,14 +63,14 @@ def _gradc_mlp(layers: int, backend: str) -> float:
     params, X, y = _data(layers)
     import compiler
     from frontends.dsl import f64, i64
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     step = compiler.train_step(mod.mlp, params, {"X": f64[X.shape], "y": i64[y.shape]},
                                compiler.optim.SGD(lr=LR), backend=backend)
     step(X=X, y=y)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
-def _jax_mlp(layers: int) -> float:
+def _jax_mlp(layers: int) -> tuple:
     import jax
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
@@ -86,7 +86,7 @@ def _jax_mlp(layers: int) -> float:
         logp = jax.nn.log_softmax(s, axis=1)
         return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
 
     @jax.jit
     def step(ps, X, y):
@@ -94,30 +94,29 @@ def _jax_mlp(layers: int) -> float:
         return value, [p - LR * g for p, g in zip(ps, grads)]
     value, _ = step(ps, Xj, yj)
     value.block_until_ready()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
-def _gradc_cifar(backend: str) -> float:
+def _gradc_cifar(backend: str) -> tuple:
     sys.path.insert(0, HERE)
     from peers import IMPLS
     from workloads import all_workloads, train_data
     wl = next(w for w in all_workloads() if w.key == "two_layer/cifar/f64")
     params, X, y = train_data(wl)
     import compiler  # noqa: F401
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     IMPLS[backend].train(wl, params, X, y, LR).step()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def child(what: str, arg: str) -> dict:
     """In this (fresh) process: one measurement, as a dict."""
     sys.path.insert(0, ROOT)
     if what == "import":
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         import compiler  # noqa: F401
         import frontends.dsl  # noqa: F401
-        return {"s": time.perf_counter() - t}
-    c0 = time.process_time()
+        return {"s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
     t0 = time.perf_counter()
     if what == "jax":
         import jax  # noqa: F401
@@ -125,23 +124,27 @@ def child(what: str, arg: str) -> dict:
         import compiler  # noqa: F401
         import frontends.dsl  # noqa: F401
     imp = time.perf_counter() - t0
-    c1 = time.process_time()
     if arg == "cifar":
-        s = _gradc_cifar(what)
+        s, cpu = _gradc_cifar(what)
     elif what == "jax":
-        s = _jax_mlp(int(arg))
+        s, cpu = _jax_mlp(int(arg))
     else:
-        s = _gradc_mlp(int(arg), what.split("-")[1])
-    # CPU seconds of this process (threads included) beside the wall time: a check on a busy
-    # machine, where other processes' load inflates the wall time
-    return {"s": s, "import_s": imp, "cpu_s": time.process_time() - c1}
+        s, cpu = _gradc_mlp(int(arg), what.split("-")[1])
+    # the CPU seconds of this process (all its threads) beside the wall time: a check on a
+    # busy machine, where other processes' load inflates the wall time
+    return {"s": s, "cpu_s": cpu, "import_s": imp}
 
 
-def run_child(what: str, arg: str, cache: str, timeout: float) -> float | None:
-    """Seconds of one child run (None: it ran past `timeout`)."""
+def run_child(what: str, arg: str, cache: str, timeout: float) -> dict | None:
+    """{"s": wall seconds, "cpu_s": CPU seconds} of one child run (None: it ran past
+    `timeout`).  `what` may be TOOL@DIR: the tool of the checkout in DIR (its own copy of this
+    script), to compare two versions of gradc in one run."""
+    tool, _, root = what.partition("@")
+    script = os.path.join(root, "benchmarks", "compile_scaling.py") if root else \
+        os.path.abspath(__file__)
     env = dict(os.environ, GRADC_CACHE_DIR=cache)
     try:
-        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", what, arg],
+        r = subprocess.run([sys.executable, script, "--child", tool, arg],
                            env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
@@ -149,7 +152,7 @@ def run_child(what: str, arg: str, cache: str, timeout: float) -> float | None:
     if not line:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{what} {arg}: exit {r.returncode}: {tail[:300]}")
-    return json.loads(line[0][5:])["s"]
+    return json.loads(line[0][5:])
 
 
 def cpu_name() -> str:
@@ -163,22 +166,31 @@ def cpu_name() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 
-def _fmt(times: list, timeout: float) -> str:
-    if not times:
+def _med(runs: list, key: str = "s"):
+    """The median of `key` over the runs (None if any ran past the timeout, or none ran)."""
+    if not runs or any(r is None for r in runs):
+        return None
+    return statistics.median(r[key] for r in runs)
+
+
+def _fmt(runs: list, timeout: float, jax=None) -> str:
+    if not runs:
         return "-"
-    if any(t is None for t in times):
+    m = _med(runs)
+    if m is None:
         return f"> {timeout:.0f} s"
-    return f"{statistics.median(times):.3f} s"
-
-
-def _med(times):
-    return None if not times or any(t is None for t in times) else statistics.median(times)
+    text = f"{m:.3f} s"
+    if "cpu_s" in runs[0]:
+        text += f" (cpu {_med(runs, 'cpu_s'):.2f}"
+        text += f"; {m / jax:.2f}× JAX)" if jax else ")"
+    return text
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, nargs="+", default=[4, 16, 32, 64, 256])
-    ap.add_argument("--tools", nargs="+", default=["gradc-numpy", "gradc-llvm", "jax"])
+    ap.add_argument("--tools", nargs="+", default=["gradc-numpy", "gradc-llvm", "jax"],
+                    help="gradc-numpy, gradc-llvm, jax; TOOL@DIR: the gradc of checkout DIR")
     ap.add_argument("--repeat", type=int, default=3, help="fresh processes per cell")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per child run")
     ap.add_argument("--profile", type=int, metavar="L", help="profile gradc-llvm at depth L")
@@ -190,8 +202,10 @@ def main(argv=None) -> None:
     if a.profile:
         profile(a.profile)
         return
+    llvm = [t for t in a.tools if t.startswith("gradc-llvm")]
     print(f"CPU: {cpu_name()}; Python {platform.python_version()}; {a.repeat} runs per cell "
-          "(median), each a fresh process with an empty GRADC_CACHE_DIR", flush=True)
+          "(median), each a fresh process with an empty GRADC_CACHE_DIR; load average at the "
+          f"start {os.getloadavg()[0]:.1f}", flush=True)
     cold: dict = {}
     warm: dict = {}
     for L in a.layers:
@@ -200,43 +214,37 @@ def main(argv=None) -> None:
                 with tempfile.TemporaryDirectory() as cache:
                     t = run_child(tool, str(L), cache, a.timeout)
                     cold.setdefault((tool, L), []).append(t)
-                    if tool == "gradc-llvm" and t is not None:
-                        warm.setdefault(L, []).append(run_child(tool, str(L), cache, a.timeout))
+                    if tool in llvm and t is not None:
+                        warm.setdefault((tool, L), []).append(
+                            run_child(tool, str(L), cache, a.timeout))
             print(f"  L={L} run {r + 1}: " + ", ".join(
                 f"{tool} {_fmt(cold[tool, L][-1:], a.timeout)}" for tool in a.tools),
                 file=sys.stderr, flush=True)
-    head = ["layers"] + [f"{t} cold" for t in a.tools]
-    if "gradc-llvm" in a.tools:
-        head.append("gradc-llvm warm")
-    print()
+    head = ["layers"] + [f"{t} cold" for t in a.tools] + [f"{t} warm" for t in llvm]
+    print(f"\nSeconds (median wall; CPU seconds of the process and its ratio of wall time to "
+          f"JAX's in brackets); load average at the end {os.getloadavg()[0]:.1f}\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for L in a.layers:
-        jax = _med(cold.get(("jax", L)))
-        cells = [str(L)]
-        for tool in a.tools:
-            cell = _fmt(cold[tool, L], a.timeout)
-            m = _med(cold[tool, L])
-            if tool != "jax" and jax and m is not None:
-                cell += f" ({m / jax:.2f}× JAX)"
-            cells.append(cell)
-        if "gradc-llvm" in a.tools:
-            cells.append(_fmt(warm.get(L, []), a.timeout))
+        jax = _med(cold.get(("jax", L), []))
+        cells = [str(L)] + [_fmt(cold[tool, L], a.timeout, None if tool == "jax" else jax)
+                            for tool in a.tools]
+        cells += [_fmt(warm.get((t, L), []), a.timeout) for t in llvm]
         print("| " + " | ".join(cells) + " |")
     for tool in a.tools:
-        m16, m64 = _med(cold.get((tool, 16))), _med(cold.get((tool, 64)))
+        m16, m64 = _med(cold.get((tool, 16), [])), _med(cold.get((tool, 64), []))
         if m16 and m64:
             print(f"\n{tool}: growth 16 -> 64 layers ×{m64 / m16:.1f} (×4.0 is linear)", end="")
     print("\n")
     imports = [run_child("import", "-", tempfile.mkdtemp(), a.timeout) for _ in range(a.repeat)]
     print(f"import compiler, frontends.dsl (fresh process): {_fmt(imports, a.timeout)}")
-    if "gradc-llvm" in a.tools:
+    for tool in llvm:
         cc, cw = [], []
         for _ in range(a.repeat):
             with tempfile.TemporaryDirectory() as cache:
-                cc.append(run_child("gradc-llvm", "cifar", cache, a.timeout))
-                cw.append(run_child("gradc-llvm", "cifar", cache, a.timeout))
-        print(f"cifar two-layer step (N=200, D=3072, H=100), gradc-llvm: cold "
+                cc.append(run_child(tool, "cifar", cache, a.timeout))
+                cw.append(run_child(tool, "cifar", cache, a.timeout))
+        print(f"cifar two-layer step (N=200, D=3072, H=100), {tool}: cold "
               f"{_fmt(cc, a.timeout)}, warm cache {_fmt(cw, a.timeout)} (after imports)")
 
 
@@ -250,14 +258,16 @@ def profile(layers: int) -> None:
     import compiler  # noqa: F401
     pr = cProfile.Profile()
     pr.enable()
-    total = _gradc_mlp(layers, "llvm")
+    total = _gradc_mlp(layers, "llvm")[0]
     pr.disable()
     st = pstats.Stats(pr)
     print(f"L={layers}: {total:.3f} s in all (profiled)")
     stages = [("trace", "dsl.py", "trace"), ("grad", "autodiff.py", "grad"),
               ("optimize (passes)", "passes/__init__.py", "optimize"),
               ("LLVM IR construction", "llvm_emit.py", "emit_llvm_plan"),
-              ("parse + verify", "llvm_opt.py", "parsed"),
+              ("LLVM IR text", "module.py", "__repr__"),
+              ("parse (LLVM)", "module.py", "parse_assembly"),
+              ("verify", "module.py", "verify"),
               ("O3 pipeline", "newpassmanagers.py", "run"),
               ("object emission", "targets.py", "emit_object"),
               ("load (MCJIT)", "jit.py", "load")]
