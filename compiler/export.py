@@ -28,6 +28,7 @@ import re
 from .codegen.numpy_emit import _local_names, emit_numpy
 from .codegen.quote import docstring_body
 from .ir import NUMPY_DTYPE, Graph, verify
+from .custom import inline_custom
 from .passes import optimize
 
 
@@ -59,6 +60,7 @@ def export_module(graph: Graph, name: str | None = None, *, passes=None,
     example_inputs() then starts the optimizer buffers and the counter at 0, with base rate
     `lr`)."""
     verify(graph)
+    graph = inline_custom(graph)    # custom gates' forwards, from primitives (custom.py)
     if passes is None or list(passes):
         graph = optimize(graph, passes)
     fname = name or graph.name
