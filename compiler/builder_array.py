@@ -44,6 +44,14 @@ def _axis(op: str, x: Var, axis, ndim: int) -> int:
     return normalize_axes(int(axis), ndim, _at(x), op)[0]
 
 
+def _fixed(op: str, x: Var, axes) -> None:
+    """A ShapeError unless x's sizes along `axes` are numbers (not dimension names)."""
+    named = [k for k in axes if not isinstance(x.shape[k], int)]
+    if named:
+        raise ShapeError(f"{op}: axis {named[0]} of {x.name} {x.shape} has a size known only "
+                         f"at run time; {op} needs a fixed size there{_at(x)}")
+
+
 def concatenate(xs, axis=0) -> Var:
     """The values joined along `axis`; shapes must agree on every other axis."""
     xs = _values("concatenate", xs)
@@ -73,6 +81,7 @@ def split(x: Var, sections, axis=0) -> list:
     if not isinstance(x, Var):
         raise UnsupportedError(f"split expects a traced value, got {type(x).__name__}")
     k = _axis("split", x, axis, x.ndim)
+    _fixed("split", x, (k,))
     n = x.shape[k]
     if isinstance(sections, numbers.Integral) and not isinstance(sections, bool):
         if sections <= 0 or n % sections:
@@ -121,8 +130,9 @@ def pad(x: Var, pad_width, mode="constant", constant_values=0) -> Var:
     pairs = _pad_widths(x, pad_width)
     if all(p == (0, 0) for p in pairs):
         return x
-    shape = tuple(a + n + b for (a, b), n in zip(pairs, x.shape))
-    index = tuple((a, a + n, 1) for (a, _), n in zip(pairs, x.shape))
+    _fixed("pad", x, [k for k, p in enumerate(pairs) if p != (0, 0)])
+    shape = tuple(n if (a, b) == (0, 0) else a + n + b for (a, b), n in zip(pairs, x.shape))
+    index = tuple((a, n if a == 0 else a + n, 1) for (a, _), n in zip(pairs, x.shape))
     out = x.b.emit("putitem", [x], index=index, shape=shape)
     if constant_values == 0:
         return out

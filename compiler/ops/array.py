@@ -81,6 +81,9 @@ def _concatenate_type(ins, axis):
         if t.ndim != first.ndim or any(a != b for k, (a, b) in enumerate(zip(t.shape, first.shape))
                                        if k != axis):
             raise ShapeError(f"concatenate: shapes {shapes} must agree except on axis {axis}")
+    if not all(isinstance(t.shape[axis], int) for t in ins):
+        raise ShapeError(f"concatenate: shapes {shapes}: axis {axis} has a size known only at "
+                         "run time; concatenate along an axis of fixed size")
     size = sum(t.shape[axis] for t in ins)
     return TensorType(first.dtype, first.shape[:axis] + (size,) + first.shape[axis + 1:])
 
