@@ -260,3 +260,33 @@ def test_tracing_and_compiling_from_threads():
     for x, dx in results:
         c, s = np.clip(x, -1, 1), 1 / (1 + np.exp(-x))
         np.testing.assert_allclose(dx, np.log1p(np.exp(x)) + c * s, rtol=1e-12)
+
+
+def test_export_inlines_the_gate():
+    from compiler.export import export_module
+    dg = compiler.grad(dsl.trace(clip_model, w=f64[4], x=f64[4]))
+    src = export_module(dg)
+    assert "ste_clip: forward of the custom gate" in src
+    env: dict = {}
+    exec(compile(src, "<exported>", "exec"), env)
+    got = env["clip_model"](w=W, x=X)
+    np.testing.assert_allclose(got["dw"], X * X, rtol=1e-13)
+
+
+def test_gradc_check_flags_the_gate_and_passes(tmp_path, capsys):
+    from frontends import cli
+    (tmp_path / "stemodel.py").write_text(
+        "from frontends import dsl\n"
+        "from frontends.dsl import f64\n\n\n"
+        "@dsl.custom_gate(name='ste')\n"
+        "def ste(x):\n"
+        "    return dsl.minimum(dsl.maximum(x, -1.0), 1.0)\n\n\n"
+        "@ste.gate\n"
+        "def _(g, out, x):\n"
+        "    return g\n\n\n"
+        "def model(w: f64[4], x: f64[4]):\n"
+        "    return dsl.sum(ste(w * x) * x)\n")
+    rc = cli.main(["check", f"{tmp_path / 'stemodel.py'}:model"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "FLAGGED custom gate ste" in out and "stemodel.py:5; gate rule stemodel.py:10" in out
