@@ -31,7 +31,7 @@ Collectives and consistency:
   after axis 0, the optimizer) are all-gathered and must agree (`DistributedError` on every rank
   naming the ranks and the difference); then the parameters (in the buffer: one `Bcast`) and the
   dropout generator's state are broadcast from rank 0.
-* Dropout: the generator `step.rng` is the same on every rank; each call draws one 128-bit key
+* Dropout: the generator `step.rng` is the same on every rank; each call draws a key (two 63-bit integers)
   from it, and rank r's masks come from `SeedSequence(key, spawn_key=(r,))`: a different,
   reproducible stream per rank, and a checkpoint's one generator state restores all of them.
 * A call that raises on one rank before the all-reduce (a bad argument, a re-trace that fails)

@@ -206,6 +206,14 @@ def checkpoint():
         b(X=X[mine], y=y[mine])
     for p in P:
         assert np.array_equal(a.params[p], b.params[p]), f"rank {rank}: {p} after load"
+    before = {p: b.params[p].copy() for p in P}
+    try:                                    # rank 0 cannot read it: every rank raises
+        b.load(os.path.join(tmp, "does-not-exist.npz") if rank == 0 else path)
+    except (compiler.train.CheckpointError, OSError) as e:
+        assert rank == 0 or "load on rank 0 failed" in str(e), e
+    else:
+        raise AssertionError(f"rank {rank}: a load that failed on rank 0 did not raise")
+    assert b.t == 4 and all(np.array_equal(b.params[p], before[p]) for p in P)
     if rank == 0:                           # rank 0 alone may save: nothing waits for it
         a.save(path)
     a.save(os.path.join(tmp, "no-such-dir", "x.npz") if rank else path)   # a no-op there
