@@ -24,17 +24,19 @@ def array_index(x, index: tuple, is_array: list, basic):
     arrays = [k for k, a in enumerate(is_array) if a]
     shown = ", ".join(index[k].name if a else _entry(index[k]) for k, a in enumerate(is_array))
     if len(arrays) > 1:
-        raise UnsupportedError(f"x[{shown}]{at}: gradc indexes with one integer array at a "
-                               "time; use dsl.take_along_axis, or index one axis after another")
+        raise UnsupportedError(f"{x.name}[{shown}]{at}: gradc indexes with one integer array "
+                               "at a time; use dsl.take_along_axis, or index one axis after "
+                               "another")
     k = arrays[0]
     idx = index[k]
     if idx.dtype == "bool":
-        raise UnsupportedError(f"x[{shown}]{at}: indexing with a bool mask {idx.name} "
+        raise UnsupportedError(f"{x.name}[{shown}]{at}: indexing with a bool mask {idx.name} "
                                f"{idx.value.type} gives a shape known only from the data; use "
                                "dsl.where(mask, x, 0) instead")
     if any(isinstance(e, numbers.Integral) for e in index):
-        raise UnsupportedError(f"x[{shown}]{at}: an int index together with an integer array "
-                               "is not supported; index in two steps (x[0][idx])")
+        raise UnsupportedError(f"{x.name}[{shown}]{at}: an int index together with an "
+                               "integer array is not supported; index in two steps "
+                               "(x[0][idx])")
     y = basic(x, index[:k] + (slice(None),) + index[k + 1:])    # k: idx's axis in y (no ints)
     return y.b.emit("gather", [y, idx], axis=k)
 

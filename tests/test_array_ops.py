@@ -31,7 +31,8 @@ def _same_everywhere(g, args, want=None):
     for backend in BACKENDS:
         got = compiler.compile(g, backend=backend)(**args)
         for k in ref:
-            np.testing.assert_allclose(got[k], ref[k], rtol=1e-13, atol=1e-14, err_msg=f"{backend} {k}")
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-13, atol=1e-14,
+                                       err_msg=f"{backend} {k}")
     return ref
 
 
