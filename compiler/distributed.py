@@ -31,9 +31,11 @@ Collectives and consistency:
   after axis 0, the optimizer) are all-gathered and must agree (`DistributedError` on every rank
   naming the ranks and the difference); then the parameters (in the buffer: one `Bcast`) and the
   dropout generator's state are broadcast from rank 0.
-* Dropout: the generator `step.rng` is the same on every rank; each call draws a key (two 63-bit integers)
-  from it, and rank r's masks come from `SeedSequence(key, spawn_key=(r,))`: a different,
-  reproducible stream per rank, and a checkpoint's one generator state restores all of them.
+* Dropout: the generator `step.rng` is the same on every rank; each call draws a key (two
+  63-bit integers) from it, and rank r's masks come from `SeedSequence(key, spawn_key=(r,))`:
+  a different, reproducible stream per rank; a checkpoint's one generator state restores all.
+* batch_norm's running statistics (`step.stats`) are all-reduced with the gradients: their
+  n_r-weighted mean over the ranks (each shard is normalized with its own batch statistics).
 * A call that raises on one rank before the all-reduce (a bad argument, a re-trace that fails)
   still takes part in it with its failure flag set: every other rank then raises
   `DistributedError` and nobody updates anything, so a caught error never leaves ranks waiting.
@@ -57,6 +59,7 @@ from . import train, trees
 from .autodiff import grad
 from . import builder as B
 from .builder import Builder, Var
+from .builder_conv import running_stats
 from .ir import GradcError, Graph, Namer, TensorType
 from .optim import Layout, Optimizer, _named, append_update
 from .train import TrainStep, _Compiled, _updates_cannot_fail
@@ -137,12 +140,14 @@ class StepParts:
                 f"average\n{self.update}")
 
 
-def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
+def split_step(dg: Graph, params, optimizer: Optimizer, loss: str, stats=()) -> StepParts:
     """Split a gradient graph (`compiler.grad(g, wrt=params, of=loss)`) into the parts of a
     data-parallel step.  Mutates `dg`: appends this rank's shares n_local·loss and
     n_local·d<p> (outputs `loss_local`, `d<p>_local`) and, as inputs, the buffer's slices
     `d<p>_sum` that the NumPy code computes the shares into (`NumpyKernel.bind`'s donation:
-    `dW1_local = np.multiply(dW1, n_local, out=dW1_sum)`)."""
+    `dW1_local = np.multiply(dW1, n_local, out=dW1_sum)`).  `stats`: running statistics
+    (batch_norm's, with `<s>_next` outputs in `dg`): all-reduced the same way, so the update
+    graph's `<s>_next` is their n_r-weighted mean over the ranks."""
     params = list(params)
     dtypes = {dg.input(p).type.dtype for p in params}
     if len(dtypes) != 1:
@@ -151,14 +156,23 @@ def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
                                "of one dtype: give every parameter the same dtype")
     dt = dtypes.pop()
     types = {p: dg.input(p).type for p in params}
+    stypes = {k: dg.outputs[f"{k}_next"].type for k in stats}
+    odd = {k: t.dtype for k, t in stypes.items() if t.dtype != dt}
+    if odd:
+        raise DistributedError(f"train_step(comm=...): running statistics {odd} are not {dt} "
+                               "like the parameters; the all-reduce buffer has one dtype")
     old, gb = dg.outputs, Builder(dg, Namer(dg.values()))
     n_local = gb.add_input("n_local", TensorType(dt, ()))
     slices = [gb.add_input(f"d{p}_sum", t) for p, t in types.items()]
+    slices += [gb.add_input(f"{k}_sum", t) for k, t in stypes.items()]
     gb.rule = "all-reduce: this rank's share n_r·g_r, computed into the buffer"
     shares = {}
     for p in params:
         gb.of = p
         shares[f"d{p}_local"] = _named(gb, Var(gb, old[f"d{p}"]) * n_local, f"d{p}_local")
+    for k in stats:
+        gb.rule, gb.of = "all-reduce: this rank's share of the running statistic", k
+        shares[f"{k}_local"] = _named(gb, Var(gb, old[f"{k}_next"]) * n_local, f"{k}_local")
     gb.rule, gb.of = "all-reduce: this rank's share n_r·loss_r", "loss"
     shares["loss_local"] = _named(gb, Var(gb, old[loss]) * B.cast(n_local, old[loss].dtype),
                                   "loss_local")
@@ -166,7 +180,8 @@ def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
     dg.outputs = {k: v.value for k, v in shares.items()}
     if getattr(dg, "output_trees", None):      # the outputs are leaves now (compiler/trees.py)
         dg.output_trees = {}
-    buffer = GradientBuffer.layout({f"d{p}_sum": t.shape for p, t in types.items()},
+    buffer = GradientBuffer.layout({**{f"d{p}_sum": t.shape for p, t in types.items()},
+                                    **{f"{k}_sum": t.shape for k, t in stypes.items()}},
                                    {"f64": np.float64, "f32": np.float32}[dt])
     g = Graph(dg.name.replace("_step", "") + "_update")
     b = Builder(g)
@@ -178,7 +193,8 @@ def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
              if v.name not in {"n_global", "loss_sum"} | set(params)
              | {f"d{p}_sum" for p in params}]
     clash += [v.name for v in [n_local] + slices
-              if v.name not in {"n_local"} | {f"d{p}_sum" for p in params}]
+              if v.name not in {"n_local"} | {f"d{p}_sum" for p in params}
+              | {f"{k}_sum" for k in stats}]
     if clash:
         raise DistributedError(f"train_step(comm=...): parameter names clash with the step's "
                                f"inputs n_local, n_global, loss_sum, d<p>_sum (got {clash})")
@@ -193,7 +209,13 @@ def split_step(dg: Graph, params, optimizer: Optimizer, loss: str) -> StepParts:
     outputs["loss"] = (loss_sum / n).value
     b.rule = b.of = None
     g.outputs = outputs
+    stat_sums = {k: b.add_input(f"{k}_sum", t) for k, t in stypes.items()}
     layout = append_update(g, params, optimizer, loss="loss")
+    b.rule = "all-reduce: the running statistic's n_r-weighted mean over the ranks"
+    for k, v in stat_sums.items():
+        b.of = k
+        g.outputs[f"{k}_next"] = _named(b, v / n, f"{k}_next").value
+    b.rule = b.of = None
     return StepParts(dg, g, layout, buffer, loss)
 
 
@@ -343,7 +365,7 @@ class DistributedTrainStep(TrainStep):
                 raise err
             if said is not None:
                 raise train.CheckpointError(f"load on rank 0 failed: {said}")
-            for a in list(self._params.values()) + list(self.state.values()):
+            for a in [*self._params.values(), *self.state.values(), *self.stats.values()]:
                 self.comm.Bcast(a, root=0)
             self.t, state, self.optimizer.lr = self.comm.bcast(
                 (self.t, self.rng.bit_generator.state, self.optimizer.lr), root=0)
@@ -366,16 +388,18 @@ class DistributedTrainStep(TrainStep):
         view = getattr(self, "_view", self._params)      # the parameters as trees, if any
         types = trees.spec_of(view, lambda a: TensorType(train._FLOAT_DTYPES[a.dtype],
                                                          a.shape))
-        g = dsl.trace(self.loss_fn, name=self.name, training=True, **types, **specs)
+        with running_stats():                                # batch_norm's state
+            g = dsl.trace(self.loss_fn, name=self.name, training=True, **types, **specs)
         trees.check_names(g, view)
-        loss_key = train._loss_key(g)
+        stats = [v.name for v in self._carried(g)]
+        loss_key = train._loss_key(g, {f"{k}_next" for k in stats})
         dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
                    for n in g.nodes if n.op == "dropout"]
         order = {v.name: i for i, v in enumerate(g.inputs)}
         dropout.sort(key=lambda d: order[d[0]])
         self._dropout = bool(dropout)
         parts = split_step(grad(g, wrt=list(self._params), of=loss_key), list(self._params),
-                           self.optimizer, loss_key)
+                           self.optimizer, loss_key, stats)
         if self.buffer is None:
             self.buffer, self._views = parts.buffer.allocate()
         gk = trees.unwrapped(self._compile(parts.gradient))     # called with leaf names
@@ -389,6 +413,7 @@ class DistributedTrainStep(TrainStep):
             fixed[k] = np.zeros((), dtype=train.NUMPY_DTYPE[utypes[k].dtype])
         fixed.update({k: self._views[k] for k in ("loss_sum", "n_global")})
         fixed.update({f"d{p}_sum": self._views[f"d{p}_sum"] for p in self._params})
+        fixed.update({f"{k}_sum": self._views[f"{k}_sum"] for k in stats})
         donate = {key: inp for inp, key in lay.writeback if inp != lay.t}
         if not _updates_cannot_fail(uk.graph, donate):
             donate = {}
@@ -396,12 +421,16 @@ class DistributedTrainStep(TrainStep):
         gfixed = dict(self._params)
         gfixed["n_local"] = n_local = np.zeros((), dtype=self.buffer.dtype)
         gfixed.update({f"d{p}_sum": self._views[f"d{p}_sum"] for p in self._params})
+        gfixed.update({k: self.stats[k] for k in stats})
+        gfixed.update({f"{k}_sum": self._views[f"{k}_sum"] for k in stats})
         gdonate = {f"d{p}_local": f"d{p}_sum" for p in self._params}
+        gdonate.update({f"{k}_local": f"{k}_sum" for k in stats})
         gbind, ubind = getattr(gk, "bind", None), getattr(uk, "bind", None)
         grun = None if gbind is None else gbind(gfixed, donate=gdonate)
         urun = None if ubind is None else ubind(fixed, donate=donate)
         views, axis0 = self._views, batch_axis[0]
         pairs = [(f"d{p}_local", views[f"d{p}_sum"]) for p in self._params]
+        pairs += [(f"{k}_local", views[f"{k}_sum"]) for k in stats]
 
         def run(**batch):
             n = batch[axis0].shape[0]
@@ -425,6 +454,7 @@ class DistributedTrainStep(TrainStep):
         c.copy_back = [(self._params[inp] if inp in self._params
                         else self.state[lay.state[inp]], key)
                        for inp, key in lay.writeback if inp != lay.t]
+        c.copy_back += [(self.stats[k], f"{k}_next") for k in stats]
         c.t_key = dict(lay.writeback)[lay.t]
         c.scalar_keys = [k for k, v in parts.update.outputs.items()
                          if v.shape == () and k in train._SCALARS]

@@ -170,6 +170,44 @@ def dropout():
     print(f"ok dropout rank {rank}", flush=True)
 
 
+def bn_net(W1, gamma, beta, W2, X, y):
+    h = dsl.relu(dsl.batch_norm(X @ W1, gamma, beta))
+    return dsl.softmax_cross_entropy(h @ W2, y)
+
+
+def batch_norm():
+    """batch_norm normalizes with each shard's statistics (as PyTorch DDP without SyncBN);
+    the running statistics are all-reduced with the gradients.  SGD is linear in the gradient,
+    so the oracle is the n_r-weighted mean over the ranks of a serial step on each shard."""
+    g = np.random.default_rng(6)
+    P = {"W1": g.standard_normal((D, H)), "gamma": 1 + 0.1 * g.standard_normal(H),
+         "beta": 0.1 * g.standard_normal(H), "W2": g.standard_normal((H, C))}
+    X, y = g.standard_normal((N, D)), g.integers(0, C, N)
+    mine = shard(N, 1)
+    n = mine.stop - mine.start
+    spec = {"X": f64[n, D], "y": i64[n]}
+    dist = compiler.train_step(bn_net, params=P, inputs=spec,
+                               optimizer=compiler.optim.SGD(lr=0.3), comm=comm)
+    serial = compiler.train_step(bn_net, params=P, inputs=spec,
+                                 optimizer=compiler.optim.SGD(lr=0.3))
+    for k in range(3):
+        for p in P:
+            np.copyto(serial.params[p], dist.params[p])
+        for key, a in dist.stats.items():
+            np.copyto(serial.stats[key], a)
+        mine_loss = serial(X=X[mine], y=y[mine])
+        want = {p: comm.allreduce(n * serial.params[p]) / N for p in P}
+        want_stats = {key: comm.allreduce(n * a) / N for key, a in serial.stats.items()}
+        close(dist(X=X[mine], y=y[mine]), comm.allreduce(n * mine_loss) / N, "bn loss")
+        for p in P:
+            close(dist.params[p], want[p], f"bn {p} after step {k}")
+        assert set(dist.stats) == {"gamma_running_mean", "gamma_running_var"}, dist.stats
+        for key in want_stats:
+            close(dist.stats[key], want_stats[key], f"bn {key} after step {k}")
+    identical_everywhere(dist.stats, "running statistics")
+    print(f"ok batch_norm rank {rank}", flush=True)
+
+
 def checkpoint():
     P, X, y = data(2)
     mine = shard(N, 1)
@@ -294,7 +332,8 @@ def abort_thread():
     print(f"rank {rank} was not aborted", flush=True)
 
 
-SCENARIOS = {"equivalence": equivalence, "dropout": dropout, "checkpoint": checkpoint,
+SCENARIOS = {"equivalence": equivalence, "dropout": dropout, "batch_norm": batch_norm,
+             "checkpoint": checkpoint,
              "errors": errors, "mismatch": mismatch, "abort": abort,
              "abort_thread": abort_thread}
 

@@ -4,7 +4,8 @@ The MPI checks run tests/mpi_worker.py under `mpiexec -n 2` and `-n 3` (subproce
 timeout, so a hang fails instead of blocking the suite); each rank compares its data-parallel
 step on uneven shards against the serial step on the whole batch (f64, 1e-12) for SGD,
 Momentum, Nesterov, Adam and AdamW, with and without clipping and weight decay; dropout
-against the gradient graph run by hand with each rank's documented mask stream; checkpoints;
+against the gradient graph run by hand with each rank's documented mask stream; batch_norm's
+running statistics (all-reduced with the gradients) against serial steps per shard; checkpoints;
 a failing rank; ranks with different shapes.  They skip when mpi4py or mpiexec is missing
 (pip install -e '.[mpi]').  The split of the step and its printed all-reduce need no MPI."""
 import importlib.util
@@ -46,7 +47,8 @@ def launch(n, *scenarios, timeout=90):
 def test_shards_take_the_serial_steps(ranks):
     run = launch(ranks, "all")
     assert run.returncode == 0, run.stdout + run.stderr
-    for scenario in ("equivalence", "dropout", "checkpoint", "errors", "mismatch"):
+    for scenario in ("equivalence", "dropout", "batch_norm", "checkpoint", "errors",
+                     "mismatch"):
         for r in range(ranks):
             assert f"ok {scenario} rank {r}" in run.stdout, run.stdout + run.stderr
 
