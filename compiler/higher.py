@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import builder as B
+from . import trees
 from .autodiff import _copy_forward, _pick_output, _wrt_list, grad, gradient_name, reverse_mode
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer
@@ -72,7 +73,7 @@ def hvp(graph: Graph, wrt=None, of=None, *, guard: bool = True) -> Graph:
     (x's type) and returns the outputs of `graph`, the gradients `d<x>`, and `hv_<x>`:
         hv_<x> = Σ_y ∂²f/∂x∂y · v_<y>      (the x block of H·v over all of `wrt`).
     guard=False: both reverse passes without the selected-zero guards (see _reverse_pass)."""
-    wrt = _wrt_list(graph, wrt)
+    wrt = _wrt_list(graph, trees.resolve_wrt(graph, wrt)[0])   # a tree or path: its leaves
     of, _ = _pick_output(graph, of)
     reverse = _reverse_pass(guard)
     first = reverse(graph, wrt, of)
@@ -103,7 +104,7 @@ def hessian(graph: Graph, wrt=None, of=None, max_elements: int = HESSIAN_MAX_ELE
     `d<w>` and `hessian_<w>` of shape w.shape + w.shape, hessian_<w>[i..., j...] =
     ∂²f/∂w[i...]∂w[j...].  guard=False: every reverse pass without the selected-zero guards
     (see _reverse_pass)."""
-    names = _wrt_list(graph, wrt)
+    names = _wrt_list(graph, trees.resolve_wrt(graph, wrt)[0])   # a leaf's path too
     if len(names) != 1:
         raise GradcError(f"hessian: give one input, wrt='name' (got {names}); for several "
                          "inputs use hvp, or one hessian per input")

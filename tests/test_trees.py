@@ -226,3 +226,13 @@ def test_tree_calls_from_threads_agree(rng):
     for k, out in enumerate(got):
         np.testing.assert_allclose(out["dparams"]["l1"]["W"], want[k % 8]["dparams_l1_W"],
                                    rtol=1e-13)
+
+
+def test_hvp_and_hessian_take_trees_and_paths(rng):
+    g = _trace()
+    params, X, y = _values(rng)
+    by_tree = compiler.hvp(g, wrt=["params.l1"])
+    by_leaf = compiler.hvp(g, wrt=["params_l1_W", "params_l1_b"])
+    assert by_tree == by_leaf
+    h = compiler.hessian(g, wrt="params.scale.0")
+    assert "hessian_params_scale_0" in h.outputs
