@@ -57,9 +57,7 @@ def label_values(graph: Graph, rng) -> dict:
         for k, v in enumerate(n.inputs):
             if v.dtype != "i64":
                 continue
-            if n.op == "onehot":
-                bound[v.name] = n.attrs["depth"]
-            elif k == 1 and n.inputs[0].ndim == 2:
+            if k == 1 and n.inputs[0].ndim == 2:
                 bound[v.name] = n.inputs[0].shape[1]
     bound.update({c.value.name: c.classes for c in label_checks(graph)})   # labels, indices
     out = {v.name: rng.integers(0, bound.get(v.name, 2), size=v.shape)

@@ -67,7 +67,7 @@ def to_dot(graph: Graph, *, fusion: bool = True, legend: bool = True) -> str:
                      f"label={_q(label)}{extra}];")
     for n in graph.nodes:
         name = n.out.name
-        if n.op == "const":
+        if getattr(OPS.get(n.op), "literal", False):
             label, extra = mark(name, f"{name} = {n.attrs.get('value')!r}")
             lines.append(f"  {_q(name)} [shape=note, fillcolor={_q(CONST)}, fontsize=9, "
                          f"label={_q(label)}{extra}];")
@@ -100,7 +100,7 @@ def to_dot(graph: Graph, *, fusion: bool = True, legend: bool = True) -> str:
             lines.append("    " + " ".join(_q(m) + ";" for m in members))
             lines.append("  }")
     if legend:
-        kinds = {_kind(n) for n in graph.nodes if n.op != "const"}
+        kinds = {_kind(n) for n in graph.nodes if not getattr(OPS.get(n.op), "literal", False)}
         entries = [("forward", FORWARD), ("gradient (gate rules)", GRADIENT),
                    ("optimizer update", UPDATE)]
         shown = [(t, c) for t, c in entries if t.split()[0] in kinds]

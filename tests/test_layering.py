@@ -209,3 +209,105 @@ def test_import_cycles_and_function_local_imports_are_counted():
     assert len(local) <= MAX_FUNCTION_LOCAL, (
         f"{len(local)} function-local imports of project modules (at most "
         f"{MAX_FUNCTION_LOCAL}):\n" + "\n".join(f"{m}:{line} imports {n}" for m, n, line in local))
+
+
+def test_every_function_local_import_says_why():
+    """Each function-local import of a project module carries a comment, on its line or on the
+    comment line just above it (or above the block of imports it belongs to), saying why it
+    cannot be at module level."""
+    known, bare = project_modules(), []
+    for mod, name, line in function_local_imports(import_table()):
+        with open(known[mod], encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        k = line - 1
+        while k > 0 and "#" not in lines[k] and lines[k - 1].lstrip().startswith(("from ",
+                                                                                 "import ")):
+            k -= 1
+        if "#" not in lines[k] and not (k > 0 and lines[k - 1].strip().startswith("#")):
+            bare.append(f"{mod}:{line} imports {name}")
+    assert not bare, "function-local imports without a comment saying why:\n" + "\n".join(bare)
+
+
+# ---- op names outside the op table (issue 16: "at most a handful") ---------------------------
+# Where an op name may be written: compiler/ops/ (the records), the rewrite rules (passes/
+# simplify.py, stability.py, losses.py, transpose.py: patterns over named ops), and code that
+# builds nodes by name (builder.py and the DSL's builder_*.py, autodiff/higher/optim/train/
+# distributed and the selected-zero pass, which emit the nodes they add).  The rest -- runtime/,
+# codegen/, the analyses and the checks -- asks the records (OPS[n.op].literal, .view, ...).
+OP_NAME_SCOPE = ("runtime/", "compiler/codegen/", "compiler/passes/", "compiler/debug.py",
+                 "compiler/dot.py", "compiler/report.py", "compiler/interpret.py",
+                 "compiler/text.py", "compiler/export.py", "compiler/artifact.py",
+                 "compiler/mpeval.py", "compiler/symbolic.py", "compiler/singleop.py",
+                 "compiler/check")      # check.py, check_large.py, check_hessian.py, ...
+OP_NAME_RULES = ("compiler/passes/simplify.py", "compiler/passes/stability.py",
+                 "compiler/passes/losses.py", "compiler/passes/transpose.py",
+                 "compiler/passes/selected_zeros.py")
+# the ones left: fold.py's canonical large constant broadcast_to(const) (recognized twice and
+# built once), the rewriter's const() (builds a const node)
+MAX_OP_NAMES = 4
+
+
+def op_name_uses(tree: ast.AST, names) -> list:
+    """(line, name) of each op name used as one: compared with an `.op` (==, !=, in, not in),
+    an `OPS[...]`/`OPS.get(...)` key, the op of an `.emit(...)`, or one of two or more op names
+    in one set, tuple, list or dict literal (an ad-hoc trait set or table).  A string that
+    merely equals an op name (a NumPy method "sum" a record passes to its form) is not one."""
+    found = set()
+
+    def strings(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+            return [node]
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return [s for e in node.elts for s in strings(e)]
+        return []
+
+    def is_op(node):
+        return isinstance(node, ast.Attribute) and node.attr == "op"
+    for n in ast.walk(tree):
+        hits = []
+        if isinstance(n, ast.Compare) and any(is_op(x) for x in [n.left] + n.comparators):
+            hits = [s for x in [n.left] + n.comparators for s in strings(x)]
+        elif isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == "OPS":
+            hits = strings(n.slice)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.args and (
+                n.func.attr == "emit" or ast.unparse(n.func) == "OPS.get"):
+            hits = strings(n.args[0])
+        elif isinstance(n, (ast.Set, ast.Tuple, ast.List, ast.Dict)):
+            elts = n.keys if isinstance(n, ast.Dict) else n.elts
+            inner = [s for e in elts if e is not None for s in strings(e)]
+            hits = inner if len(inner) >= 2 else []
+        found.update((s.lineno, s.col_offset, s.value) for s in hits)
+    return sorted((line, v) for line, _, v in found)
+
+
+def op_names_outside_the_table(root: str = ROOT) -> list:
+    from compiler.ops import OPS
+    out = []
+    for mod, path in sorted(project_modules(root).items()):
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        if not rel.startswith(OP_NAME_SCOPE) or rel in OP_NAME_RULES:
+            continue
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        out += [f"{rel}:{line} {name!r}" for line, name in op_name_uses(tree, set(OPS))]
+    return out
+
+
+def test_the_op_name_reader_finds_dispatch_and_tables():
+    names = {"const", "add", "sum", "max"}
+    tree = ast.parse('if n.op == "const" or p.op in ("add", "max"): pass\n'
+                     'r = OPS["add"]; q = OPS.get("sum"); rw.emit("const", [])\n'
+                     'T = {"add": 1, "sum": 2}\n'
+                     'k = Reduce("max"); m = "sum" if kind == "max" else x\n')
+    assert op_name_uses(tree, names) == [(1, "add"), (1, "const"), (1, "max"), (2, "add"),
+                                         (2, "const"), (2, "sum"), (3, "add"), (3, "sum")]
+
+
+def test_runtime_backends_analyses_and_checks_ask_the_records():
+    """Op names used as such outside compiler/ops/ (rewrite rules and node building aside):
+    at most a handful, reported with pytest -s."""
+    uses = op_names_outside_the_table()
+    print(f"\nop names outside the op table ({len(uses)}):\n  " + "\n  ".join(uses))
+    assert len(uses) <= MAX_OP_NAMES, (f"{len(uses)} op names used outside compiler/ops/ (at "
+                                       f"most {MAX_OP_NAMES}); ask the op record instead:\n"
+                                       + "\n".join(uses))

@@ -321,3 +321,20 @@ def test_an_unknown_op_is_a_clear_error_not_a_key_error():
         compiler.interpret(g, x=np.ones(2))
     with pytest.raises(compiler.UnsupportedError, match="unknown op 'bogus'"):
         compiler.compile(g)
+
+
+@pytest.mark.parametrize("op", SAMPLED)
+def test_literal_trait_is_the_attributes(op):
+    """A literal op takes no inputs and its value is np.full(shape, value) in its dtype, all
+    three attributes (constant folding, the rewriter, memory planning and drawings read the
+    value from them); an op whose samples take no inputs and carry a `value` is marked literal."""
+    rec = RECORDS[op]
+    for case, types, attrs, args, out, _ in _runs(op):
+        if rec.literal:
+            assert not args, f"{op}: marked literal, but takes {len(args)} inputs"
+            want = np.full(attrs["shape"], attrs["value"], dtype=NUMPY_DTYPE[attrs["dtype"]])
+            assert _same(out, want) and np.asarray(out).dtype == want.dtype, \
+                f"{op} {case.label}: marked literal, but eval gives {out!r}, not {want!r}"
+        else:
+            assert args or "value" not in attrs, \
+                f"{op}: no inputs and a value in its attributes: mark it literal"

@@ -147,17 +147,16 @@ def binary_intrinsic(name):
     return Elementwise(lambda em, a, node: em.b.call(_intr(em, name, a[0], 2), [a[0], a[1]]))
 
 
-_FCMP = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "=="}
-
-
-def compare(op):
+def compare(pred: str):
+    """A comparison `pred` (">", ">=", "<", "<=", "==", "!="; the op record gives it) as 0/1:
+    ordered on floats (false when either side is NaN), except "!=", which is unordered (true)."""
     def scalar(em, a, node):
         b = em.b
         if node.inputs[0].dtype in FLOATS:
-            bit = (b.fcmp_unordered("!=", a[0], a[1]) if op == "not_equal"
-                   else b.fcmp_ordered(_FCMP[op], a[0], a[1]))
+            bit = (b.fcmp_unordered(pred, a[0], a[1]) if pred == "!="
+                   else b.fcmp_ordered(pred, a[0], a[1]))
         else:
-            bit = b.icmp_signed("!=" if op == "not_equal" else _FCMP[op], a[0], a[1])
+            bit = b.icmp_signed(pred, a[0], a[1])
         return b.zext(bit, I8)
     return Elementwise(scalar)
 

@@ -156,9 +156,6 @@ def relu(b: ir.IRBuilder, x):
     return b.select(b.fcmp_ordered("<", x, ir.Constant(x.type, 0.0)), ir.Constant(x.type, 0.0), x)
 
 
-FUNCTIONS = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "tanh": tanh}
-
-
 def widened(fn):
     """A float64 routine applied to a float32 value: widen, compute, round once."""
     def emit(b: ir.IRBuilder, x, name: str = ""):

@@ -56,6 +56,9 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
                   sum): op(2ᵃ·A, 2ᵇ·B) = 2ᵃ⁺ᵇ·op(A, B), so the multiprecision check computes it
                   in exact integers
     ordered       the operands' order matters enough to label the edges in drawings (dot.py)
+    literal       the value is the node's attributes `value`, `dtype`, `shape` (np.full; no
+                  inputs): constant folding and the rewriter read it, memory planning gives it
+                  no per-call buffer, drawings show the value
 """
 from __future__ import annotations
 
@@ -91,6 +94,7 @@ class OpRecord:
     nonneg: bool = False
     multilinear: bool = False
     ordered: bool = False
+    literal: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
@@ -145,7 +149,7 @@ OPS = OpTable()
 
 RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
 TRAITS = ("elementwise", "view", "reduction", "selects", "zero_safe", "ufunc", "into", "plannable",
-          "bounded", "through", "nonneg", "multilinear", "ordered")
+          "bounded", "through", "nonneg", "multilinear", "ordered", "literal")
 
 
 def declare(name: str, **fields) -> OpRecord:

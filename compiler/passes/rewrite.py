@@ -62,7 +62,7 @@ class Rewriter:
     def const_of(self, v: Value):
         """The scalar value of `v` when a `const` node defines it (any shape), else None."""
         n = self.producer.get(v.name)
-        return n.attrs["value"] if n is not None and n.op == "const" else None
+        return n.attrs["value"] if n is not None and OPS[n.op].literal else None
 
     # ---- writing the new graph ------------------------------------------------------------
     def emit(self, op: str, inputs, like: Node | None = None, name: str | None = None,
