@@ -12,6 +12,9 @@ from .custom import inline_custom
 from .ir import GradcError, Graph, UnsupportedError, verify
 from .passes import optimize
 from .passes.memory import plan_memory
+from .shapes import is_symbolic_graph
+from .sized_kernel import SizedKernel
+from .specialize import specialize
 from .trees import wrap
 
 BACKENDS = ("numpy", "llvm")
@@ -54,7 +57,11 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
         return wrap(_finite(NumpyKernel(numpy_artifact(graph, name or graph.name, plan)),
                             check_finite), given)
     if backend == "llvm":
-        from runtime.llvm_kernel import LLVMKernel   # as NumpyKernel above
+        from runtime.llvm_kernel import LLVMKernel, check_arguments   # as NumpyKernel above
+        if is_symbolic_graph(graph):     # native code of fixed sizes, built per set of sizes
+            fname = name or graph.name
+            return wrap(_finite(SizedKernel(graph, lambda dims: LLVMKernel(llvm_artifact(
+                specialize(graph, dims), fname)), "llvm", check_arguments), check_finite), given)
         return wrap(_finite(LLVMKernel(llvm_artifact(graph, name or graph.name)), check_finite),
                     given)
     raise UnsupportedError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")

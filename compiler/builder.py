@@ -17,6 +17,7 @@ from .ir import (Graph, Namer, Node, ShapeError, TensorType, UnsupportedError, V
 from .builder_index import array_index
 from .constants import from_python
 from .builder_linalg import matmul_nd
+from .shapes import infer_dim, whole_axis
 
 
 class Builder:
@@ -365,20 +366,19 @@ def max(x, axis=None, keepdims=False): return reduce_("max", x, axis, keepdims) 
 def broadcast_to(x: Var, shape) -> Var:
     if tuple(shape) == _var("broadcast_to", x).shape:
         return x
-    return x.b.emit("broadcast_to", [x], shape=tuple(int(d) for d in shape))
+    return x.b.emit("broadcast_to", [x], shape=tuple(_size(d) for d in shape))
+
+
+def _size(d):
+    """A dimension: an int, or a dimension name (compiler/shapes.py) kept as it is."""
+    return d if isinstance(d, str) else int(d)
 
 
 def reshape(x: Var, shape) -> Var:
-    shape = tuple(int(d) for d in shape)
+    shape = tuple(_size(d) for d in shape)
     _var("reshape", x)
     if shape.count(-1) == 1:
-        known = 1
-        for d in shape:
-            if d != -1:
-                known *= d
-        if known == 0 or x.value.type.size % known:
-            raise ShapeError(f"reshape: cannot reshape {x.shape} into {shape}{_at(x)}")
-        shape = tuple(x.value.type.size // known if d == -1 else d for d in shape)
+        shape = infer_dim(x.shape, shape, _at(x))
     if shape == x.shape:
         return x
     return x.b.emit("reshape", [x], shape=shape)
@@ -432,7 +432,9 @@ def getitem(x: Var, index) -> Var:
         if dim >= x.ndim:
             raise ShapeError(f"index {index} has too many entries for shape {x.shape}{_at(x)}")
         n = x.shape[dim]
-        if isinstance(i, slice):
+        if isinstance(n, str):
+            entries.append(_named_axis(x, i, n, dim))
+        elif isinstance(i, slice):
             entries.append(tuple(i.indices(n)))
         elif isinstance(i, numbers.Integral) and not isinstance(i, bool):
             if not -n <= i < n:
@@ -444,11 +446,19 @@ def getitem(x: Var, index) -> Var:
                                    "slices, None, ... and one traced i64 array (pass index "
                                    "arrays as inputs of the traced function)")
         dim += 1
-    entries += [tuple(slice(None).indices(x.shape[d])) for d in range(dim, x.ndim)]
+    entries += [whole_axis(x.shape[d]) for d in range(dim, x.ndim)]
     if all(isinstance(e, tuple) and e == (0, x.shape[k], 1) for k, e in enumerate(entries)) \
             and len(entries) == x.ndim:
         return x
     return x.b.emit("getitem", [x], index=tuple(entries))
+
+
+def _named_axis(x: Var, i, n: str, dim: int) -> tuple:
+    """The index entry of an axis whose size is the dimension name `n`: only `:`."""
+    if isinstance(i, slice) and i.start in (None, 0) and i.stop is None and i.step in (None, 1):
+        return (0, n, 1)
+    raise UnsupportedError(f"index {i!r} on axis {dim} of {x.name} {x.value.type}: that axis's "
+                           f"size {n} is known only at run time, so it takes only ':'{_at(x)}")
 
 
 def sum_none(index) -> int:

@@ -33,9 +33,13 @@ def expansion(shape: tuple, out: tuple) -> tuple:
     """(grown, stretched) of one operand broadcast to `out`: grown = it gains a leading axis of
     size > 1 that it did not have; stretched = one of its own size-1 axes becomes > 1."""
     lead = len(out) - len(shape)
-    grown = any(d > 1 for d in out[:lead])
-    stretched = any(s == 1 and d > 1 for s, d in zip(shape, out[lead:]))
+    grown = any(_many(d) for d in out[:lead])
+    stretched = any(s == 1 and _many(d) for s, d in zip(shape, out[lead:]))
     return grown, stretched
+
+
+def _many(d) -> bool:
+    return isinstance(d, str) or d > 1        # a dimension name (compiler/shapes.py) may be
 
 
 def suspicious_broadcast(node: Node) -> bool:

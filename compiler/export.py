@@ -30,6 +30,7 @@ from .codegen.quote import docstring_body
 from .ir import NUMPY_DTYPE, Graph, verify
 from .custom import inline_custom
 from .passes import optimize
+from .shapes import graph_dims
 
 
 def _spec(t) -> str:
@@ -96,6 +97,7 @@ def export_module(graph: Graph, name: str | None = None, *, passes=None,
         start = {ident.get(k, k): 0 for k in layout.state}
         start.update({ident.get(layout.t, layout.t): 0,
                       ident.get(layout.base_lr, layout.base_lr): lr})
+    sizes = {d: 4 for d in graph_dims(graph)}
     tail = [
         "", "",
         "# parameter name -> (numpy dtype, shape), in call order",
@@ -103,6 +105,10 @@ def export_module(graph: Graph, name: str | None = None, *, passes=None,
         f"OUTPUTS = {specs((k, v.type) for k, v in graph.outputs.items())}",
         "# inputs example_inputs() does not draw at random: name -> starting value",
         f"START = {start!r}",
+    ] + ([
+        "# dimension name -> the size example_inputs() draws (any size may be passed)",
+        f"SIZES = {sizes!r}",
+    ] if sizes else []) + [
         "", "",
         "def example_inputs(seed=0):",
         '    """Random inputs of the right dtypes and shapes: floats ~ N(0, 1), integers 0 (a',
@@ -110,6 +116,9 @@ def export_module(graph: Graph, name: str | None = None, *, passes=None,
         "    rng = np.random.default_rng(seed)",
         "    out = {}",
         "    for k, (dtype, shape) in INPUTS.items():",
+    ] + ([       # a dimension name (f64[N,2]) gets its example size from SIZES
+        "        shape = tuple(SIZES[d] if isinstance(d, str) else d for d in shape)",
+    ] if sizes else []) + [
         "        if k in START:",
         "            out[k] = np.full(shape, START[k], dtype=dtype)",
         "        elif dtype.startswith('float'):",

@@ -9,6 +9,7 @@ import numpy as np
 from .ir import NUMPY_DTYPE, GradcError, Graph
 from .ops import OPS
 from .ops.labels import checked_labels, label_checks
+from .shapes import bind_dims, resolve, resolve_attrs
 
 
 def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = False,
@@ -20,6 +21,7 @@ def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = Fa
     from runtime.checks import check_arguments
     args = check_arguments(graph, dict(inputs or {}, **kw))
     env = {v.name: a for v, a in zip(graph.inputs, args)}
+    dims = bind_dims(graph.inputs, args)      # the sizes of the dimension names (shapes.py)
     computed = {c.first: c for c in label_checks(graph) if c.source is not None}
     with np.errstate(all="ignore"):
         for n in graph.nodes:
@@ -28,13 +30,14 @@ def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = Fa
                 checked_labels(env[c.value.name], c.classes, c.value.name, c.op, c.source, c.loc,
                                c.noun)
             try:
-                r = np.asarray(OPS[n.op].eval(*(env[v.name] for v in n.inputs), **n.attrs))
+                attrs = resolve_attrs(n.attrs, OPS[n.op].attrs, dims) if dims else n.attrs
+                r = np.asarray(OPS[n.op].eval(*(env[v.name] for v in n.inputs), **attrs))
             except Exception as e:  # a reference rule failing is a bug or a bad input value
                 where = f" ({n.loc})" if n.loc else ""
                 raise GradcError(f"evaluating {n.out.name} = {n.op}(...){where} failed: "
                                  f"{type(e).__name__}: {e}") from e
             want = NUMPY_DTYPE[n.out.dtype]
-            if r.shape != n.out.shape or r.dtype != np.dtype(want):
+            if r.shape != resolve(n.out.shape, dims) or r.dtype != np.dtype(want):
                 raise GradcError(f"internal: {n.op} gave {r.dtype}{list(r.shape)} for "
                                  f"{n.out.name}, declared {n.out.type}")
             env[n.out.name] = r

@@ -13,6 +13,7 @@ every output type equals what the op's shape rule says.
 """
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass, field
 
@@ -45,6 +46,24 @@ class UnknownNameError(GradcError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def is_dim_name(d) -> bool:
+    """Whether `d` names a dimension (compiler/shapes.py): an identifier, not a keyword."""
+    return isinstance(d, str) and bool(_IDENT.match(d)) and not keyword.iskeyword(d)
+
+
+def _dim(d, shape):
+    """A dimension: a non-negative int, or a name (an identifier that is not a keyword)."""
+    if isinstance(d, str):
+        if not is_dim_name(d):
+            raise ShapeError(f"dimension {d!r} in shape {shape} is not a name (an identifier, "
+                             "not a Python keyword) nor a non-negative int")
+        return d
+    d = int(d)
+    if d < 0:
+        raise ShapeError(f"negative dimension in shape {tuple(shape)}")
+    return d
+
+
 @dataclass(frozen=True)
 class TensorType:
     dtype: str
@@ -53,18 +72,26 @@ class TensorType:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ShapeError(f"unknown dtype {self.dtype!r}; gradc knows {', '.join(DTYPES)}")
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
-        if any(d < 0 for d in self.shape):
-            raise ShapeError(f"negative dimension in shape {self.shape}")
+        object.__setattr__(self, "shape", tuple(_dim(d, self.shape) for d in self.shape))
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
     @property
+    def symbolic(self) -> bool:
+        """Whether a dimension is a name (`f64[N,784]`: compiler/shapes.py)."""
+        return any(isinstance(d, str) for d in self.shape)
+
+    @property
     def size(self) -> int:
+        """The number of elements; a ShapeError for a symbolic shape (its size is known only
+        when the function runs: compiler/shapes.py `size_of` compares such sizes)."""
         n = 1
         for d in self.shape:
+            if isinstance(d, str):
+                raise ShapeError(f"{self} has a symbolic size (dimension {d!r} is known only "
+                                 "at run time)")
             n *= d
         return n
 
@@ -269,6 +296,7 @@ def verify(graph: Graph) -> Graph:
         if v.name in defined:
             raise ShapeError(f"verify: input {v.name!r} defined twice")
         defined[v.name] = v
+    dims = {d for v in graph.inputs for d in v.shape if isinstance(d, str)}
     for n in graph.nodes:
         if n.op not in OPS:
             raise UnsupportedError(f"verify: unknown op {n.op!r}; ops are {known_ops()}")
@@ -283,6 +311,10 @@ def verify(graph: Graph) -> Graph:
             if getattr(n, what) is not None:
                 _text(f"{n.out.name}'s {what}", getattr(n, what))
         check_attrs(n.op, n.attrs, OPS[n.op].attrs)
+        unknown = [d for d in n.out.shape if isinstance(d, str) and d not in dims]
+        if unknown:       # a size the call cannot tell: no input has that dimension
+            raise ShapeError(f"verify: {n.out.name} = {n.op}(...) has dimension {unknown[0]!r}, "
+                             "which no input of the graph has")
         expect = OPS[n.op].shape([v.type for v in n.inputs], **n.attrs)
         if expect != n.out.type:
             raise ShapeError(f"verify: {n.out.name} = {n.op}(...) has type {n.out.type} but the "

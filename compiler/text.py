@@ -71,7 +71,7 @@ def print_graph(g: Graph, data: bool = True) -> str:
 
 # ---- parsing ------------------------------------------------------------------------------
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_TYPE = r"(bool|i64|f32|f64)\[([0-9, ]*)\]"
+_TYPE = r"(bool|i64|f32|f64)\[([0-9A-Za-z_, ]*)\]"       # a size: an int or a dimension name
 _HEAD = re.compile(rf"^graph ({_NAME})\((.*)\) \{{$")
 _NODE = re.compile(rf"^({_NAME}): {_TYPE} = ({_NAME})\(([^)]*)\)(?: (\{{.*?\}}))?"
                    rf"(?:  @ ([^#]*?))?(?:  # (.*) \[of ({_NAME})\])?$")
@@ -82,10 +82,15 @@ _CONSTS = {"inf": float("inf"), "nan": float("nan"), "True": True, "False": Fals
 def _type(dtype: str, dims: str, line: int) -> TensorType:
     dims = dims.strip()
     try:
-        shape = tuple(int(d) for d in dims.split(",")) if dims else ()
+        shape = tuple(_size(d.strip()) for d in dims.split(",")) if dims else ()
         return TensorType(dtype, shape)
     except (ValueError, GradcError) as e:
         raise ParseError(f"bad type {dtype}[{dims}]: {e}", line) from None
+
+
+def _size(text: str):
+    """A dimension in a type: an int, or a name (`f64[N,784]`; TensorType checks the name)."""
+    return int(text) if text.isdigit() else text
 
 
 def _literal(node, line: int):

@@ -61,6 +61,7 @@ from .codegen.numpy_emit import plan_inlining
 from .ir import FLOAT_DTYPES, NUMPY_DTYPE, GradcError, TensorType
 from .ops import OPS
 from .optim import Optimizer, append_update
+from .shapes import bind_dims, fits, resolve, symbolic
 
 _FLOAT_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _SCALARS = ("loss", "lr", "grad_norm")     # the step graph's diagnostics, kept in `step.last`
@@ -75,14 +76,21 @@ class _Compiled:
         self.loss_key = loss_key
         self.shapes: dict = {}          # training variants: batch input name -> shape
 
+    def sizes(self, batch: dict) -> dict:
+        """The sizes of the dimension names in this call (for dropout masks of shape [N, H])."""
+        if not any(symbolic(shape) for _, _, shape in self.dropout):
+            return {}
+        values = [v for v in self.graph.inputs if v.name in batch]
+        return bind_dims(values, [np.asarray(batch[v.name]) for v in values])
+
     def takes(self, batch: dict) -> bool:
         """Whether `batch` is arrays of exactly this variant's input shapes (no re-tracing)."""
         if len(batch) != len(self.shapes):
             return False
         for k, shape in self.shapes.items():
             a = batch.get(k)
-            if type(a) is not np.ndarray or a.shape != shape:
-                return False
+            if type(a) is not np.ndarray or (a.shape != shape and not fits(a.shape, shape)):
+                return False          # (a dimension name takes any size: one variant)
         return True
 
 
@@ -184,8 +192,9 @@ class TrainStep:
             lay = c.layout
             drawn = self.rng.bit_generator.state if c.dropout else None
             try:
+                sizes = c.sizes(batch)          # the batch's N of f64[N, ...] inputs
                 for name, p, shape in c.dropout:
-                    batch[name] = self.rng.random(shape) >= p
+                    batch[name] = self.rng.random(resolve(shape, sizes)) >= p
                 c.fixed[lay.base_lr][...] = self.optimizer.lr
                 c.fixed[lay.t][...] = self.t
                 if c.run is not None:          # the kernel holds our arrays, checked once (bind)
@@ -267,7 +276,10 @@ class TrainStep:
                                 + "; ".join(([f"missing {missing}"] if missing else [])
                                             + ([f"unexpected {extra}"] if extra else []))
                                 + f"; it takes {list(self.inputs)}")
-        return tuple((k, TensorType(s.dtype, np.shape(batch[k]) if k in batch else s.shape))
+        # a symbolic spec (f64["N", 2]) stays: one variant serves every N (the kernel checks
+        # the arrays against it); a concrete one takes the batch's shape (one variant each)
+        return tuple((k, TensorType(s.dtype, np.shape(batch[k]) if k in batch and not
+                                    s.symbolic else s.shape))
                      for k, s in self.inputs.items())
 
     def _carried(self, g) -> list:

@@ -5,8 +5,9 @@ gradc train step (forward, backward and the Adam update compiled into one functi
     scores = dropout(h, p)·W2 + b2                            [N, 10]
     L      = −(1/N) Σ_i log softmax(scores_i)[y_i] + ½·reg·(ΣW1² + ΣW2²)
 
-1797 images, 80 % for training (mini-batches of 64; the smaller last batch compiles a second
-variant of the step once) and a held-out 20 % for testing (accuracy ≥ 0.95 expected, in a few
+1797 images, 80 % for training (mini-batches of 64; the inputs' batch dimension is symbolic,
+f64["N", 64], so the smaller last batch runs the same compiled step) and a held-out 20 % for
+testing (accuracy ≥ 0.95 expected, in a few
 seconds on 2 cores).  Dropout is active in training and the identity in `step.evaluate`.
 
 Needs the `examples` extra:  pip install -e '.[examples]'   (scikit-learn for the data; tqdm
@@ -106,7 +107,7 @@ def train(epochs: int = 30, lr: float = 2e-3, seed: int = 0, backend: str = "num
     opt = compiler.optim.Adam(lr=lr, schedule=compiler.optim.Cosine(
         epochs * -(-len(ytr) // BATCH), final=0.05))
     step = compiler.train_step(mlp, params=init_params(seed),
-                               inputs={"X": f64[BATCH, D], "y": i64[BATCH]},
+                               inputs={"X": f64["N", D], "y": i64["N"]},
                                optimizer=opt, backend=backend, seed=seed)
     rng = np.random.default_rng(seed + 1)
     losses = []
@@ -133,8 +134,8 @@ def main(argv=None) -> int:
     step, losses, accuracy = train(args.epochs, args.lr, args.seed, args.backend,
                                    bar=not args.no_progress)
     elapsed = time.perf_counter() - start
-    print(f"{step.t} updates, {step.compilations} compiled functions (per batch size, and "
-          f"evaluation), final loss "
+    print(f"{step.t} updates, {step.compilations} compiled functions (the step for every "
+          f"batch size, and evaluation), final loss "
           f"{np.mean(losses[-10:]):.4f}")
     print(f"test accuracy {accuracy:.4f} on the held-out 20 %  ({elapsed:.1f} s)")
     if args.plot:

@@ -96,9 +96,16 @@ class Run:
 
 
 def scorer(n: int, backend: str = "numpy"):
-    """`scores` compiled for n points: fn(X, **params) -> f64[n, C]."""
-    fn = compiler.compile(dsl.trace(scores, X=f64[n, D]), backend=backend)
+    """`scores` compiled for any number of points (X: f64["N", 2], a symbolic batch
+    dimension): fn(X, **params) -> f64[n, C].  `n` is kept for callers; any n works."""
+    fn = _scorers.get(backend)
+    if fn is None:
+        fn = _scorers[backend] = compiler.compile(dsl.trace(scores, X=f64["N", D]),
+                                                  backend=backend)
     return lambda X, params: fn(X=X, **params)["out"]
+
+
+_scorers: dict = {}      # backend -> the compiled `scores` (one for every number of points)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -133,7 +140,7 @@ def train(optimizer: str = "sgd", steps: int = STEPS, lr: float | None = None, s
     Xs, ys = X[mine], y[mine]
     start = time.perf_counter()
     step = compiler.train_step(loss, params=init_params(seed),
-                               inputs={"X": f64[len(ys), D], "y": i64[len(ys)]},
+                               inputs={"X": f64["N", D], "y": i64["N"]},
                                optimizer=OPTIMIZERS[optimizer](lr=lr), backend=backend,
                                **({} if comm is None else {"comm": comm}))
     compiled = time.perf_counter() - start

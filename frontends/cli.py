@@ -164,6 +164,11 @@ def available_memory() -> int | None:
 def require_memory(graph, what: str) -> None:
     """A CliError, before anything is allocated, when the graph's inputs alone need more memory
     than is available (random data that large would only get the process killed)."""
+    named = [f"{v.name}: {v.type}" for v in graph.inputs if v.type.symbolic]
+    if named:       # random data needs sizes: a dimension name has none until a call
+        raise CliError(f"{what} needs sizes for the dimension names of {', '.join(named)}; "
+                       "give them with --shape (e.g. --shape X=f64[64,2]); gradc show, emit "
+                       "and dot take dimension names")
     need = sum(v.type.size * np.dtype(NUMPY_DTYPE[v.dtype]).itemsize for v in graph.inputs)
     have = available_memory()
     if have is not None and need > have:
@@ -174,7 +179,7 @@ def require_memory(graph, what: str) -> None:
 
 def cmd_check(args) -> int:
     m = Model(args)
-    if args.only != "sympy":     # the SymPy check runs on a reduced copy of a large model
+    if args.only != "sympy" or any(v.type.symbolic for v in m.graph.inputs):   # the SymPy
         require_memory(m.graph, f"checking {m.graph.name} by finite differences")
     ok, ran = True, 0
     if args.only in (None, "sympy"):

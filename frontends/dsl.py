@@ -39,7 +39,7 @@ from compiler.builder_conv import (avg_pool2d, batch_norm, conv1d, conv2d,  # no
 from compiler.builder_special import stop_gradient  # noqa: F401  (no gradient flows through)
 from compiler import trees   # parameter trees: nested dicts, lists and tuples of specs
 from compiler.debug import broadcast_guard
-from compiler.ir import Graph, TensorType, UnsupportedError
+from compiler.ir import Graph, TensorType, UnsupportedError, is_dim_name
 
 Tensor = Var   # the type of a traced value
 
@@ -58,7 +58,8 @@ __all__ += ["avg_pool2d", "batch_norm", "conv1d", "conv2d", "global_avg_pool",  
             "layer_norm", "max_pool2d"]
 
 class _DType:
-    """`f64[3, 2]` -> TensorType('f64', (3, 2)); `f64[()]` is a scalar."""
+    """`f64[3, 2]` -> TensorType('f64', (3, 2)); `f64[()]` is a scalar; `f64["N", 784]` names
+    a dimension whose size is given when the compiled function runs (compiler/shapes.py)."""
 
     def __init__(self, dtype: str):
         self.dtype = dtype
@@ -67,8 +68,10 @@ class _DType:
         if dims == ():
             return TensorType(self.dtype, ())
         dims = dims if isinstance(dims, tuple) else (dims,)
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
-            raise UnsupportedError(f"{self.dtype}[{dims}]: dimensions must be non-negative ints")
+        if not all((isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+                   or is_dim_name(d) for d in dims):
+            raise UnsupportedError(f"{self.dtype}[{dims}]: dimensions must be non-negative ints "
+                                   "or names of sizes given at run time (f64['N', 784])")
         return TensorType(self.dtype, dims)
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 import compiler
 from compiler import trees
-from compiler.ir import NUMPY_DTYPE, GradcError, TensorType
+from compiler.ir import NUMPY_DTYPE, GradcError, TensorType, is_dim_name
 from compiler.optim import append_update
 from compiler.passes import PASSES
 
@@ -112,16 +112,29 @@ def load_function(target: str):
 
 
 # ---- specs and the graph -------------------------------------------------------------------
-_SPEC = re.compile(r"^\s*(?:(f32|f64|i64)\s*)?\[?\s*\(?([\d\s,]*)\)?\s*\]?\s*$")
+_SPEC = re.compile(r"^\s*(?:(f32|f64|i64)\s*)?\[?\s*\(?([\w\s,]*)\)?\s*\]?\s*$")
+
+
+def _named(d: str) -> bool:
+    """A dimension name on the command line: an identifier starting with a capital (N, B),
+    so that a typo such as f64[3,x] stays a bad shape."""
+    return is_dim_name(d) and d[0].isupper()
 
 
 def parse_spec(text: str, default_dtype: str = "f64") -> TensorType:
-    """`f64[64,2]`, `i64[64]`, `f64[]`, `f64[()]`, `64,2`, `[64, 2]`, `()` -> TensorType."""
+    """`f64[64,2]`, `i64[64]`, `f64[]`, `f64[()]`, `64,2`, `[64, 2]`, `()` -> TensorType;
+    `f64[N,2]` names a dimension whose size is given at run time (compiler/shapes.py)."""
     m = _SPEC.match(text)
     if not m:
-        raise CliError(f"bad shape {text!r}: write f64[64,2], i64[64], f64[] or 64,2")
+        raise CliError(f"bad shape {text!r}: write f64[64,2], i64[64], f64[], f64[N,2] or 64,2")
     dims = [d.strip() for d in m.group(2).split(",") if d.strip()]
-    t = TensorType(m.group(1) or default_dtype, tuple(int(d) for d in dims))
+    if not all(d.isdigit() or _named(d) for d in dims):
+        raise CliError(f"bad shape {text!r}: a dimension is a non-negative int or a name that "
+                       "starts with a capital letter (f64[N,2])")
+    t = TensorType(m.group(1) or default_dtype, tuple(d if _named(d) else int(d)
+                                                      for d in dims))
+    if t.symbolic:
+        return t
     nbytes = t.size * NUMPY_ITEMSIZE[t.dtype]
     if nbytes > sys.maxsize:          # NumPy's limit: sizes in bytes are a signed index
         raise CliError(f"bad shape {text!r}: {t} would be {nbytes:.3g} bytes; no array can hold "

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from compiler.ir import NUMPY_DTYPE, UnsupportedError
+from compiler.shapes import bind_dims, fits
 from compiler.ops.labels import error_for, label_checks as all_label_checks
 
 
@@ -37,8 +38,10 @@ def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
         out.append(_convert(v.name, kwargs[v.name], v.type))
         if check_finite and v.type.is_float:
             _check_finite(v.name, out[-1])
+    bind_dims(graph.inputs, out)      # inputs sharing a dimension name agree (a DimError)
     check_labels(graph, out)
     return out
+
 
 
 def check_labels(graph, args) -> None:
@@ -102,10 +105,16 @@ def _convert(name, x, t):
         if arr.dtype.kind in "iu" and want.kind == "f":
             _exact_integers(name, arr, want, t)
         arr = arr.astype(want, copy=False)
-    if arr.shape != t.shape:
+    if arr.shape != t.shape and not (t.symbolic and fits(arr.shape, t.shape)):
         raise ValueError(f"argument {name!r}: shape {arr.shape} does not match the declared "
-                         f"{t} (shape {t.shape})")
+                         f"{t} (shape {_spec_text(t.shape)})")
     return arr
+
+
+def _spec_text(shape) -> str:
+    """(N, 3): a declared shape, dimension names unquoted."""
+    inner = ", ".join(map(str, shape))
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def copy_flag(value) -> bool:

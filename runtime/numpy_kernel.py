@@ -11,9 +11,12 @@ import numpy as np
 from compiler.ir import NUMPY_DTYPE
 from compiler.ops import OPS
 from compiler.ops.labels import LabelError
+from compiler.shapes import bind_dims, resolve
 
 from . import arena
-from .checks import check_arguments, copy_flag, label_checks
+from .checks import check_arguments, copy_flag, fits, label_checks  # noqa: F401
+
+SIZED_SETS = 4      # sets of sizes of dimension names whose buffers a thread keeps
 
 
 class NumpyKernel:
@@ -51,6 +54,7 @@ class NumpyKernel:
         self._out_specs = [(k, np.dtype(NUMPY_DTYPE[t.dtype]), t.shape == ())
                            for k, t in self._out_types]
         self._copy_kw = not any(v.name == "copy" for v in graph.inputs)  # else an input's name
+        self._symbolic = any(v.type.symbolic for v in graph.inputs)   # f64[N,3]: shapes.py
         self._labels = [(k, depth) for k, _, depth, _ in label_checks(graph)]
 
     def _exact_arguments(self, kwargs: dict):
@@ -64,11 +68,15 @@ class NumpyKernel:
         for name, dt, shape in self._specs:
             a = kwargs.get(name)
             if type(a) is not np.ndarray or a.shape != shape or a.dtype is not dt:
-                if type(a) is np.ndarray and a.shape == shape and a.dtype == dt:
-                    pass                  # an equal dtype object that is not NumPy's own
+                if type(a) is np.ndarray and a.dtype == dt and (
+                        a.shape == shape or (self._symbolic and fits(a.shape, shape))):
+                    pass                  # an equal dtype object that is not NumPy's own,
+                                          # or a size for a dimension name
                 elif shape != () or type(a) is not dt.type:   # a NumPy scalar of the dtype
                     return None
             out.append(a)
+        if self._symbolic:
+            bind_dims(self.graph.inputs, out)     # a DimError names both arguments
         for k, depth in self._labels:     # labels in [0, C) (NumPy would wrap -1 around):
             lab = out[k]                  # one reduction, negatives read as huge unsigned
             if lab.size and lab.view(np.uint64).max() >= depth:
@@ -89,7 +97,9 @@ class NumpyKernel:
                 try:
                     own, bufs = self._tls.buf
                 except AttributeError:
-                    own, bufs = self._buffer_set()
+                    own, bufs = self._buffer_set(args)
+                if self._symbolic:
+                    own, bufs = self._sized_buffers(args)
                 for k, a in enumerate(args):    # a copy=False output passed back, or a view
                     if type(a) is np.ndarray and arena.overlaps(a, own):   # of one: copied,
                         args[k] = a.copy()      # as the code overwrites it while reading it
@@ -107,11 +117,28 @@ class NumpyKernel:
                     np.asarray(val, dtype=dt)
         return out
 
-    def _buffer_set(self) -> tuple:
+    def _buffer_set(self, args) -> tuple:
         """The calling thread's (arena, buffers), allocated on its first call."""
-        self._tls.buf = arena.allocate((NUMPY_DTYPE[d], s) for d, s in self.plan.buffers)
+        self._tls.sized = {}           # sizes of the dimension names -> (arena, buffers)
         self._tls.bound = {}           # bind token -> its fixed arguments are clear of the arena
+        self._tls.buf = self._sized_buffers(args) if self._symbolic else arena.allocate(
+            (NUMPY_DTYPE[d], s) for d, s in self.plan.buffers)
         return self._tls.buf
+
+    def _sized_buffers(self, args) -> tuple:
+        """The calling thread's (arena, buffers) for the sizes of this call's dimension names
+        (a symbolic plan's buffers have shapes like [N, 10]): kept for the last few sets of
+        sizes (a training loop's batch, its last partial batch, an evaluation batch)."""
+        dims = bind_dims(self.graph.inputs, args)
+        key = tuple(sorted(dims.items()))
+        sized = self._tls.sized
+        got = sized.get(key)
+        if got is None:
+            if len(sized) >= SIZED_SETS:
+                sized.pop(next(iter(sized)))      # the oldest set of sizes
+            got = sized[key] = arena.allocate((NUMPY_DTYPE[d], resolve(s, dims))
+                                              for d, s in self.plan.buffers)
+        return got
 
     def bind(self, fixed: dict, donate: dict | None = None):
         """`run = kernel.bind({"W1": W1, ...})`: the function with these arguments fixed, for a
@@ -133,10 +160,11 @@ class NumpyKernel:
         for name, a in fixed.items():
             k, dt, shape = specs[name]
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt:
-                return None
+                return None           # (a fixed argument of a symbolic shape too: not bound)
             base[k] = a
         free = [(name,) + specs[name] for name in specs if name not in fixed]
         labels, fn, plan, tls, token = self._labels, self._fn, self.plan, self._tls, next(_TOKENS)
+        symbolic = self._symbolic
         overlaps = arena.overlaps
         donate = {k: v for k, v in (donate or {}).items() if v in fixed}
         if donate:
@@ -147,11 +175,14 @@ class NumpyKernel:
             for name, k, dt, shape in free:
                 a = rest.get(name)
                 if type(a) is not np.ndarray or a.shape != shape or a.dtype is not dt:
-                    if not (type(a) is np.ndarray and a.shape == shape and a.dtype == dt):
+                    if not (type(a) is np.ndarray and a.dtype == dt and (
+                            a.shape == shape or (symbolic and fits(a.shape, shape)))):
                         return self(copy=False, **fixed, **rest)   # converts, or says why not
                 args[k] = a
             if len(rest) != len(free):
                 return self(copy=False, **fixed, **rest)
+            if symbolic:
+                bind_dims(self.graph.inputs, args)     # a DimError names both arguments
             for k, depth in labels:
                 lab = args[k]
                 if lab.size and lab.view(np.uint64).max() >= depth:
@@ -162,7 +193,10 @@ class NumpyKernel:
             try:
                 own, bufs = tls.buf
             except AttributeError:
-                own, bufs = self._buffer_set()
+                own, bufs = self._buffer_set(args)
+            if symbolic:
+                own, bufs = self._sized_buffers(args)
+                tls.bound.pop(token, None)          # other buffers: check the fixed ones again
             clear = tls.bound.get(token)        # the fixed arrays, checked once per thread
             if clear is None:
                 clear = tls.bound[token] = not any(overlaps(a, own) for a in fixed.values())

@@ -360,6 +360,8 @@ OP_SAMPLES = {
                               Case(((F, (1, 2, 2)), (F, (2, 2, 1))), label="bcast-batch"),
                               Case(((F, (2, 2, 2)), (F, (2, 2, 2))), label="fan-out",
                                    same=True))),
+    "size": OpSample((Case(((F, (2, 3)),), {"axes": (0,), "dtype": F}, "rows"),
+                      Case(((F, (2, 3)),), {"axes": (0, 1), "dtype": F}, "all"))),
 }
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from .numpy_helpers import where_or_zero
 
+from ..shapes import count_text
+
 ATOM, POW, UNARY, MUL, ADD, CMP = 100, 16, 15, 14, 13, 10
 
 
@@ -59,10 +61,21 @@ def call(fn: str, *attr_names: str, helpers: tuple = (), **fixed) -> Expr:
     """`fn(arg0, arg1, attr=value, ...)` with the named attrs passed as keywords."""
     def render(args, attrs, node):
         parts = [_text(a) for a in args]
-        parts += [f"{k}={attrs[k]!r}" for k in attr_names]
+        parts += [f"{k}={attr_text(attrs[k])}" for k in attr_names]
         parts += [f"{k}={v}" for k, v in fixed.items()]
         return f"{fn}({', '.join(parts)})"
     return Expr(render, ATOM, helpers)
+
+
+def attr_text(v) -> str:
+    """An attribute value as Python source: `repr`, except that a string inside a tuple is a
+    dimension name (only shapes and indices hold strings in tuples, and their kind admits only
+    identifiers: ops/attrs.py), written as the name of the local that holds its size:
+    `(N, 10)`."""
+    if isinstance(v, tuple):
+        inner = ", ".join(x if isinstance(x, str) else attr_text(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    return repr(v)
 
 
 def template(fmt: str, prec: int = ATOM, helpers: tuple = ()) -> Expr:
@@ -109,11 +122,9 @@ def reduction(method: str) -> Expr:
             return f"np.{method}({', '.join([args[0][0]] + parts)})"
         name = "sum" if method == "mean" else method
         text = f"{wrap(args[0], ATOM, False)}.{name}({', '.join(parts)})"
-        if method == "mean":
-            count = 1
-            for a in axes:
-                count *= node.inputs[0].shape[a]
-            text += f" / {count}"
+        if method == "mean":     # `/ N` for a dimension name: the size of this call
+            count = count_text(node.inputs[0].shape, axes)
+            text += f" / {count}" if " " not in count else f" / ({count})"
         return text
 
     return Expr(render, MUL if method == "mean" else ATOM)

@@ -48,6 +48,18 @@ def _combine(kind, em, acc, x):
     return b.fadd(acc, x, flags=REASSOC)
 
 
+class Size:
+    """size(x; axes): the number of elements over `axes` (a constant; a product of the call's
+    sizes for dimension names), filled into the scalar output."""
+
+    def lower(self, em, node):
+        x, ty = node.inputs[0], em.ll(node.out.dtype)
+        n = 1
+        for a in node.attrs["axes"]:
+            n *= x.shape[a]
+        em.fill(node.out, ir.Constant(ty, float(n)))
+
+
 class Reduce:
     """sum, mean or max over `axes`.  `reduce_with` also serves a fusion group closed by the
     reduction: the reduced values are computed in the loop instead of loaded."""

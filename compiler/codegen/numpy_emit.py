@@ -35,6 +35,7 @@ from ..ops import OPS
 from ..ops.labels import checked_labels, label_checks, label_error
 from ..passes.fusion import fusion_groups
 from ..passes.memory import MemoryPlan
+from ..shapes import graph_dims
 from .forms import ATOM, Expr, Stmt
 from .numpy_helpers import LabelError
 from ..text import print_graph
@@ -94,7 +95,8 @@ def _local_names(graph: Graph) -> dict:
     `_` suffix (`sigmoid = sigmoid(x)` would shadow the helper it calls), other text is
     spelled out as an identifier, and no two values share a name."""
     module = {h.__name__ for n in graph.nodes
-              for h in getattr(OPS[n.op].numpy, "helpers", ())} | _LABEL_NAMES
+              for h in getattr(OPS[n.op].numpy, "helpers", ())} | _LABEL_NAMES | set(
+        graph_dims(graph))            # a dimension name is the local holding its size
     module |= module_names(graph)     # the module-level arrays of array constants
     return identifiers([v.name for v in graph.inputs] + [n.out.name for n in graph.nodes],
                        reserved=module)
@@ -209,7 +211,7 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
     guards = label_guards(graph, frozenset(inline))
     module = {"np"} | {h.__name__ for n in graph.nodes for h in OPS[n.op].numpy.helpers}
     module |= module_names(graph)
-    module |= _LABEL_NAMES
+    module |= _LABEL_NAMES | set(graph_dims(graph))
     fname = identifier(fname, reserved=module)   # a model named like a helper (`sigmoid`)
                                                  # must not replace the helper it calls
 
@@ -241,7 +243,8 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
     # in-place ufunc calls on one buffer, which the LLVM backend computes in one loop
     groups = {} if plan is None else {g.output: (k, g)
                                       for k, g in enumerate(fusion_groups(graph))}
-    body = []
+    body = [f"{d} = {ident.get(graph.inputs[k].name, graph.inputs[k].name)}.shape[{ax}]"
+            f"  # the size {d} of this call" for d, (k, ax) in graph_dims(graph).items()]
     for n in graph.nodes:
         if n.out.name in inline:
             continue

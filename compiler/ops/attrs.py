@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from ..ir import DTYPES, GradcError
+from ..ir import DTYPES, GradcError, is_dim_name
 
 
 class AttrError(GradcError, TypeError):
@@ -35,14 +35,20 @@ def _seq(v, item) -> bool:
     return isinstance(v, (tuple, list)) and all(item(x) for x in v)
 
 
-def _entry(e) -> bool:       # an index entry: int, None, or (start, stop, step)
-    return e is None or _int(e) or (isinstance(e, (tuple, list)) and len(e) == 3
-                                    and all(_int(x) for x in e))
+def _dim(v) -> bool:          # a size: an int, or a dimension name (compiler/shapes.py)
+    return _int(v) or is_dim_name(v)
+
+
+def _entry(e) -> bool:       # an index entry: int, None, or (start, stop, step); the stop of
+    return e is None or _int(e) or (isinstance(e, (tuple, list)) and len(e) == 3  # a full
+                                    and _int(e[0]) and _dim(e[1]) and _int(e[2]))  # slice of N: N
 
 
 class Kind:
-    def __init__(self, what: str, test, required: bool = True):
-        self.what, self.test, self.required = what, test, required
+    """`dims`: the values hold sizes that may be dimension names (shapes.resolve_attrs)."""
+
+    def __init__(self, what: str, test, required: bool = True, dims: bool = False):
+        self.what, self.test, self.required, self.dims = what, test, required, dims
 
 
 BOOL = Kind("a bool", lambda v: isinstance(v, (bool, np.bool_)))
@@ -51,12 +57,14 @@ REAL = Kind("a finite real number", lambda v: _real(v) and math.isfinite(v))
 NUMBER = Kind("a number or bool (inf and nan allowed)", lambda v: _real(v) or BOOL.test(v))
 DTYPE = Kind(f"a dtype name ({', '.join(DTYPES)})", lambda v: isinstance(v, str) and v in DTYPES)
 INTS = Kind("a tuple of integers", lambda v: _seq(v, _int))
+SHAPE = Kind("a tuple of sizes (integers or dimension names)", lambda v: _seq(v, _dim),
+             dims=True)
 INDEX = Kind("a tuple of index entries (int, None or (start, stop, step))",
-             lambda v: _seq(v, _entry))
+             lambda v: _seq(v, _entry), dims=True)
 
 
 def optional(kind: Kind) -> Kind:
-    return Kind(kind.what, kind.test, required=False)
+    return Kind(kind.what, kind.test, required=False, dims=kind.dims)
 
 
 def check_attrs(op: str, attrs, declared: dict) -> None:

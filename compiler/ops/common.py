@@ -17,7 +17,8 @@ def broadcast_shapes(op: str, *shapes) -> tuple:
         dims.discard(1)
         if len(dims) > 1:
             raise ShapeError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} do "
-                             f"not broadcast (axis {k - ndim}: sizes {sorted(dims)})")
+                             f"not broadcast (axis {k - ndim}: sizes "
+                             f"{', '.join(sorted(map(str, dims)))})")
         out.append(dims.pop() if dims else 1)
     return tuple(out)
 

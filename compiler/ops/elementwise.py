@@ -13,11 +13,12 @@ import sympy as sp
 from .. import builder as B
 from ..codegen import llvm_lower as LL, llvm_math as M
 from ..codegen.llvm_lower import Elementwise
-from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, call, helper, infix, into_call,
-                             into_cast, into_where, literal, prefix, template, where_form, wrap)
+from ..codegen.forms import (ADD, ATOM, CMP, MUL, POW, Expr, attr_text, call, helper, infix,
+                             into_call, into_cast, into_where, literal, prefix, template,
+                             where_form, wrap)
 from ..ir import DTYPES, NUMPY_DTYPE, ShapeError, TensorType
 from .record import OPS, declare, gate
-from .attrs import DTYPE, INTS, NUMBER, REAL
+from .attrs import DTYPE, NUMBER, REAL, SHAPE
 from .common import (arith_binary, broadcast_shapes, compare, elementwise, float_binary,
                      float_unary, sym_bool_to_number, sym_where)
 
@@ -288,7 +289,7 @@ for _op, _np, _sp, _sym in (("greater", np.greater, sp.StrictGreaterThan, ">"),
             gate=gate(None, None),
             sympy=elementwise(_sp),
             numpy=infix(_sym, CMP),
-            llvm=LL.compare(_sym),
+            llvm=LL.compare(_op),
             elementwise=True, selects=True, ufunc=f"np.{_np.__name__}", plannable=True,
             ordered=_op not in ("equal", "not_equal"))
 
@@ -319,14 +320,13 @@ declare("cast",
 
 declare("const",
         shape=lambda ins, value, dtype, shape: TensorType(dtype, shape),
-        attrs={"value": NUMBER, "dtype": DTYPE, "shape": INTS},
+        attrs={"value": NUMBER, "dtype": DTYPE, "shape": SHAPE},
         eval=lambda value, dtype, shape: np.full(shape, value, dtype=NUMPY_DTYPE[dtype]),
         gate=gate(),
         sympy=lambda value, dtype, shape: _sym_const(value, shape),
         numpy=Expr(lambda args, attrs, node: _const_text(attrs)[0],
                    prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1]),
-        llvm=LL.Const(),
-        literal=True)
+        llvm=LL.Const())
 
 # dropout(x, keep; p) = x/(1−p) where keep else 0 (inverted dropout; `keep` is a bool mask input
 # the runtime draws with P(keep) = 1−p each step; see compiler/train.py).  Linear in x.
@@ -420,6 +420,7 @@ def _const_text(attrs) -> tuple:
     if attrs["shape"] == ():
         return text, prec
     dt = NUMPY_DTYPE[attrs["dtype"]]
+    shape = attr_text(tuple(attrs["shape"]))     # (N, 10): a dimension name is a local
     if attrs["value"] == 0:
-        return f"np.zeros({attrs['shape']!r}, dtype=np.{dt})", ATOM
-    return f"np.full({attrs['shape']!r}, {text}, dtype=np.{dt})", ATOM
+        return f"np.zeros({shape}, dtype=np.{dt})", ATOM
+    return f"np.full({shape}, {text}, dtype=np.{dt})", ATOM

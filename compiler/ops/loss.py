@@ -16,6 +16,7 @@ from ..codegen.forms import ATOM, Expr, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
 from .attrs import DTYPE, INT, REAL
 from .record import declare, gate
+from .reduce import count
 
 
 # ---- reference implementations shared with the emitted module (keep them self-contained) ---
@@ -86,7 +87,7 @@ def _n_rows(scores) -> int:
 
 def _xent_gate(g, out, scores, labels):
     n, c = scores.shape
-    return (B.softmax(scores, axis=1) - B.onehot(labels, c, scores.dtype)) * (g / n)
+    return (B.softmax(scores, axis=1) - B.onehot(labels, c, scores.dtype)) * (g / count(scores, (0,)))
 
 
 def _svm_gate(g, out, scores, labels, margin):
@@ -94,7 +95,7 @@ def _svm_gate(g, out, scores, labels, margin):
     hot = B.onehot(labels, c, scores.dtype)
     margins = scores - B.reshape(B.pick(scores, labels), (n, 1)) + margin
     active = B.cast(margins > 0, scores.dtype) * (1 - hot)
-    return (active - hot * B.sum(active, axis=1, keepdims=True)) * (g / n)
+    return (active - hot * B.sum(active, axis=1, keepdims=True)) * (g / count(scores, (0,)))
 
 
 def _pick_gate(g, out, x, labels):

@@ -11,10 +11,11 @@ import sympy as sp
 
 from .. import builder as B
 from ..codegen import llvm_reduce as LR, llvm_shape as LS
-from ..codegen.forms import call, into_reduction, reduction
-from ..ir import ShapeError, TensorType
+from ..codegen.forms import Expr, call, into_reduction, reduction
+from ..ir import NUMPY_DTYPE, ShapeError, TensorType
+from ..shapes import count_text
 from .record import OPS, declare, gate
-from .attrs import BOOL, INTS
+from .attrs import BOOL, DTYPE, INTS, SHAPE
 from .common import broadcast_shapes, check_axes, reduced_shape
 
 
@@ -24,7 +25,8 @@ def _reduce_type(op):
         check_axes(op, axes, t.ndim)
         if op != "sum" and t.dtype not in ("f32", "f64"):
             raise ShapeError(f"{op}: needs a float operand, got {t}")
-        if op == "max" and any(t.shape[a] == 0 for a in axes):
+        if op == "max" and any(t.shape[a] == 0 for a in axes):   # (a named size may be 0:
+                                                                 # NumPy's error at run time)
             raise ShapeError(f"max: reduction over an empty axis of shape {t.shape}")
         return TensorType(t.dtype, reduced_shape(t.shape, axes, keepdims))
     return rule
@@ -42,6 +44,22 @@ def _count(shape, axes) -> int:
     for a in axes:
         n *= shape[a]
     return n
+
+
+def count(x, axes):
+    """The number of elements of x over `axes`: an int for concrete sizes, else a `size` node
+    (the run-time N of a symbolic dimension: mean over N divides by the batch's N)."""
+    if any(isinstance(x.shape[a], str) for a in axes):
+        return x.b.emit("size", [x], axes=tuple(axes), dtype=x.dtype)
+    return _count(x.shape, axes)
+
+
+def _size_type(ins, axes, dtype):
+    (t,) = ins
+    check_axes("size", axes, t.ndim)
+    if dtype not in ("f32", "f64"):
+        raise ShapeError(f"size: counts as a float (f32 or f64), got dtype {dtype}")
+    return TensorType(dtype, ())
 
 
 def _sym_reduce(fn):
@@ -83,7 +101,7 @@ declare("mean",
         eval=lambda x, axes, keepdims: np.mean(x, axis=axes, keepdims=keepdims),
         gate=gate("dx = G/n broadcast over the averaged axes",
                   lambda g, out, x, axes, keepdims:
-                  _keep(g, x, axes, keepdims) / _count(x.shape, axes)),
+                  _keep(g, x, axes, keepdims) / count(x, axes)),
         sympy=lambda x, axes, keepdims: (
             OPS["sum"].sympy(x, axes, keepdims) / sp.Integer(_count(x.shape, axes))),
         numpy=reduction("mean"),
@@ -101,6 +119,22 @@ declare("max",
         llvm=LR.Reduce("max"),
         into=into_reduction("max"),
         reduction=True, plannable=True)
+
+
+# size(x; axes, dtype): the number of elements of x over `axes`, as a float scalar.  Only the
+# gate rules build it, for a count over a dimension name (`mean` over N divides by the N of the
+# call); x's values are not read, so no gradient flows through it.
+declare("size",
+        shape=_size_type,
+        attrs={"axes": INTS, "dtype": DTYPE},
+        eval=lambda x, axes, dtype: np.asarray(_count(np.shape(x), axes),
+                                               dtype=NUMPY_DTYPE[dtype]),
+        gate=gate(None),
+        sympy=lambda x, axes, dtype: np.asarray(sp.Integer(_count(x.shape, axes)), dtype=object),
+        numpy=Expr(lambda args, attrs, node: f"np.{NUMPY_DTYPE[attrs['dtype']]}("
+                   f"{count_text(node.inputs[0].shape, attrs['axes'])})"),   # N = 0: IEEE
+        llvm=LR.Size(),
+        nonneg=True)
 
 
 def _broadcast_type(ins, shape):
@@ -130,7 +164,7 @@ def _unbroadcast_gate(g, out, x, shape):
 
 declare("broadcast_to",
         shape=_broadcast_type,
-        attrs={"shape": INTS},
+        attrs={"shape": SHAPE},
         eval=lambda x, shape: np.broadcast_to(x, shape),
         gate=gate("dx = G summed over the broadcast axes", _unbroadcast_gate),
         sympy=lambda x, shape: np.broadcast_to(x, shape).copy(),

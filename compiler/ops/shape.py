@@ -11,11 +11,12 @@ import numpy as np
 
 from .. import builder as B
 from ..codegen import llvm_shape as LS
-from ..codegen.forms import ATOM, Expr, Stmt, wrap
+from ..codegen.forms import ATOM, Expr, Stmt, attr_text, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
+from ..shapes import size_of
 from .common import obj_array
 from .record import declare, gate
-from .attrs import INDEX, INTS
+from .attrs import INDEX, INTS, SHAPE
 
 
 def to_python_index(index) -> tuple:
@@ -45,11 +46,34 @@ def index_text(index, shape) -> str:
 
 
 def _index_type(op, t, index):
+    """The shape `index` selects from `t`.  A dimension name (a size known at run time) takes
+    only the full slice (0, N, 1) and stays in the result; other axes are probed."""
+    shape, probe_index, names, dim = list(t.shape), [], [], 0
+    for e in index:
+        if e is not None and dim < len(shape) and isinstance(shape[dim], str):
+            if not (isinstance(e, tuple) and e == (0, shape[dim], 1)):
+                raise ShapeError(f"{op}: index {index} does not fit shape {t.shape}: axis {dim} "
+                                 f"of size {shape[dim]} (known at run time) takes only ':'")
+            names.append(shape[dim])
+            shape[dim], e = 1, (0, 1, 1)
+        elif isinstance(e, tuple) and isinstance(e[1], str):
+            raise ShapeError(f"{op}: index {index} does not fit shape {t.shape}: the stop "
+                             f"{e[1]!r} of axis {dim} is not its size")
+        probe_index.append(e)
+        dim += e is not None
     try:
-        probe = np.empty(t.shape, dtype=np.int8)[to_python_index(index)]
+        probe = np.empty(shape, dtype=np.int8)[to_python_index(probe_index)]
     except (IndexError, TypeError, ValueError) as e:
         raise ShapeError(f"{op}: index {index} does not fit shape {t.shape}: {e}") from None
-    return probe.shape
+    out, k = list(probe.shape), 0
+    for e, original in zip(probe_index, index):      # each kept slice is one result axis
+        if e is None or isinstance(e, tuple):
+            if isinstance(original, tuple) and isinstance(original[1], str):
+                out[k] = original[1]
+            k += 1
+    if dim < len(shape):                             # axes the index leaves whole
+        out[len(out) - (len(shape) - dim):] = t.shape[dim:]
+    return tuple(out)
 
 
 def _getitem_type(ins, index):
@@ -72,7 +96,7 @@ def _putitem_eval(g, index, shape):
 
 def _putitem_lines(name, args, attrs, node):
     dt = NUMPY_DTYPE[node.out.dtype]
-    return [f"{name} = np.zeros({tuple(attrs['shape'])!r}, dtype=np.{dt})",
+    return [f"{name} = np.zeros({attr_text(tuple(attrs['shape']))}, dtype=np.{dt})",
             f"{name}[{index_text(attrs['index'], attrs['shape'])}] = {args[0]}"]
 
 
@@ -85,10 +109,15 @@ def _sym_putitem(g, index, shape):
 
 def _reshape_type(ins, shape):
     (t,) = ins
-    if TensorType(t.dtype, shape).size != t.size:
-        raise ShapeError(f"reshape: cannot reshape {t.shape} ({t.size} elements) into "
-                         f"{tuple(shape)}")
+    if size_of(TensorType(t.dtype, shape).shape) != size_of(t.shape):
+        raise ShapeError(f"reshape: cannot reshape {t.shape} ({_elements(t.shape)} elements) "
+                         f"into {tuple(shape)}")
     return TensorType(t.dtype, shape)
+
+
+def _elements(shape) -> str:
+    k, names = size_of(shape)
+    return " * ".join(list(names) + ([str(k)] if k != 1 or not names else []))
 
 
 def _transpose_type(ins, perm):
@@ -121,7 +150,7 @@ def _inverse(perm) -> tuple:
 
 declare("reshape",
         shape=_reshape_type,
-        attrs={"shape": INTS},
+        attrs={"shape": SHAPE},
         eval=lambda x, shape: np.reshape(x, shape),
         gate=gate("dx = G reshaped back", lambda g, out, x, shape: B.reshape(g, x.shape)),
         sympy=lambda x, shape: np.reshape(x, shape),
@@ -156,7 +185,7 @@ declare("getitem",
 
 declare("putitem",
         shape=_putitem_type,
-        attrs={"index": INDEX, "shape": INTS},
+        attrs={"index": INDEX, "shape": SHAPE},
         eval=_putitem_eval,
         gate=gate("dg = G taken at the index",
                   lambda g, out, x, index, shape: B.getitem(g, to_python_index(index))),

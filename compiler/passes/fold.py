@@ -14,6 +14,7 @@ import numpy as np
 
 from ..ir import NUMPY_DTYPE, Graph
 from ..ops import OPS
+from ..shapes import larger_than
 from .rewrite import Rewriter
 
 BIG = 1 << 12     # elements; above this a folded constant is a broadcast view of a scalar
@@ -26,7 +27,7 @@ def uniform_of(rw: Rewriter, v):
     n = rw.node_of(v)
     if n is None:
         return None
-    if OPS[n.op].literal:
+    if n.op == "const":
         return n.attrs["value"]
     if n.op == "broadcast_to":
         return rw.const_of(n.inputs[0])
@@ -46,8 +47,9 @@ def evaluate(n, values):
         r = np.asarray(OPS[n.op].eval(*(_scalar(c, v.dtype) for c, v in zip(values, n.inputs)),
                                         **n.attrs))
         return r.reshape(()).item()
-    if sum(v.type.size for v in n.inputs) + n.out.type.size > BIG:
-        return None
+    if any(t.symbolic for t in [n.out.type] + [v.type for v in n.inputs]) or \
+            sum(v.type.size for v in n.inputs) + n.out.type.size > BIG:
+        return None           # (a symbolic size is not folded: its N is known at run time)
     rule = OPS[n.op].label
     if rule is not None and not 0 <= values[rule(n)[0]] < rule(n)[1]:
         return None     # a constant label out of range: left to the LabelError of every backend
@@ -74,8 +76,8 @@ def fold(graph: Graph) -> Graph:
         if any(c is None for c in values):
             rw.keep(n)
             continue
-        if n.op == "broadcast_to" and OPS[rw.node_of(rw.new(n.inputs[0])).op].literal \
-                and not rw.new(n.inputs[0]).shape and n.out.type.size > BIG:
+        if n.op == "broadcast_to" and rw.node_of(rw.new(n.inputs[0])).op == "const" \
+                and not rw.new(n.inputs[0]).shape and larger_than(n.out.type, BIG):
             rw.keep(n)            # already the canonical form of a large constant
             continue
         with np.errstate(all="ignore"):
@@ -84,7 +86,7 @@ def fold(graph: Graph) -> Graph:
             rw.keep(n)
             continue
         t = n.out.type
-        if t.size > BIG:
+        if larger_than(t, BIG):
             c = rw.const(value, t.dtype)
             rw.replace(n, rw.emit("broadcast_to", [c], shape=t.shape))
         else:

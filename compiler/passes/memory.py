@@ -7,6 +7,9 @@ emitter (codegen/numpy_emit.py, given the plan) and runtime.NumpyKernel read.
 * Liveness.  A value is live from its node to its last reader; an output lives to the end of
   the call.  A view (an op with the `view` trait) shares its source's memory, so
   it extends the live range of the source's buffer (its root) rather than owning one.
+* Symbolic sizes.  A buffer's shape may hold a dimension name (`f64[N,10]`): the kernel
+  allocates the calling thread's buffers at the sizes of the call (runtime/numpy_kernel.py);
+  the small-array threshold and the byte counts count a name as shapes.NOMINAL elements.
 * Buffers.  Nodes whose op has an `out=` form (the record's `into`: ufuncs, matmul, reductions,
   where, cast) and a result of at least `MIN_ELEMENTS` elements get a buffer: a free buffer of
   the same dtype and shape if one is dead, else a new one.  Each calling thread gets its own
@@ -32,12 +35,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import NUMPY_DTYPE, Graph
+from ..ir import NUMPY_DTYPE, Graph, TensorType
 from ..ops import OPS
+from ..shapes import nominal_size
 
 
 def nbytes(t) -> int:
-    return t.size * np.dtype(NUMPY_DTYPE[t.dtype]).itemsize
+    """Bytes of a value of type `t`; a dimension name counts as shapes.NOMINAL (an estimate:
+    the buffers of a symbolic plan are allocated at the call's sizes)."""
+    return nominal_size(t) * np.dtype(NUMPY_DTYPE[t.dtype]).itemsize
 
 
 @dataclass
@@ -51,8 +57,7 @@ class MemoryPlan:
 
     @property
     def buffer_bytes(self) -> int:
-        return sum(np.dtype(NUMPY_DTYPE[d]).itemsize * int(np.prod(s, dtype=np.int64))
-                   for d, s in self.buffers)
+        return sum(nbytes(TensorType(d, s)) for d, s in self.buffers)
 
     def report(self) -> dict:
         return {"buffers": len(self.buffers), "buffer_bytes": self.buffer_bytes,
@@ -100,7 +105,7 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
     for k, n in enumerate(graph.nodes):
         name = n.out.name
         fresh = not OPS[n.op].view and n.out.shape != ()
-        if fresh and not OPS[n.op].literal:
+        if fresh and n.op != "const":
             plan.unplanned_per_call += nbytes(n.out.type)
             live += nbytes(n.out.type)
             plan.unplanned_peak = max(plan.unplanned_peak, live)
@@ -110,10 +115,10 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
             r = root.get(v.name, v.name)
             if last.get(r) == k and r not in released and r in producers \
                     and not OPS[producers[r].op].view and producers[r].out.shape != () \
-                    and not OPS[producers[r].op].literal:
+                    and producers[r].op != "const":
                 live -= nbytes(producers[r].out.type)
                 released.add(r)
-        if OPS[n.op].plannable and n.out.shape != () and n.out.type.size >= min_elements:
+        if OPS[n.op].plannable and n.out.shape != () and nominal_size(n.out.type) >= min_elements:
             key = (n.out.dtype, n.out.shape)
             chosen = None
             for pos in _inplace_operands(n):
@@ -129,7 +134,7 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
                 chosen = len(plan.buffers)
                 plan.buffers.append(key)
             plan.assign[name] = chosen
-        elif fresh and not OPS[n.op].literal:
+        elif fresh and n.op != "const":
             plan.planned_per_call += nbytes(n.out.type)
         for v in dying:
             b = plan.assign[v]

@@ -20,6 +20,7 @@ import math
 
 from ..ir import Graph
 from ..ops import OPS
+from ..shapes import larger_than
 from .fold import BIG, uniform_of
 from .rewrite import Rewriter
 
@@ -59,7 +60,7 @@ def fit(rw: Rewriter, x, n):
 def filled(rw: Rewriter, value, n):
     """A constant of node n's type (a broadcast view of a scalar when large)."""
     t = n.out.type
-    if t.size > BIG:
+    if larger_than(t, BIG):
         return rw.emit("broadcast_to", [rw.const(value, t.dtype)], shape=t.shape)
     return rw.const(value, t.dtype, t.shape)
 
@@ -347,6 +348,8 @@ def sum_of_broadcast_scalar(rw, n, x):
     if xn is None or xn.op != "broadcast_to" or xn.inputs[0].shape != ():
         return None
     c = xn.inputs[0]
+    if any(isinstance(x.shape[a], str) for a in n.attrs["axes"]):
+        return None           # k is a run-time size: not folded into a constant
     k = 1
     for a in n.attrs["axes"]:
         k *= x.shape[a]
