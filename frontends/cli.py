@@ -14,9 +14,10 @@ FILE:FUNC names a model function (`examples/lecture.py:neuron`; a dotted module 
 annotated one, f64 without annotation).  Shapes that must agree (X's rows, y's length) are
 overridden together.
 
-Which inputs get gradients: `--wrt a,b` names them; otherwise every float input except those
-named by `--data X,y` (integer inputs, labels, never get one).  `--train-step OPT` treats the same
-set as the parameters and appends the optimizer's update rule (compiler.optim): data inputs are
+Which inputs get gradients: `--wrt a,b` names them (or paths into a parameter tree:
+`--wrt params.l1.W`, `--wrt params.l2`, compiler/trees.py); otherwise every float input except
+those named by `--data X,y` (integer inputs, labels, never get one).  `--train-step OPT` treats
+the same set as the parameters and appends the optimizer's update rule (compiler.optim): data inputs are
 the integer inputs and those named by --data.
 
 Exit status: 0 on success, 1 when `gradc check` finds a wrong gradient, 2 for a usage mistake (a
@@ -285,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override an input's spec: X=f64[64,2], y=i64[64], X=64,2 "
                              "(repeatable)")
     common.add_argument("--wrt", metavar="A,B", help="differentiate with respect to these "
-                        "inputs (default: every float input not named by --data)")
+                        "inputs or paths into a parameter tree, params.l1.W (default: every "
+                        "float input not named by --data)")
     common.add_argument("--data", metavar="X,Y", help="inputs that are data, not parameters: "
                         "no gradient, not trained")
     common.add_argument("--of", metavar="OUTPUT", help="the output to differentiate (a model "
