@@ -253,3 +253,21 @@ def test_symbolic_batch_and_threads(backend, rng):
         t.join()
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
+
+
+def test_llvm_conv_tile_is_not_on_a_small_thread_stack(rng):
+    """The column tile (about 1 MiB here) comes from the heap: a thread with a 256 KiB stack
+    runs the convolution (a stack tile of that size would overflow it)."""
+    g = dsl.trace(lambda x, w: dsl.conv2d(x, w, padding=1), x=f64[1, 16, 32, 32],
+                  w=f64[8, 16, 3, 3])
+    fn = compiler.compile(g, backend="llvm")
+    x, w = rng.standard_normal((1, 16, 32, 32)), rng.standard_normal((8, 16, 3, 3))
+    got = {}
+    old = threading.stack_size(1 << 18)
+    try:
+        t = threading.Thread(target=lambda: got.update(fn(x=x, w=w)))
+        t.start()
+        t.join()
+    finally:
+        threading.stack_size(old)
+    np.testing.assert_allclose(got["out"], compiler.interpret(g, x=x, w=w)["out"], rtol=1e-12)

@@ -1,9 +1,9 @@
 """LLVM lowerings of convolution and pooling (compiler/ops/conv.py): im2col into a column tile,
 then BLAS gemm (runtime/blas.py), per (image, group, tile of output pixels).
 
-The column tile is one stack buffer of TILE_BYTES shared by every convolution of the function
-(the memory plan of the column buffers: each tile is packed, multiplied and dropped before the
-next is packed), so no column matrix of the whole batch is ever allocated.  A tile holds the
+The column tile is one heap buffer of at most TILE_BYTES per convolution call (the memory plan
+of the column buffers: each tile is packed, multiplied and overwritten by the next, and freed
+when the convolution ends), so no column matrix of the whole batch is ever allocated.  A tile holds the
 columns of R whole output rows (or, when one row's columns exceed it, of a segment of one
 row), packed as a row-major [C/G·KH·KW, T] matrix (T = the tile's pixel capacity), so that its
 output pixels are one contiguous range p0 … p0 + pt of the image's OH·OW and gemm writes them
@@ -31,9 +31,9 @@ from llvmlite import ir
 from ..ir import UnsupportedError
 from . import llvm_math as M
 from .llvm_shape import BLAS_INT, _gemm_decl, check_blas_ints
-from .llvm_types import I8, I64, View, const_i64, contiguous_strides
+from .llvm_types import I8, I64, PTR, VOID, View, const_i64, contiguous_strides
 
-TILE_BYTES = 1 << 18          # the shared column tile (stack): 256 KiB
+TILE_BYTES = 1 << 20          # the column tile (heap, one per convolution call): 1 MiB
 MAX_TILE_BYTES = 1 << 22      # a single tile column larger than this is refused
 UNROLL_WINDOW = 16            # pooling windows up to this many elements are unrolled
 
@@ -80,19 +80,24 @@ class Conv:
         _conv(em, node, self.kind, _Geo(node, self.kind))
 
 
-def _tile(em, ty, nbytes):
-    """The column tile of the function being emitted (an entry-block alloca of `ty`, 64-byte
-    aligned): every convolution of that dtype lowered into the function packs its tiles in it."""
-    tiles = em.__dict__.setdefault("_conv_tiles", {})
-    key = (id(em.fn), str(ty))
-    tile = tiles.get(key)
-    if tile is None or tile[1] < nbytes:
-        item = 8 if isinstance(ty, ir.DoubleType) else 4
-        with em.b.goto_block(em.fn.entry_basic_block):
-            ptr = em.b.alloca(ty, size=const_i64(-(-nbytes // item)), name="conv.tile")
-            ptr.align = 64
-        tile = tiles[key] = (ptr, nbytes, em.fn)
-    return tile[0]
+def _heap_tile(em, nbytes):
+    """A column tile of `nbytes` from malloc (a trap if it fails), for one convolution: heap,
+    not stack, so a thread with a small stack runs it too."""
+    mod = em.module
+    malloc = mod.globals.get("malloc") or ir.Function(mod, ir.FunctionType(PTR, [I64]), "malloc")
+    ptr = em.b.call(malloc, [const_i64(nbytes)], name="conv.tile")
+    with em.b.if_then(em.b.icmp_unsigned("==", em.b.ptrtoint(ptr, I64), const_i64(0)),
+                      likely=False):
+        trap = mod.globals.get("llvm.trap") or ir.Function(mod, ir.FunctionType(VOID, []),
+                                                           "llvm.trap")
+        em.b.call(trap, [])
+    return ptr
+
+
+def _free(em, ptr):
+    mod = em.module
+    free = mod.globals.get("free") or ir.Function(mod, ir.FunctionType(VOID, [PTR]), "free")
+    em.b.call(free, [ptr])
 
 
 def _smax(b, x, y):
@@ -213,7 +218,7 @@ def _conv(em, node, kind, geo):
     tcap = rows_per * wt
     check_blas_ints(node.out.name, node.loc, m=tcap, n=max(geo.og, geo.k), k=geo.k, lda=geo.p,
                     ldc=geo.p)
-    tile = None if geo.direct else _tile(em, ty, max(TILE_BYTES, geo.k * tcap * item))
+    tile = None if geo.direct else _heap_tile(em, geo.k * tcap * item)
     if kind != "forward" and not (kind == "input_grad" and geo.direct):
         em.fill(node.out, ir.Constant(ty, 0.0))
 
@@ -255,6 +260,8 @@ def _conv(em, node, kind, geo):
                     else:
                         _call_gemm(em, node, ty, "T", "N", geo.k, geo.og, pt, col, ld,
                                    ypix, geo.p, 1.0, ptr(geo.w, wbase), geo.k)
+    if tile is not None:
+        _free(em, tile)
 
 
 # ---- pooling ------------------------------------------------------------------------------
