@@ -86,6 +86,10 @@ def embed(E, tokens):
     return dsl.sum(E[tokens])
 
 
+def layers(params, x):
+    return dsl.sum(params["l1"]["W"] * x) + dsl.sum(params["l2"])
+
+
 def _trace(fn, **kw):
     return lambda: dsl.trace(fn, **kw)
 
@@ -118,6 +122,8 @@ CASES = [
      _trace(numpy_on_tracer, x=f64[3]), compiler.UnsupportedError),
     ("Trace time", "a complex NumPy array used as a constant",
      _trace(numpy_constant, x=f64[3]), compiler.UnsupportedError),
+    ("Trace time", "a model reading a key its tree spec lacks",
+     _trace(layers, params={"l1": {"W": f64[2]}}, x=f64[2]), compiler.UnknownNameError),
     ("Trace time", "float() of a traced value",
      _trace(float_of_tracer, x=f64[()]), compiler.UnsupportedError),
     ("Broadcast guard", "a [n,1] meeting a [n] (a warning)",
@@ -149,6 +155,10 @@ CASES = [
     ("Calling a compiled function", "a token outside the embedding table (E[tokens], LLVM)",
      lambda: compiler.compile(dsl.trace(embed, E=f64[5, 2], tokens=i64[2, 3]), backend="llvm")(
          E=np.zeros((5, 2)), tokens=np.array([[0, 1, 2], [3, 5, 4]])), compiler.LabelError),
+    ("Calling a compiled function", "a tree argument whose structure differs from the spec",
+     lambda: compiler.compile(dsl.trace(layers, params={"l1": {"W": f64[2]}, "l2": f64[2]},
+                                        x=f64[2]))(params={"l1": {}, "l2": np.ones(2)},
+                                                   x=np.ones(2)), TypeError),
     ("Differentiating and compiling", "the gradient of a vector output",
      lambda: compiler.grad(dsl.trace(lambda x: dsl.exp(x), x=f64[3])), compiler.GradcError),
     ("Differentiating and compiling", "a gradient with respect to integer labels",
