@@ -222,3 +222,56 @@ def test_the_generated_numpy_code_reads_like_numpy():
     assert "np.concatenate([" in src and "axis=1)" in src
     assert "E[" in src and "np.add.at(dE" in src
     assert "concatenate gate: dxₖ = G[…, offₖ:offₖ+nₖ, …]" in src
+
+
+# ---- a symbolic batch dimension (f64["N", ...]) ---------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_array_ops_serve_every_batch_size(backend):
+    """One compiled function for every N: an embedding lookup with a concatenated window, a
+    take_along_axis, and zero padding of the fixed axis, against NumPy at N = 1, 4, 9."""
+    def model(E, tok, x, t):
+        e = E[tok]
+        ctx = dsl.concatenate([e[:, 0], e[:, 1]], axis=1)
+        return (dsl.sum(dsl.tanh(ctx)) + dsl.sum(dsl.take_along_axis(x, t, axis=1) ** 2)
+                + dsl.sum(dsl.exp(dsl.pad(x, ((0, 0), (1, 0)), constant_values=0.5))))
+    g = compiler.grad(dsl.trace(model, E=f64[5, 3], tok=i64["N", 2], x=f64["N", 4],
+                                t=i64["N", 2]), wrt=["E", "x"])
+    fn = compiler.compile(g, backend=backend)
+    for n in (1, 4, 9):
+        E, x = _x(5, 3), _x(n, 4)
+        tok, t = rng.integers(0, 5, (n, 2)), rng.integers(0, 4, (n, 2))
+        got = fn(E=E, tok=tok, x=x, t=t)
+        ctx = np.concatenate([E[tok[:, 0]], E[tok[:, 1]]], axis=1)
+        want = (np.tanh(ctx).sum() + (np.take_along_axis(x, t, 1) ** 2).sum()
+                + np.exp(np.pad(x, ((0, 0), (1, 0)), constant_values=0.5)).sum())
+        np.testing.assert_allclose(got["out"], want, rtol=1e-13)
+        dE = np.zeros_like(E)
+        np.add.at(dE, tok[:, 0], 1 - np.tanh(ctx[:, :3]) ** 2)
+        np.add.at(dE, tok[:, 1], 1 - np.tanh(ctx[:, 3:]) ** 2)
+        dx = np.exp(x)
+        np.add.at(dx, (np.arange(n)[:, None], t), 2 * np.take_along_axis(x, t, 1))
+        np.testing.assert_allclose(got["dE"], dE, rtol=1e-12)
+        np.testing.assert_allclose(got["dx"], dx, rtol=1e-12)
+
+
+def test_symbolic_axes_an_index_cannot_be_checked_against_are_refused():
+    with pytest.raises(ShapeError, match=r"gather: axis 0 of shape \('N', 5\) has a size known "
+                                         r"only at run time.* at .*test_array_ops.py:\d+"):
+        dsl.trace(lambda X, i: dsl.sum(X[i]), X=f64["N", 5], i=i64[3])
+    with pytest.raises(ShapeError, match=r"concatenate: shapes \('N', 2\) and \(3, 2\): axis 0 "
+                                         r"has a size known only at run time"):
+        dsl.trace(lambda a, b: dsl.concatenate([a, b]), a=f64["N", 2], b=f64[3, 2])
+    with pytest.raises(ShapeError, match=r"pad: axis 0 of a \('N', 2\) has a size known only"):
+        dsl.trace(lambda a: dsl.pad(a, 1), a=f64["N", 2])
+
+
+def test_second_order_through_a_whole_named_axis():
+    """putitem's gate (a getitem) reads a dimension name as the stop of a whole axis: the
+    Hessian-vector product of Σ exp(x[:, 1:]) at N = 3 is exp(x)·v off the first column."""
+    hv = compiler.hvp(dsl.trace(lambda x: dsl.sum(dsl.exp(x[:, 1:])), x=f64["N", 3]))
+    x, v = _x(3, 3), _x(3, 3)
+    want = np.exp(x) * v
+    want[:, 0] = 0
+    for backend in BACKENDS:
+        np.testing.assert_allclose(compiler.compile(hv, backend=backend)(x=x, v_x=v)["hv_x"],
+                                   want, rtol=1e-13)

@@ -29,9 +29,9 @@ import numpy as np
 
 from .. import builder as B
 from ..codegen import llvm_array as LA
-from ..codegen.forms import ATOM, Expr, Stmt, call, helper, wrap
+from ..codegen.forms import ATOM, Expr, Stmt, attr_text, call, helper, wrap
 from ..ir import NUMPY_DTYPE, ShapeError, TensorType
-from .attrs import INT, INTS
+from .attrs import INT, SHAPE
 from .common import obj_array
 from .record import Each, declare, gate
 
@@ -57,9 +57,12 @@ def scatter_add_along_axis(g, idx, axis, shape):
 
 
 # ---- shape rules --------------------------------------------------------------------------
-def _axis_of(op, t, axis):
+def _axis_of(op, t, axis, indexed=False):
     if not 0 <= axis < t.ndim:
         raise ShapeError(f"{op}: axis {axis} is out of range for a value of shape {t.shape}")
+    if indexed and not isinstance(t.shape[axis], int):
+        raise ShapeError(f"{op}: axis {axis} of shape {t.shape} has a size known only at run "
+                         "time; indices are checked against a fixed size (index another axis)")
 
 
 def _indices(op, t):
@@ -90,7 +93,7 @@ def _concatenate_type(ins, axis):
 
 def _gather_type(ins, axis):
     x, idx = ins
-    _axis_of("gather", x, axis)
+    _axis_of("gather", x, axis, indexed=True)
     _indices("gather", idx)
     return TensorType(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])
 
@@ -99,7 +102,7 @@ def _scatter_type(ins, axis, shape):
     g, idx = ins
     shape = tuple(shape)
     _indices("scatter_add", idx)
-    _axis_of("scatter_add", TensorType(g.dtype, shape), axis)
+    _axis_of("scatter_add", TensorType(g.dtype, shape), axis, indexed=True)
     if g.dtype == "bool":
         raise ShapeError(f"scatter_add: adds numbers, got {g}")
     want = shape[:axis] + idx.shape + shape[axis + 1:]
@@ -119,7 +122,7 @@ def _along_check(op, x_shape, idx, axis):
 
 def _take_along_type(ins, axis):
     x, idx = ins
-    _axis_of("take_along_axis", x, axis)
+    _axis_of("take_along_axis", x, axis, indexed=True)
     _along_check("take_along_axis", x.shape, idx, axis)
     return TensorType(x.dtype, idx.shape)
 
@@ -127,7 +130,7 @@ def _take_along_type(ins, axis):
 def _scatter_along_type(ins, axis, shape):
     g, idx = ins
     shape = tuple(shape)
-    _axis_of("scatter_add_along_axis", TensorType(g.dtype, shape), axis)
+    _axis_of("scatter_add_along_axis", TensorType(g.dtype, shape), axis, indexed=True)
     _along_check("scatter_add_along_axis", shape, idx, axis)
     if g.shape != idx.shape or g.dtype == "bool":
         raise ShapeError(f"scatter_add_along_axis: needs numbers of the indices' shape "
@@ -218,7 +221,7 @@ def _scatter_lines(name, args, attrs, node):
     dt = NUMPY_DTYPE[node.out.dtype]
     axis = attrs["axis"]
     at = args[1] if axis == 0 else f"({'slice(None), ' * axis}{args[1]})"
-    return [f"{name} = np.zeros({tuple(attrs['shape'])!r}, dtype=np.{dt})",
+    return [f"{name} = np.zeros({attr_text(tuple(attrs['shape']))}, dtype=np.{dt})",
             f"np.add.at({name}, {at}, {args[0]})"]
 
 
@@ -245,7 +248,7 @@ declare("gather",
 
 declare("scatter_add",
         shape=_scatter_type,
-        attrs={"axis": INT, "shape": INTS},
+        attrs={"axis": INT, "shape": SHAPE},
         eval=scatter_add,
         gate=gate("dg = G gathered at the indices", _scatter_gate, None),
         sympy=_sym_scatter,
@@ -267,7 +270,7 @@ declare("take_along_axis",
 
 declare("scatter_add_along_axis",
         shape=_scatter_along_type,
-        attrs={"axis": INT, "shape": INTS},
+        attrs={"axis": INT, "shape": SHAPE},
         eval=scatter_add_along_axis,
         gate=gate("dg = G taken along the axis at the indices", _scatter_along_gate, None),
         sympy=_sym_scatter_along,

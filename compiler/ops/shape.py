@@ -20,9 +20,10 @@ from .attrs import INDEX, INTS, SHAPE
 
 
 def to_python_index(index) -> tuple:
-    """The attr form of an index as a Python index (a negative stop means 'to the start')."""
-    return tuple(slice(e[0], None if e[1] < 0 else e[1], e[2]) if isinstance(e, tuple) else e
-                 for e in index)
+    """The attr form of an index as a Python index (a negative stop means 'to the start'; a
+    dimension name as the stop is a whole axis of that size, `:`)."""
+    return tuple(slice(e[0], None if isinstance(e[1], str) or e[1] < 0 else e[1], e[2])
+                 if isinstance(e, tuple) else e for e in index)
 
 
 def index_text(index, shape) -> str:
