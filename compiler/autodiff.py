@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 
-from . import builder as B, trees
+from . import trees
 from .builder import Builder, Var
 from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
 from .ops import OPS

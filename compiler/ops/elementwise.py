@@ -289,7 +289,7 @@ for _op, _np, _sp, _sym in (("greater", np.greater, sp.StrictGreaterThan, ">"),
             gate=gate(None, None),
             sympy=elementwise(_sp),
             numpy=infix(_sym, CMP),
-            llvm=LL.compare(_op),
+            llvm=LL.compare(_sym),
             elementwise=True, selects=True, ufunc=f"np.{_np.__name__}", plannable=True,
             ordered=_op not in ("equal", "not_equal"))
 
@@ -326,7 +326,8 @@ declare("const",
         sympy=lambda value, dtype, shape: _sym_const(value, shape),
         numpy=Expr(lambda args, attrs, node: _const_text(attrs)[0],
                    prec=ATOM, cheap=True, prec_of=lambda attrs: _const_text(attrs)[1]),
-        llvm=LL.Const())
+        llvm=LL.Const(),
+        literal=True)
 
 # dropout(x, keep; p) = x/(1−p) where keep else 0 (inverted dropout; `keep` is a bool mask input
 # the runtime draws with P(keep) = 1−p each step; see compiler/train.py).  Linear in x.

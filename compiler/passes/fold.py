@@ -27,7 +27,7 @@ def uniform_of(rw: Rewriter, v):
     n = rw.node_of(v)
     if n is None:
         return None
-    if n.op == "const":
+    if OPS[n.op].literal:
         return n.attrs["value"]
     if n.op == "broadcast_to":
         return rw.const_of(n.inputs[0])
@@ -76,7 +76,7 @@ def fold(graph: Graph) -> Graph:
         if any(c is None for c in values):
             rw.keep(n)
             continue
-        if n.op == "broadcast_to" and rw.node_of(rw.new(n.inputs[0])).op == "const" \
+        if n.op == "broadcast_to" and OPS[rw.node_of(rw.new(n.inputs[0])).op].literal \
                 and not rw.new(n.inputs[0]).shape and larger_than(n.out.type, BIG):
             rw.keep(n)            # already the canonical form of a large constant
             continue

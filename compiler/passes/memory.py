@@ -105,7 +105,7 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
     for k, n in enumerate(graph.nodes):
         name = n.out.name
         fresh = not OPS[n.op].view and n.out.shape != ()
-        if fresh and n.op != "const":
+        if fresh and not OPS[n.op].literal:
             plan.unplanned_per_call += nbytes(n.out.type)
             live += nbytes(n.out.type)
             plan.unplanned_peak = max(plan.unplanned_peak, live)
@@ -115,7 +115,7 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
             r = root.get(v.name, v.name)
             if last.get(r) == k and r not in released and r in producers \
                     and not OPS[producers[r].op].view and producers[r].out.shape != () \
-                    and producers[r].op != "const":
+                    and not OPS[producers[r].op].literal:
                 live -= nbytes(producers[r].out.type)
                 released.add(r)
         if OPS[n.op].plannable and n.out.shape != () and nominal_size(n.out.type) >= min_elements:
@@ -134,7 +134,7 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
                 chosen = len(plan.buffers)
                 plan.buffers.append(key)
             plan.assign[name] = chosen
-        elif fresh and n.op != "const":
+        elif fresh and not OPS[n.op].literal:
             plan.planned_per_call += nbytes(n.out.type)
         for v in dying:
             b = plan.assign[v]
