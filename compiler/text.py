@@ -18,7 +18,7 @@ import keyword
 import re
 import warnings
 
-from . import constants, trees
+from . import constants, trees_text
 from .ir import GradcError, Graph, Node, TensorType, Value, verify
 from .ops import OPS
 from .ops.attrs import check_attrs
@@ -59,10 +59,10 @@ def print_graph(g: Graph, data: bool = True) -> str:
     constants.py), for headers that people read (the text then does not parse)."""
     head = ", ".join(f"{v.name}: {v.type}" for v in g.inputs)
     lines = [f"graph {g.name}({head}) {{"]
-    lines += ["  " + t for t in trees.text_lines(g, "input")]
+    lines += ["  " + t for t in trees_text.text_lines(g, "input")]
     lines += ["  " + format_node(n) for n in g.nodes]
     lines.append("  return " + ", ".join(f"{k}={v.name}" for k, v in g.outputs.items()))
-    lines += ["  " + t for t in trees.text_lines(g, "output")]
+    lines += ["  " + t for t in trees_text.text_lines(g, "output")]
     lines.append("}")
     if data:
         lines += constants.table_lines(g)
@@ -179,8 +179,8 @@ def parse_graph(text: str) -> Graph:
                 raise ParseError("text after the closing '}'", body[k + 1][0])
             closed = True
             break
-        if ln.startswith(("input tree ", "output tree ")):      # compiler/trees.py
-            where, tname, tree = trees.read_line(ln, ParseError, lineno)
+        if ln.startswith(("input tree ", "output tree ")):      # compiler/trees_text.py
+            where, tname, tree = trees_text.read_line(ln, ParseError, lineno)
             into = g.input_trees if where == "input" else g.output_trees
             if tname in into:
                 raise ParseError(f"{where} tree {tname!r} given twice", lineno)
@@ -226,7 +226,7 @@ def parse_graph(text: str) -> Graph:
                             loc.strip() if loc else None, rule, of))
     if not closed:
         raise ParseError("missing closing '}'", lines[-1][0])
-    trees.check_parsed(g, ParseError, lineno)
+    trees_text.check_parsed(g, ParseError, lineno)
     try:
         verify(g)
     except GradcError as e:

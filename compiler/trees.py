@@ -7,13 +7,14 @@
     out["dparams"]["l1"]["W"]                       # the gradient, in the same structure
 
 The graph's inputs are the flat leaves.  A leaf is named after its whole path, the parts joined
-by `_` (`params["l1"]["W"]` -> `params_l1_W`, `params["l2"][0]` -> `params_l2_0`; text that is
-not an identifier is spelled out by the Namer, which also makes names unique), so names stay the
-same when the tree grows and read like the model.  The structure is graph metadata:
-`graph.input_trees` (argument name -> the tree with leaf input names at its leaves) and
-`graph.output_trees` (a grouped output, `dparams` -> the tree with output keys at its leaves,
-None where a leaf has no gradient).  The text form prints them (`input tree params = {...}`
-after the header, `output tree dparams = {...}` after `return`) and parse reads them back.
+by `_` (`params["l1"]["W"]` -> `params_l1_W`, `params["l2"][0]` -> `params_l2_0`; a key's
+characters other than ASCII letters, digits and `_` become `_`, and the Namer makes names
+unique), so names stay the same when the tree grows and read like the model.  The structure is
+graph metadata: `graph.input_trees` (argument name -> the tree with leaf input names at its
+leaves) and `graph.output_trees` (a grouped output, `dparams` -> the tree with output keys at
+its leaves, None where a leaf has no gradient).  The text form prints them (trees_text.py:
+`input tree params = {...}` after the header, `output tree dparams = {...}` after `return`)
+and parse reads them back.
 
 A path is written with dots in the CLI and in `grad(wrt=...)`: `params.l1.W`, `params.l2.0`.
 Dict keys are non-empty strings without dots; containers keep their order (dict insertion
@@ -25,7 +26,6 @@ with flat outputs: what gradc's own checks and tools use.
 """
 from __future__ import annotations
 
-import ast
 import os
 import re
 import sys
@@ -403,88 +403,6 @@ def attach_gradients(graph, new, flat, groups):
                              "output; rename the tree argument or that output")
         new.output_trees[key] = rebuild(sub, iter(key_of.get(n) for _, n in leaves(sub)))
     return new
-
-
-# ---- the text form ------------------------------------------------------------------------
-def tree_text(tree) -> str:
-    """A tree of names (None at an empty leaf) as text: {'l1': {'W': params_l1_W}, ...}."""
-    if isinstance(tree, dict):
-        return "{" + ", ".join(f"{k!r}: {tree_text(v)}" for k, v in tree.items()) + "}"
-    if isinstance(tree, list):
-        return "[" + ", ".join(tree_text(v) for v in tree) + "]"
-    if isinstance(tree, tuple):
-        inner = ", ".join(tree_text(v) for v in tree)
-        return f"({inner},)" if len(tree) == 1 else f"({inner})"
-    return "None" if tree is None else tree
-
-
-def text_lines(graph, where: str) -> list:
-    trees = graph.input_trees if where == "input" else graph.output_trees
-    return [f"{where} tree {k} = {tree_text(t)}" for k, t in trees.items()]
-
-
-_LINE = re.compile(r"^(input|output) tree ([A-Za-z_][A-Za-z0-9_]*) = (.+)$")
-
-
-def read_line(text: str, error, lineno: int):
-    """(where, name, tree) from an `input tree NAME = {...}` line; `error(msg, line)` makes
-    the ParseError."""
-    m = _LINE.match(text)
-    if not m:
-        raise error("expected 'input tree NAME = {...}' or 'output tree NAME = {...}'", lineno)
-    body = m.group(3)
-    depth = 0
-    for ch in body:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if depth > MAX_DEPTH:
-            raise error(f"tree {m.group(2)} nests deeper than {MAX_DEPTH} levels", lineno)
-    try:
-        node = ast.parse(body, mode="eval").body
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-        raise error(f"tree {m.group(2)}: cannot read {body[:60]!r} ({type(e).__name__})",
-                    lineno) from None
-    return m.group(1), m.group(2), _node_tree(node, error, lineno)
-
-
-def _node_tree(node, error, lineno):
-    if isinstance(node, ast.Dict):
-        keys = []
-        for k in node.keys:
-            if not (isinstance(k, ast.Constant) and isinstance(k.value, str) and k.value
-                    and "." not in k.value):
-                raise error("tree keys must be non-empty strings without '.'", lineno)
-            keys.append(k.value)
-        if len(set(keys)) != len(keys):
-            raise error("a tree key is given twice", lineno)
-        return {k: _node_tree(v, error, lineno) for k, v in zip(keys, node.values)}
-    if isinstance(node, (ast.List, ast.Tuple)):
-        items = [_node_tree(e, error, lineno) for e in node.elts]
-        return items if isinstance(node, ast.List) else tuple(items)
-    if isinstance(node, ast.Constant) and node.value is None:
-        return None
-    if isinstance(node, ast.Name):
-        return node.id
-    raise error(f"tree leaves must be names, got {ast.dump(node)[:40]}", lineno)
-
-
-def check_parsed(graph, error, lineno: int) -> None:
-    """The trees read from text name existing inputs (outputs), each leaf once."""
-    inputs = {v.name for v in graph.inputs}
-    seen: set = set()
-    for top, tree in graph.input_trees.items():
-        for path, name in leaves(tree):
-            if name not in inputs or name in seen:
-                raise error(f"input tree {top}: leaf {spelled(top, path)} = {name} is "
-                            + ("not an input" if name not in inputs else "used twice"), lineno)
-            seen.add(name)
-    for top, tree in graph.output_trees.items():
-        if top in graph.outputs:
-            raise error(f"output tree {top} has the name of an output", lineno)
-        for path, name in leaves(tree):
-            if name is not None and name not in graph.outputs:
-                raise error(f"output tree {top}: leaf {spelled(top, path)} = {name} is not an "
-                            "output", lineno)
 
 
 # ---- train steps: parameters as trees -----------------------------------------------------
