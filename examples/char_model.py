@@ -12,7 +12,9 @@ context window.
 The gradient of E is a scatter-add of dE's rows into the rows the tokens name (the gather's
 gate rule, compiler/ops/array.py), so a character seen twice in a window gets both
 contributions.  Every line of the text starts after K newlines of context; sampling starts
-there and draws characters from softmax(scores / temperature) until a newline.
+there and draws characters from softmax(scores / temperature) until a newline.  The batch
+dimension is symbolic (i64["N", K]): the training batches and the sampler's few lines at a
+time run one compiled step and one compiled evaluation.
 
 Run it:  python examples/char_model.py [--steps 600] [--backend llvm] [--samples 4]
          (prints the loss, the unigram entropy a model without context reaches, and sampled
@@ -94,7 +96,7 @@ def train(steps: int = 600, lr: float = 1e-2, seed: int = 0, backend: str = "num
     v = len(alphabet)
     opt = compiler.optim.Adam(lr=lr, schedule=compiler.optim.Cosine(steps, final=0.05))
     step = compiler.train_step(char_model, params=init_params(v, seed),
-                               inputs={"tokens": i64[BATCH, K], "y": i64[BATCH]},
+                               inputs={"tokens": i64["N", K], "y": i64["N"]},
                                optimizer=opt, backend=backend, seed=seed)
     rng = np.random.default_rng(seed + 1)
     losses = []

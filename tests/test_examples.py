@@ -165,6 +165,7 @@ def test_char_model_follows_numpy_and_learns_the_shipped_text():
     assert whole < base - 1.5, (whole, base)
     lines = cm.sample(run, 3, seed=2)
     assert len(lines) == 3 and all(set(ln) <= set(alphabet) - {"\n"} for ln in lines)
+    assert run.step.compilations == 2     # tokens i64[N, K]: one step, one evaluation, any N
 
 
 def test_char_model_script_prints_the_loss_and_sampled_lines():
