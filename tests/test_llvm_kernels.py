@@ -94,11 +94,18 @@ def test_pieces_that_differ_keep_their_own_kernels():
 
 
 def test_kernel_arguments_are_noalias_buffers_named_after_the_model():
-    """Each kernel takes the buffers it touches as `noalias` pointers named after the model's
-    values; the graph's function reads each pointer from its slot at the call."""
+    """Each kernel's loops take the buffers they touch as `noalias` pointers named after the
+    model's values; its entry, which the graph's function calls, takes the buffer array and
+    one constant slot per buffer (no pointer loads in the graph's function)."""
     g = dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x * w)), x=f64[16], w=f64[16])
     src = compiler.compile(compiler.grad(g), backend="llvm").source
-    heads = re.findall(r'^define internal void @"[^"]+"\((.*)\) noinline nounwind$', src,
-                       flags=re.M)
-    assert heads and all(a.startswith("ptr noalias %") for h in heads for a in h.split(", "))
-    assert '%"x"' in src and '%"dw"' in src
+    heads = dict(re.findall(r'^define internal void @"([^"]+)"\((.*)\) \w+ nounwind$', src,
+                            flags=re.M))
+    loops = {k: v for k, v in heads.items() if k.endswith(".loops")}
+    entries = {k: v for k, v in heads.items() if not k.endswith(".loops")}
+    assert loops and set(entries) == {k[:-len(".loops")] for k in loops}
+    assert all(a.startswith("ptr noalias %") for h in loops.values() for a in h.split(", "))
+    assert all(h.startswith('ptr %"buffers", i64 %') for h in entries.values())
+    assert 'ptr noalias %"w"' in src and 'ptr noalias %"dx"' in src
+    graph_fn = src[src.index("define i64 @"):]
+    assert "load ptr" not in graph_fn[:graph_fn.index("\n}")]

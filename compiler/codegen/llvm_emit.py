@@ -98,7 +98,7 @@ class ModuleEmitter:
         self.ptrs: dict | None = None    # a kernel's buffer arguments (None: the graph's function)
         self._labels = 0
         self.node: Node | None = None
-        self.kernels: dict = {}         # structural key -> kernel function (llvm_kernels.py)
+        self.kernels: dict = {}         # structural key -> (entry, loops) (llvm_kernels.py)
 
     # ---- types and memory -------------------------------------------------------------
     @staticmethod
@@ -444,19 +444,21 @@ class ModuleEmitter:
         one's kernel instead (llvm_kernels.py).  `tag(numbers)`: how the piece is lowered."""
         values = piece_values(self, nodes)
         key = piece_key(self, nodes, values, tag)
-        fn = self.kernels.get(key)
-        if fn is None:
+        made = self.kernels.get(key)
+        if made is None:
             name = f"k{len(self.kernels)}.{self.ident[nodes[0].out.name]}"
-            fn = self.kernels[key] = new_kernel(self.module, name, values, self.ident)
+            made = self.kernels[key] = new_kernel(self.module, name, values, self.ident)
+            loops = made[1]
             outer = self.b, self.fn, self.ptrs, self.node
-            self.fn, self.ptrs = fn, dict(zip(values, fn.args))
-            self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+            self.fn, self.ptrs = loops, dict(zip(values, loops.args))
+            self.b = ir.IRBuilder(loops.append_basic_block("entry"))
             try:
                 body()
                 self.b.ret_void()
             finally:
                 self.b, self.fn, self.ptrs, self.node = outer
-        self.b.call(fn, [self.ptr(v) for v in values.values()])
+        # the kernel's entry gets the buffer array and the slot of each of its buffers
+        self.b.call(made[0], [self.fn.args[0]] + [const_i64(self.slots[v]) for v in values])
 
     def emit(self) -> str:
         skip, groups, inside, accum = self.plan()

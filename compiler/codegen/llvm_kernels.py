@@ -1,6 +1,7 @@
 """Kernels: each piece of the graph's code (a fusion group's loop nest, one node's lowering, a
-product accumulated onto a sum) is a function of its own, `void @kN.name(ptr noalias ...)`,
-taking the buffers it touches as arguments; the graph's function calls them in order.
+product accumulated onto a sum) is a function of its own, `void @kN.name(ptr %buffers, i64
+slot, ...)`, taking the slots of the buffers it touches (`new_kernel`); the graph's function
+calls them in order.
 
 Why: LLVM's pipeline and code generation cost grows faster than the size of one function (an
 L-layer MLP as one function took about L^1.6), and identical layers would be optimized L times.
@@ -11,34 +12,35 @@ identical layers compile each of their loops once).  The kernels are `noinline`:
 function stays a list of calls, and every kernel is optimized once, however often it is called.
 
 What a lowering may touch: the buffers of the piece's operands and results, and of the
-operands of its operands' producers (a transpose read by gemm through its flag, a constant read
-as an immediate); the key covers those producers' ops and attributes.  A lowering asking for
-any other buffer is an error (`KeyError` naming it), not a silent wrong read.
+operands of the values its lowering `folds` (a transpose read by gemm through its flag); the
+key covers the ops and attributes of its operands' producers (a fold, a constant read as an
+immediate).  A lowering asking for any other buffer is an error (`KeyError` naming it), not
+a silent wrong read.
 
-Aliasing: every argument is `noalias` (each value owns its buffer, inputs are only read), so
-loops vectorize without runtime overlap checks.
+Aliasing: the loops see every buffer as a `noalias` argument (each value owns its buffer,
+inputs are only read), so they vectorize without runtime overlap checks.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
-from .llvm_types import PTR, VOID
+from .llvm_types import I64, PTR, VOID
 
 
 def piece_values(em, nodes) -> dict:
-    """name -> Value of the buffers a piece lowering `nodes` may touch, in first-use order."""
-    members = {n.out.name for n in nodes}
+    """name -> Value of the buffers a piece lowering `nodes` may touch, in first-use order:
+    the nodes' operands and results, and the operands of the producers of the values a
+    node's lowering reads through them (its `folds`: gemm reading a transpose's operand)."""
     values: dict = {}
     for n in nodes:
         for v in n.inputs:
             values.setdefault(v.name, v)
         values.setdefault(n.out.name, n.out)
     for n in nodes:
-        for v in n.inputs:
-            p = em.producers.get(v.name)
-            if p is not None and v.name not in members:
-                for u in p.inputs:
-                    values.setdefault(u.name, u)
+        folds = getattr(em.lowerings[n.op], "folds", None)
+        for v in (folds(em, n) if folds else ()):
+            for u in em.producers[v.name].inputs:
+                values.setdefault(u.name, u)
     return values
 
 
@@ -61,14 +63,32 @@ def piece_key(em, nodes, values: dict, tag) -> tuple:
     return tuple(key)
 
 
-def new_kernel(module, name: str, values: dict, ident: dict) -> ir.Function:
-    """`void @name(ptr noalias %value, ...)`: an internal, never inlined function taking the
-    buffers `values` (arguments named after the model's values)."""
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * len(values)), name=name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
-    for arg, value in zip(fn.args, values):
+def new_kernel(module, name: str, values: dict, ident: dict) -> tuple:
+    """(entry, loops) of a new kernel taking the buffers `values`: `loops` is `void
+    @"name.loops"(ptr noalias %value, ...)` (arguments named after the model's values), where
+    the lowering writes its code; `entry` is `void @name(ptr %buffers, i64 %value.slot, ...)`,
+    what the graph's function calls with its buffer array and the slot of each value: it reads
+    the pointers and calls `loops`, which LLVM inlines into it (the noalias arguments become
+    alias scopes).  So a call in the graph's function is one instruction with constant
+    arguments, not a load per buffer."""
+    loops = ir.Function(module, ir.FunctionType(VOID, [PTR] * len(values)), name=name + ".loops")
+    loops.linkage = "internal"
+    loops.attributes.add("alwaysinline")
+    loops.attributes.add("nounwind")
+    for arg, value in zip(loops.args, values):
         arg.name = ident[value]
         arg.add_attribute("noalias")
-    return fn
+    entry = ir.Function(module, ir.FunctionType(VOID, [PTR] + [I64] * len(values)), name=name)
+    entry.linkage = "internal"
+    entry.attributes.add("noinline")
+    entry.attributes.add("nounwind")
+    entry.args[0].name = "buffers"
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    ptrs = []
+    for arg, value in zip(entry.args[1:], values):
+        arg.name = f"{ident[value]}.slot"
+        ptrs.append(b.load(b.gep(entry.args[0], [arg], inbounds=True, source_etype=PTR),
+                           typ=PTR, name=ident[value]))
+    b.call(loops, ptrs)
+    b.ret_void()
+    return entry, loops
