@@ -1,6 +1,7 @@
 """A convolutional train step against its peers (issue 19.5).
 
     python benchmarks/conv_bench.py [--reps 7] [--dtypes f32,f64] [--peers numpy,jax,torch]
+                                    [--threads=1]
 
 The step: forward, backward and an SGD update (lr 0.01) of a 2-conv CNN on a batch of 64
 inputs of 16×32×32 (NCHW), 10 classes:
@@ -20,7 +21,10 @@ contender's loss after one step from the same parameters is compared with gradc-
 The GEMM floor: the time of the matrix products alone that an im2col step needs (per conv:
 forward [O, K]·[K, N·P], the weight gradient [O, N·P]·[N·P, K] and, for conv2, the input
 gradient [K, O]·[O, N·P]), as NumPy matmuls of contiguous arrays of those shapes.  The
-machine may be shared: the load average is printed with the table.
+machine may be shared: the load average is printed with the table.  `--threads=N` sets the
+thread count of every contender's math library before it loads (OpenBLAS, OpenMP, MKL, XLA's
+Eigen pool when N = 1, PyTorch's intra-op pool): on a loaded machine a BLAS worker thread that
+waits to be scheduled stalls every gemm call, so one thread each is the fair comparison there.
 """
 from __future__ import annotations
 
@@ -30,7 +34,16 @@ import statistics
 import sys
 import time
 
-import numpy as np
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREADS = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--threads=")), None)
+if THREADS:          # before NumPy, JAX or PyTorch load their thread pools
+    for var in THREAD_VARS:
+        os.environ[var] = THREADS
+    if THREADS == "1":
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_"
+                                   "eigen=false intra_op_parallelism_threads=1").strip()
+
+import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -174,6 +187,8 @@ def jax_step(params, dtype):
 def torch_step(params, dtype):
     import torch
     import torch.nn.functional as F
+    if THREADS:
+        torch.set_num_threads(int(THREADS))
     P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
 
     def step(x, y):
@@ -187,7 +202,7 @@ def torch_step(params, dtype):
         with torch.no_grad():
             for p in P.values():
                 p -= LR * p.grad
-        return float(loss)
+        return float(loss.detach())
     return step, (lambda: P)
 
 
@@ -254,10 +269,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--dtypes", default="f32,f64")
     ap.add_argument("--peers", default="numpy,jax,torch")
+    ap.add_argument("--threads", default=None, help="threads per math library (--threads=N)")
     args = ap.parse_args(argv)
     peers = set(args.peers.split(","))
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; batch {N}, "
-          f"{C0}x{HW}x{HW} inputs, median of {args.reps}")
+          f"{C0}x{HW}x{HW} inputs, median of {args.reps}, threads: {THREADS or 'default'}")
     for dtype in args.dtypes.split(","):
         rows = bench(dtype, peers, args.reps)
         peers_t = [t for n, t in rows if not n.startswith(("gradc", "GEMM"))]
