@@ -61,7 +61,8 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
         if is_symbolic_graph(graph):     # native code of fixed sizes, built per set of sizes
             fname = name or graph.name
             return wrap(_finite(SizedKernel(graph, lambda dims: LLVMKernel(llvm_artifact(
-                specialize(graph, dims), fname)), "llvm", check_arguments), check_finite), given)
+                specialize(graph, dims), fname)), "llvm", check_arguments), check_finite),
+                given)
         return wrap(_finite(LLVMKernel(llvm_artifact(graph, name or graph.name)), check_finite),
                     given)
     raise UnsupportedError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")

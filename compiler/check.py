@@ -42,6 +42,7 @@ from .ops.labels import label_checks
 from .report import BACKEND_TOL, CheckReport, GradientRow
 from .mpeval import ChainRule, evaluate, number
 from .singleop import gate_disagreement
+from .specialize import for_checks
 from .symbolic import input_symbols, render
 from .text import parse_graph, print_graph
 
@@ -168,6 +169,7 @@ def check_against_sympy(graph: Graph, wrt=None, of=None, *, points: int = 3, see
     if not isinstance(time_budget, (int, float)) or not time_budget >= 0:
         raise ValueError(f"check_against_sympy: time_budget must be a number of seconds >= 0, "
                          f"got {time_budget!r}")
+    graph = for_checks(graph)      # f64[N, 2]: checked at N = specialize.CHECK_SIZE
     started = time.perf_counter()
 
     def say(line: str) -> None:
@@ -424,7 +426,7 @@ def check_finite_differences(graph: Graph, wrt=None, of=None, *, eps: float = 1e
     """Central differences in float64, per element for inputs of at most `max_elements`
     elements and along random unit directions for larger ones."""
     started = time.perf_counter()
-    graph = as_float64(graph)
+    graph = as_float64(for_checks(graph))     # f64[N, 2]: at N = specialize.CHECK_SIZE
     wrt = _wrt_list(graph, wrt)
     of, target = _pick_output(graph, of)
     dg = grad(graph, wrt, of)

@@ -9,7 +9,8 @@ import numpy as np
 from .ir import NUMPY_DTYPE, GradcError, Graph
 from .ops import OPS
 from .ops.labels import checked_labels, label_checks
-from .shapes import bind_dims, resolve, resolve_attrs
+from .shapes import resolve, resolve_attrs
+from .specialize import call_dims
 
 
 def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = False,
@@ -21,7 +22,7 @@ def interpret(graph: Graph, inputs: dict | None = None, *, all_values: bool = Fa
     from runtime.checks import check_arguments
     args = check_arguments(graph, dict(inputs or {}, **kw))
     env = {v.name: a for v, a in zip(graph.inputs, args)}
-    dims = bind_dims(graph.inputs, args)      # the sizes of the dimension names (shapes.py)
+    dims = call_dims(graph, args)      # the sizes of the dimension names (shapes.py)
     computed = {c.first: c for c in label_checks(graph) if c.source is not None}
     with np.errstate(all="ignore"):
         for n in graph.nodes:

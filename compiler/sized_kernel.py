@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from .shapes import bind_dims
 
 
@@ -30,6 +32,9 @@ class SizedKernel:
         self.graph = graph
         self.backend = backend
         self._check = check
+        self._named = [(v.name, v.ndim, [(ax, d) for ax, d in enumerate(v.shape)
+                                         if isinstance(d, str)])
+                       for v in graph.inputs if v.type.symbolic]
         self.ir = str(graph)
         self._build = build
         self._kernels: dict = {}         # sorted (name, size) pairs -> kernel
@@ -60,11 +65,28 @@ class SizedKernel:
         return k
 
     def __call__(self, **kwargs) -> dict:
+        k = self._known(kwargs)
+        if k is not None:            # sizes seen before, read off the arrays: that kernel
+            return k(**kwargs)       # (which checks its arguments as always)
         args = {k: v for k, v in kwargs.items() if k != "copy" or
                 any(v.name == "copy" for v in self.graph.inputs)}
         checked = self._check(self.graph, args, check_finite=self.check_finite)
         dims = bind_dims(self.graph.inputs, checked)
         return self.kernel_for(dims)(**kwargs)
+
+    def _known(self, kwargs):
+        """The kernel already built for the sizes of ndarray arguments of the declared ranks
+        (arguments that agree on every name), else None (the full checks then run)."""
+        dims: dict = {}
+        for name, rank, named in self._named:
+            a = kwargs.get(name)
+            if type(a) is not np.ndarray or a.ndim != rank:
+                return None
+            for ax, d in named:
+                n = a.shape[ax]
+                if dims.setdefault(d, n) != n:
+                    return None
+        return self._kernels.get(tuple(sorted(dims.items())))
 
     def bind(self, fixed: dict, donate=None):
         return None          # the caller calls the function as usual (compiler/train.py)

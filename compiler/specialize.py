@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numbers
 
-from .ir import Graph, Node, Value
+from .ir import Graph, GradcError, Node, ShapeError, Value, verify
 from .ops import OPS
-from .shapes import DimError, dims_of, graph_dims, resolve_attrs, resolve_type
+from .shapes import DimError, bind_dims, dims_of, graph_dims, resolve_attrs, resolve_type
 
 
 def specialize(graph: Graph, dims: dict | None = None, **sizes) -> Graph:
@@ -23,7 +23,7 @@ def specialize(graph: Graph, dims: dict | None = None, **sizes) -> Graph:
         raise DimError(f"specialize: graph {graph.name!r} has dimension(s) "
                        f"{', '.join(missing)} without a size; give them, e.g. "
                        f"specialize(g, {missing[0]}=64)")
-    new = Graph(graph.name, origin=graph.origin)
+    new = Graph(graph.name)     # (no origin: retracing it would give the symbolic graph)
     env: dict = {}
     for v in graph.inputs:
         env[v.name] = Value(v.name, resolve_type(v.type, dims))
@@ -36,3 +36,39 @@ def specialize(graph: Graph, dims: dict | None = None, **sizes) -> Graph:
                               n.of))
     new.outputs = {k: env[v.name] for k, v in graph.outputs.items()}
     return new
+
+
+CHECK_SIZE = 3      # the size each dimension name gets in the checks (SymPy, finite differences)
+
+
+def for_checks(graph: Graph) -> Graph:
+    """`graph` itself, or, when it has dimension names, `graph` specialized to CHECK_SIZE
+    for each: the checks evaluate on concrete arrays (the gate rules are the same for every
+    N; `size` nodes count the N of the specialized graph)."""
+    names = list(graph_dims(graph))
+    return specialize(graph, {d: CHECK_SIZE for d in names}) if names else graph
+
+
+_CHECKED = 64       # sets of sizes a graph remembers as fitting its shape rules
+
+
+def call_dims(graph: Graph, args) -> dict:
+    """The sizes of the dimension names in a call with `args` (the inputs' arrays, in order):
+    `bind_dims` (inputs sharing a name agree), and, the first time a set of sizes occurs, the
+    op rules at those sizes (what a concrete graph's trace would refuse, e.g. a max over
+    N = 0 elements, is a ShapeError naming the sizes).  Cached on the graph."""
+    dims = bind_dims(graph.inputs, args)
+    if not dims:
+        return dims
+    seen = graph.__dict__.setdefault("_sizes_fit", set())
+    key = tuple(sorted(dims.items()))
+    if key not in seen:
+        try:
+            verify(specialize(graph, dims))
+        except GradcError as e:
+            sizes = ", ".join(f"{d} = {n}" for d, n in key)
+            raise ShapeError(f"{graph.name}: with {sizes}: {e}") from None
+        if len(seen) >= _CHECKED:
+            seen.clear()
+        seen.add(key)
+    return dims

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 
 from compiler.ir import NUMPY_DTYPE, UnsupportedError
-from compiler.shapes import bind_dims, fits
+from compiler.shapes import fits
+from compiler.specialize import call_dims
 from compiler.ops.labels import error_for, label_checks as all_label_checks
 
 
@@ -38,7 +39,8 @@ def check_arguments(graph, kwargs: dict, check_finite: bool = False) -> list:
         out.append(_convert(v.name, kwargs[v.name], v.type))
         if check_finite and v.type.is_float:
             _check_finite(v.name, out[-1])
-    bind_dims(graph.inputs, out)      # inputs sharing a dimension name agree (a DimError)
+    call_dims(graph, out)     # inputs sharing a dimension name agree (a DimError), and the
+                              # op rules hold at the call's sizes
     check_labels(graph, out)
     return out
 

@@ -12,6 +12,7 @@ from compiler.ir import NUMPY_DTYPE
 from compiler.ops import OPS
 from compiler.ops.labels import LabelError
 from compiler.shapes import bind_dims, resolve
+from compiler.specialize import call_dims
 
 from . import arena
 from .checks import check_arguments, copy_flag, fits, label_checks  # noqa: F401
@@ -76,7 +77,7 @@ class NumpyKernel:
                     return None
             out.append(a)
         if self._symbolic:
-            bind_dims(self.graph.inputs, out)     # a DimError names both arguments
+            call_dims(self.graph, out)     # a DimError names both arguments
         for k, depth in self._labels:     # labels in [0, C) (NumPy would wrap -1 around):
             lab = out[k]                  # one reduction, negatives read as huge unsigned
             if lab.size and lab.view(np.uint64).max() >= depth:
@@ -182,7 +183,7 @@ class NumpyKernel:
             if len(rest) != len(free):
                 return self(copy=False, **fixed, **rest)
             if symbolic:
-                bind_dims(self.graph.inputs, args)     # a DimError names both arguments
+                call_dims(self.graph, args)     # a DimError names both arguments
             for k, depth in labels:
                 lab = args[k]
                 if lab.size and lab.view(np.uint64).max() >= depth:

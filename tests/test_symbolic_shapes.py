@@ -15,7 +15,7 @@ from compiler.ir import ShapeError, TensorType, UnsupportedError, verify
 from compiler.shapes import DimError
 from compiler.specialize import specialize
 from compiler.text import parse_graph
-from frontends import dsl
+from frontends import cli, dsl
 from frontends.dsl import f64, i64
 
 BACKENDS = ("numpy", "llvm")
@@ -232,3 +232,44 @@ def test_concrete_shapes_compile_once_per_batch_size():
         step(X=np.ones((n, 2)), y=np.zeros(n, dtype=np.int64))
         counts.append(step.compilations)
     assert counts == [1, 1, 2, 2, 2, 3]
+
+
+def test_rules_refusing_a_size_are_errors_at_call_time():
+    """A max over N = 0 elements (refused at trace time for f64[0]) is a ShapeError naming the
+    sizes on every backend and the interpreter, not NumPy's error from inside the code."""
+    g = compiler.grad(dsl.trace(lambda x: dsl.max(x), x=f64["N"]))
+    for run in [compiler.compile(g, backend=b) for b in BACKENDS] + [
+            lambda **a: interpret(g, a)]:
+        assert run(x=np.array([1.0, 3.0, 3.0]))["dx"].tolist() == [0.0, 0.5, 0.5]
+        with pytest.raises(ShapeError, match=r"with N = 0: max: reduction over an empty axis"):
+            run(x=np.zeros(0))
+
+
+def test_checks_run_on_symbolic_graphs():
+    """check_against_sympy and check_finite_differences take a symbolic graph (evaluated at
+    N = specialize.CHECK_SIZE, where the concrete graph's checks would run)."""
+    g = dsl.trace(lambda w, x: dsl.mean(dsl.tanh(x @ w)), w=f64[2], x=f64["N", 2])
+    assert compiler.check_against_sympy(g).ok and compiler.check_finite_differences(g).ok
+
+
+def test_dimension_names_the_code_uses_are_refused():
+    g = compiler.grad(dsl.trace(lambda x: dsl.mean(x), x=f64["np"]))
+    with pytest.raises(UnsupportedError, match="dimension name 'np'"):
+        compiler.compile(g, backend="numpy")
+
+
+def test_cli_takes_a_named_dimension(tmp_path, capsys):
+    path = tmp_path / "m.py"
+    path.write_text("from frontends import dsl\nfrom frontends.dsl import f64, i64\n\n\n"
+                    "def net(W: f64[2, 3], X: f64[4, 2], y: i64[4]):\n"
+                    "    return dsl.softmax_cross_entropy(X @ W, y)\n")
+    assert cli.parse_spec("f64[N,2]") == TensorType("f64", ("N", 2))
+    assert cli.main(["emit", f"{path}:net", "--shape", "X=f64[N,2]", "--shape", "y=i64[N]",
+                     "-o", str(tmp_path / "out.py")]) == 0
+    source = (tmp_path / "out.py").read_text()
+    assert "N = X.shape[0]" in source and "X: f64[N,2]" in source
+    assert cli.main(["check", f"{path}:net", "--shape", "X=f64[N,2]", "--shape",
+                     "y=i64[N]"]) == 0
+    assert cli.main(["bench", f"{path}:net", "--shape", "X=f64[N,2]", "--shape",
+                     "y=i64[N]"]) == 2
+    assert "needs sizes for the dimension names of X: f64[N,2]" in capsys.readouterr().err

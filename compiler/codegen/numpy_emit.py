@@ -30,7 +30,7 @@ import inspect
 import textwrap
 
 from ..constants import module_definitions, module_names
-from ..ir import Graph, Node
+from ..ir import Graph, Node, UnsupportedError
 from ..ops import OPS
 from ..ops.labels import checked_labels, label_checks, label_error
 from ..passes.fusion import fusion_groups
@@ -211,6 +211,11 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
     guards = label_guards(graph, frozenset(inline))
     module = {"np"} | {h.__name__ for n in graph.nodes for h in OPS[n.op].numpy.helpers}
     module |= module_names(graph)
+    clash = sorted(d for d in graph_dims(graph) if d in module | _LABEL_NAMES
+                   or d.startswith("_"))           # (_buf, _b0: the planned buffers)
+    if clash:     # the local holding a size would replace a name the code calls
+        raise UnsupportedError(f"graph {graph.name!r}: dimension name {clash[0]!r} is a name "
+                               "the generated code uses; rename the dimension (e.g. 'N')")
     module |= _LABEL_NAMES | set(graph_dims(graph))
     fname = identifier(fname, reserved=module)   # a model named like a helper (`sigmoid`)
                                                  # must not replace the helper it calls
