@@ -3,20 +3,20 @@ then BLAS gemm (runtime/blas.py), per (image, group, tile of output pixels).
 
 The column tile is one heap buffer of at most TILE_BYTES per convolution call (the memory plan
 of the column buffers: each tile is packed, multiplied and overwritten by the next, and freed
-when the convolution ends), so no column matrix of the whole batch is ever allocated.  A tile holds the
-columns of R whole output rows (or, when one row's columns exceed it, of a segment of one
-row), packed as a row-major [C/G·KH·KW, T] matrix (T = the tile's pixel capacity), so that its
-output pixels are one contiguous range p0 … p0 + pt of the image's OH·OW and gemm writes them
-straight into the NCHW result (ldc = OH·OW), no transposes.  Zero padding is never stored:
+when the convolution ends), so no column matrix of the whole batch is ever allocated.  A tile
+holds the columns of R whole output rows (or, when one row's columns exceed it, of a segment of
+one row), packed as a row-major [C/G·KH·KW, T] matrix (T = the tile's pixel capacity), so that
+its output pixels are one contiguous range p0 … p0 + pt of the image's OH·OW and gemm writes
+them straight into the NCHW result (ldc = OH·OW), no transposes.  Zero padding is never stored:
 for each kernel offset the in-bounds rows and columns of the tile are an interval computed
 once (integer arithmetic), the rest of the tile row is zero-filled (im2col) or skipped
 (col2im).  A 1×1 convolution with stride 1 and no padding multiplies the input image itself.
 
-Row-major matrices are column-major transposes (llvm_shape.py's convention):
-    forward       Y[n,g][Og, pt] = W[g][Og, K]·col[K, pt]:  gemm('N','N', pt, Og, K, col, T, W, K, Y, P)
-    input_grad    col[K, pt] = W[g]ᵀ·G[n,g][Og, pt]:        gemm('N','T', pt, K, Og, G, P, W, K, col, T)
-                  then col2im adds col into dx
-    weight_grad   dW[g][Og, K] += G[n,g]·colᵀ:               gemm('T','N', K, Og, pt, col, T, G, P, dW, K)
+Row-major matrices are column-major transposes (llvm_shape.py's convention); per (n, g, tile):
+    forward      Y[Og, pt] = W[Og, K]·col[K, pt]     gemm('N','N', pt, Og, K, col, T, W, K, Y, P)
+    input_grad   col[K, pt] = Wᵀ·G[Og, pt]           gemm('N','T', pt, K, Og, G, P, W, K, col, T)
+                 then col2im adds col into dx
+    weight_grad  dW[Og, K] += G[Og, pt]·colᵀ        gemm('T','N', K, Og, pt, col, T, G, P, dW, K)
 with K = C/G·KH·KW and P = OH·OW.
 
 Pooling: max/avg pool read each window straight from x (a strided view); pool_windows is a
@@ -342,4 +342,4 @@ class Fold:
         em.nest(g.shape, [dst, View(g, 0, contiguous_strides(g.shape))], body)
 
 
-__all__ = ["Conv", "Pool", "Windows", "Fold", "I64"]
+__all__ = ["Conv", "Pool", "Windows", "Fold"]
