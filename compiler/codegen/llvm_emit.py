@@ -16,7 +16,7 @@ dimensions merged where every view is contiguous across them, so a same-shape el
 is one flat loop.  y = A·B + u writes u into y's buffer and lets gemm add the product onto it.
 A group closed by a reduction and an elementwise group over the same shape that read a common
 input share one loop where the later one reads only graph inputs (`sibling_plan`: Σ W² and
-2λ·W of weight decay read W once).
+2λ·W of weight decay read W once; llvm_plan.py).
 
 Aliasing: a kernel's buffer arguments are `noalias`, so loops vectorize without runtime
 overlap checks; buffers never overlap (each value owns its buffer, inputs are only read).
@@ -36,6 +36,7 @@ from ..passes.fusion import fusion_groups
 from .llvm_kernels import new_kernel, piece_key, piece_values
 from .llvm_types import (I8, I32, I64, LL_TYPES, PTR, VOID, View,  # noqa: F401  (used by callers)
                          const_i64, contiguous_strides)
+from .llvm_plan import accumulation_plan, sibling_plan
 from .llvm_labels import (computed_checks, emit_computed_checks, emit_label_check, label_checks,
                           label_cone)
 from .quote import comment as quoted, identifier, identifiers
@@ -312,81 +313,12 @@ class ModuleEmitter:
                 return compute(idx[:k])
         self.lowerings[red.op].reduce_with(self, red, sources, value)
 
-    def sibling_plan(self, groups, accum) -> dict:
-        """{reduction group's output: (elementwise group, its store)} for two fusion groups
-        over the same shape where the later one loads only graph inputs (so it can run at the
-        earlier one's place): one loop computes both, reading shared inputs once (e.g.
-        Σ W1² and 2·λ·W1 of weight decay)."""
-        inputs = {v.name for v in self.graph.inputs}
-        order = {n.out.name: k for k, n in enumerate(self.graph.nodes)}
-        reds, elems = [], []
-        for name, g in groups.items():
-            if g.reduction:
-                if name not in accum:
-                    reds.append((name, g))
-            else:
-                store = accum[name][1].name if name in accum else None
-                elems.append((name, g, store))
-
-        vals = self.graph.values()
-
-        def reads(g, store=None):       # the values a group's loop loads
-            members = g.nodes[:-1] if store is not None else g.nodes
-            got = {v.name for m in members for v in self.producers[m].inputs} - set(members)
-            return {v for v in got if self.immediate(vals[v]) is None}
-        plan, used = {}, set()
-        for rname, rg in reds:
-            red_in = self.producers[rname].inputs[0].shape
-            for ename, eg, store in elems:
-                if ename in used or tuple(eg.shape) != tuple(red_in) or ename in accum and (
-                        store is None or accum[ename][1].name not in eg.nodes):
-                    continue
-                later = (eg, store) if order[ename] > order[rname] else (rg,)
-                if not reads(*later) <= inputs or not reads(rg) & reads(eg, store):
-                    continue
-                host, guest = (rname, ename) if order[rname] < order[ename] else (ename, rname)
-                plan[host] = (guest, rname, (eg, store))
-                used.add(ename)
-                break
-        return plan
-
-    def accumulation_plan(self, groups, inside) -> dict:
-        """{sum node: (product node, other operand)} for y = P + u where P's lowering can add
-        into a buffer (`accumulate_into`: gemm with beta = 1), P has no other reader, and u has
-        y's shape or broadcasts to it: u is written into y's buffer (by u's fusion group, or a
-        copy) and P accumulates onto it, saving a pass over y."""
-        outputs = {v.name for v in self.graph.outputs.values()}
-        users = self.graph.users()
-        plan = {}
-        for n in self.graph.nodes:
-            if not getattr(self.lowerings[n.op], "accumulates", False) or n.out.name in inside:
-                continue
-            group = groups.get(n.out.name)
-            if group is not None and group.reduction:
-                continue
-            for k, v in enumerate(n.inputs):
-                prod = self.producers.get(v.name)
-                other = n.inputs[1 - k]
-                if (prod is None or other is v or v.name in outputs or v.shape != n.out.shape
-                        or len(users.get(v.name, [])) != 1 or v.name in inside):
-                    continue
-                can = getattr(self.lowerings[prod.op], "can_accumulate", None)
-                if can is None or not can(self, prod):
-                    continue
-                if group is not None:
-                    internal = other.name in group.nodes
-                    if not internal or other.shape != n.out.shape:
-                        continue
-                plan[n.out.name] = (prod, other)
-                break
-        return plan
-
     def plan(self) -> tuple:
         """(skipped values, fusion groups, members inside them, accumulation plan); sets
         `untouched`, the values whose buffers the code never reads nor writes."""
         skip = self.skipped()
         groups, inside = self.fusion_plan() if self.fuse else ({}, set())
-        accum = self.accumulation_plan(groups, inside) if self.fuse else {}
+        accum = accumulation_plan(self, groups, inside) if self.fuse else {}
         self.untouched = skip | inside | {prod.out.name for prod, _ in accum.values()}
         return skip, groups, inside, accum
 
@@ -463,7 +395,7 @@ class ModuleEmitter:
     def emit(self) -> str:
         skip, groups, inside, accum = self.plan()
         deferred = {prod.out.name for prod, _ in accum.values()}
-        siblings = self.sibling_plan(groups, accum) if self.fuse else {}
+        siblings = sibling_plan(self, groups, accum) if self.fuse else {}
         # computed labels: the nodes they depend on first (a fusion group, a deferred product
         # and its sum lie wholly inside or outside that cone), then their check (None), then
         # the rest; two sibling groups on either side of it are emitted apart

@@ -32,7 +32,7 @@ class Elementwise:
 
 class Sum(Elementwise):
     """add: a sum of its two operands, so an operand that can accumulate into a buffer
-    (matmul through gemm's beta) may be added in place (llvm_emit.accumulation_plan)."""
+    (matmul through gemm's beta) may be added in place (llvm_plan.accumulation_plan)."""
     accumulates = True
 
 
