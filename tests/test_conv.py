@@ -271,3 +271,16 @@ def test_llvm_conv_tile_is_not_on_a_small_thread_stack(rng):
     finally:
         threading.stack_size(old)
     np.testing.assert_allclose(got["out"], compiler.interpret(g, x=x, w=w)["out"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_pool_windows_loop_instead_of_unrolling(backend, rng):
+    """A 5×4 window (20 elements, more than llvm_conv.UNROLL_WINDOW) is a loop nest."""
+    x = rng.standard_normal((2, 2, 9, 8))
+    assert 5 * 4 > llvm_conv.UNROLL_WINDOW
+    for op, red in (("max_pool2d", np.max), ("avg_pool2d", np.mean)):
+        want = np.array([[[[red(x[b, c, i * 2:i * 2 + 5, j * 2:j * 2 + 4]) for j in range(3)]
+                           for i in range(3)] for c in range(2)] for b in range(2)])
+        g = dsl.trace(lambda x: getattr(dsl, op)(x, (5, 4), 2), x=f64[2, 2, 9, 8])
+        got = compiler.compile(g, backend=backend)(x=x)["out"]
+        np.testing.assert_allclose(got, want, rtol=1e-14, err_msg=op)
