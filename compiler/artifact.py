@@ -18,8 +18,9 @@ from runtime import cache, jit
 from .codegen import llvm_emit, llvm_shape
 from .codegen.llvm_labels import computed_checks, label_checks
 from .codegen.numpy_emit import emit_numpy
-from .ir import Graph
-from .passes.memory import plan_memory
+from .ir import Graph, TensorType
+from .passes.memory import MIN_ELEMENTS, plan_memory
+from .shapes import is_symbolic_graph, resolve
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,19 @@ class NumpyArtifact:
     """Emitted NumPy source for `graph` defining function `fname`.  `plan`: the memory plan
     the source was emitted with (compiler/passes/memory.py), None for unplanned code.
     `emit_bound(donate)`: the source emitted again with outputs computed into donated inputs
-    (runtime NumpyKernel.bind).  `memory_plan()`: the plan memory_report reads (`plan`, or one
-    made for the report)."""
+    (runtime NumpyKernel.bind; `planned=False`: the plain code).  `memory_plan()`: the plan
+    memory_report reads (`plan`, or one made for the report).  A planned symbolic graph
+    (f64[N, 10]) also has `plain`, the unplanned source, and `planned_at(sizes)`, whether the
+    plan's buffers at the call's sizes are large enough to be worth it (else `plain` runs, as
+    a concrete graph of those sizes would be compiled)."""
     graph: Graph
     source: str
     fname: str
     plan: object | None
-    emit_bound: Callable[[dict], str]
+    emit_bound: Callable[..., str]
     memory_plan: Callable[[], object]
+    plain: str | None = None
+    planned_at: Callable[[dict], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,12 +65,18 @@ class LLVMArtifact:
 
 def numpy_artifact(graph: Graph, fname: str, plan=None) -> NumpyArtifact:
     """The NumPy source of `graph` (planned code when a memory plan is given), ready to load."""
-    def emit_bound(donate: dict) -> str:
-        return emit_numpy(graph, fname, donate, plan=plan)
+    def emit_bound(donate: dict, planned: bool = True) -> str:
+        return emit_numpy(graph, fname, donate, plan=plan if planned else None)
+
+    def planned_at(sizes: dict) -> bool:
+        return any(TensorType(d, resolve(s, sizes)).size >= MIN_ELEMENTS for d, s in plan.buffers)
 
     source = emit_numpy(graph, fname, plan=plan)
+    sized = plan is not None and is_symbolic_graph(graph)
     return NumpyArtifact(graph, source, fname, plan, emit_bound,
-                         lambda: plan if plan is not None else plan_memory(graph))
+                         lambda: plan if plan is not None else plan_memory(graph),
+                         emit_numpy(graph, fname) if sized else None,
+                         planned_at if sized else None)
 
 
 PLACEHOLDER = "gradc_entry"

@@ -57,11 +57,20 @@ def call_dims(graph: Graph, args) -> dict:
     `bind_dims` (inputs sharing a name agree), and, the first time a set of sizes occurs, the
     op rules at those sizes (what a concrete graph's trace would refuse, e.g. a max over
     N = 0 elements, is a ShapeError naming the sizes).  Cached on the graph."""
-    dims = bind_dims(graph.inputs, args)
-    if not dims:
-        return dims
+    axes = graph.__dict__.get("_dim_axes")
+    if axes is None:             # (input position, axis, name) of every named axis
+        axes = graph.__dict__["_dim_axes"] = [(k, ax, d) for k, v in enumerate(graph.inputs)
+                                              for ax, d in enumerate(v.shape)
+                                              if isinstance(d, str)]
+    if not axes:
+        return {}
+    dims: dict = {}
+    for k, ax, d in axes:
+        n = args[k].shape[ax]
+        if dims.setdefault(d, n) != n:
+            return bind_dims(graph.inputs, args)      # raises the DimError naming both
     seen = graph.__dict__.setdefault("_sizes_fit", set())
-    key = tuple(sorted(dims.items()))
+    key = tuple(dims.items())    # (names in a fixed order: their first axes')
     if key not in seen:
         try:
             verify(specialize(graph, dims))

@@ -49,6 +49,11 @@ class NumpyKernel:
         self.ir = str(graph)
         self.bound_source = None     # see bind
         self._fn = self._load(source, fname)
+        # a planned symbolic graph: the plain code too, run where the call's sizes make the
+        # plan's buffers small (artifact.planned_at), as a concrete compile would choose
+        self._plain = None if artifact.plain is None else self._load(artifact.plain, fname,
+                                                                     "plain")
+        self._planned_sizes: dict = {}      # sizes of the dimension names -> planned_at
         self._out_types = [(k, v.type) for k, v in graph.outputs.items()]
         self._copy_keys = _aliasing_outputs(graph)
         self._specs = [(v.name, np.dtype(NUMPY_DTYPE[v.dtype]), v.shape) for v in graph.inputs]
@@ -91,9 +96,10 @@ class NumpyKernel:
         args = None if self.check_finite else self._exact_arguments(kwargs)
         if args is None:
             args = check_arguments(self.graph, kwargs, check_finite=self.check_finite)
+        planned = self.plan is not None and (self._plain is None or self._planned(args))
         with np.errstate(all="ignore"):   # IEEE results (log 0 = -inf), as the LLVM backend
-            if self.plan is None:
-                raw = self._fn(*args)
+            if not planned:
+                raw = (self._fn if self._plain is None else self._plain)(*args)
             else:
                 try:
                     own, bufs = self._tls.buf
@@ -105,7 +111,7 @@ class NumpyKernel:
                     if type(a) is np.ndarray and arena.overlaps(a, own):   # of one: copied,
                         args[k] = a.copy()      # as the code overwrites it while reading it
                 raw = self._fn(*args, _buf=bufs)
-        fresh = self._copy_keys if (self.plan is None or not copy) else None
+        fresh = self._copy_keys if (not planned or not copy) else None
         out = {}
         for k, dt, scalar in self._out_specs:
             val = raw[k]
@@ -117,6 +123,17 @@ class NumpyKernel:
                 out[k] = val if type(val) is np.ndarray and val.dtype == dt else \
                     np.asarray(val, dtype=dt)
         return out
+
+    def _planned(self, args) -> bool:
+        """Whether this call's sizes run the planned code (a symbolic graph with a plan)."""
+        dims = call_dims(self.graph, args)
+        key = tuple(dims.items())
+        got = self._planned_sizes.get(key)
+        if got is None:
+            if len(self._planned_sizes) >= 64:
+                self._planned_sizes.clear()
+            got = self._planned_sizes[key] = self._artifact.planned_at(dims)
+        return got
 
     def _buffer_set(self, args) -> tuple:
         """The calling thread's (arena, buffers), allocated on its first call."""
@@ -170,6 +187,10 @@ class NumpyKernel:
         donate = {k: v for k, v in (donate or {}).items() if v in fixed}
         if donate:
             fn = self._donating(donate)
+        plain = self._plain
+        if plain is not None and donate:      # the plain code, computing into the same arrays
+            plain = self._load(self._artifact.emit_bound(donate, planned=False),
+                               self._artifact.fname, "bound-plain")
 
         def run(**rest):
             args = list(base)
@@ -188,9 +209,9 @@ class NumpyKernel:
                 lab = args[k]
                 if lab.size and lab.view(np.uint64).max() >= depth:
                     return self(copy=False, **fixed, **rest)
-            if plan is None:
+            if plan is None or (plain is not None and not self._planned(args)):
                 with np.errstate(all="ignore"):
-                    return fn(*args)
+                    return (fn if plan is None else plain)(*args)
             try:
                 own, bufs = tls.buf
             except AttributeError:

@@ -273,3 +273,24 @@ def test_cli_takes_a_named_dimension(tmp_path, capsys):
     assert cli.main(["bench", f"{path}:net", "--shape", "X=f64[N,2]", "--shape",
                      "y=i64[N]"]) == 2
     assert "needs sizes for the dimension names of X: f64[N,2]" in capsys.readouterr().err
+
+
+def test_train_step_planned_and_plain_code_by_batch_size():
+    """A symbolic step large enough for memory planning runs the planned code at a large N
+    and the plain code at a small one (as concrete compiles of those sizes would), each
+    updating the parameters in place exactly as a concrete-shape step does."""
+    def loss(W, X, y):
+        return dsl.softmax_cross_entropy(dsl.tanh(X @ W), y)
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(64, 64)) * 0.1
+    step = compiler.train_step(loss, params={"W": W}, inputs={"X": f64["N", 64], "y": i64["N"]},
+                               optimizer=compiler.optim.SGD(lr=0.5))
+    fixed = compiler.train_step(loss, params={"W": W}, inputs={"X": f64[3, 64], "y": i64[3]},
+                                optimizer=compiler.optim.SGD(lr=0.5))
+    kernel = step._last.kernel
+    for n in (200, 3, 200, 3):
+        X, y = rng.normal(size=(n, 64)), rng.integers(0, 64, n)
+        assert step(X=X, y=y) == pytest.approx(fixed(X=X, y=y), rel=1e-12)
+        assert kernel._planned([W, X, y]) is (n == 200)     # (the inputs W, X, y first)
+    np.testing.assert_allclose(step.params["W"], fixed.params["W"], rtol=1e-12)
+    assert step.compilations == 1 and fixed.compilations == 2
