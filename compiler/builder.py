@@ -171,8 +171,10 @@ class Var:
         return self.value.name
 
     def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a scalar traced value")
+        if not self.shape or isinstance(self.shape[0], str):   # (N: known at run time)
+            raise TypeError(f"len() of traced value {self.name} {self.value.type}: its length "
+                            "is known at run time; x.shape[0] names it in shapes" if self.shape
+                            else "len() of a scalar traced value")
         return self.shape[0]
 
     def __repr__(self) -> str:

@@ -294,3 +294,8 @@ def test_train_step_planned_and_plain_code_by_batch_size():
         assert kernel._planned([W, X, y]) is (n == 200)     # (the inputs W, X, y first)
     np.testing.assert_allclose(step.params["W"], fixed.params["W"], rtol=1e-12)
     assert step.compilations == 1 and fixed.compilations == 2
+
+
+def test_len_of_a_named_axis_is_refused():
+    with pytest.raises(TypeError, match=r"len\(\) of traced value x f64\[N\]"):
+        dsl.trace(lambda x: dsl.sum(x) * len(x), x=f64["N"])
