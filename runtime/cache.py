@@ -30,7 +30,6 @@ JIT checks the object's structure and symbols (runtime/elf.py) before linking it
 """
 from __future__ import annotations
 
-import glob
 import os
 import stat
 import threading
@@ -68,6 +67,22 @@ _CODEGEN_GLOBS = ("compiler/codegen/llvm_*.py", "compiler/ops/*.py", "compiler/p
 _version: list = []
 
 
+def _matching(root: str, pattern: str) -> list:
+    """The files under `root` that `pattern` names (relative paths): a path, or `folder/a*b`
+    (one `*` in the file name; hidden files excluded, as glob does).  Read with one listdir:
+    glob and fnmatch compile regular expressions (about 1 ms of a warm start)."""
+    folder, name = os.path.split(pattern)
+    if "*" not in name:
+        return [pattern] if os.path.isfile(os.path.join(root, pattern)) else []
+    head, tail = name.split("*")
+    try:
+        names = os.listdir(os.path.join(root, folder))
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in names if not n.startswith(".")
+            and n.startswith(head) and n.endswith(tail) and len(n) >= len(head) + len(tail)]
+
+
 def codegen_version() -> str:
     """sha256 of the sources that turn a graph into object code (the LLVM lowerings, the fusion
     analysis, the JIT's optimization settings): a kernel keyed by its graph's text plus this
@@ -75,8 +90,7 @@ def codegen_version() -> str:
     if not _version:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         h = sha256()
-        files = sorted({os.path.relpath(f, root) for pattern in _CODEGEN_GLOBS
-                        for f in glob.glob(os.path.join(root, pattern))})
+        files = sorted({f for pattern in _CODEGEN_GLOBS for f in _matching(root, pattern)})
         for rel in files:
             try:
                 with open(os.path.join(root, rel), "rb") as f:

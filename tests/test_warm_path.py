@@ -48,3 +48,25 @@ def test_a_cache_hit_in_a_new_process_loads_only_what_it_runs(tmp_path):
         assert res["modules"] == [], res
     assert not cold["cached"] and cold["emitted"]
     assert warm["cached"] and not warm["emitted"]
+
+
+def test_code_generator_sources_are_the_files_glob_finds(tmp_path):
+    """The cache key's code generator sources (read without glob) are exactly the files glob
+    matches for each pattern, here and in a tree with a hidden file and a near miss."""
+    import glob
+    from runtime import cache
+
+    def by_glob(root):
+        return sorted({os.path.relpath(f, root) for p in cache._CODEGEN_GLOBS
+                       for f in glob.glob(os.path.join(root, p))})
+
+    def ours(root):
+        return sorted({f for p in cache._CODEGEN_GLOBS for f in cache._matching(root, p)})
+    assert ours(ROOT) == by_glob(ROOT) and "compiler/codegen/llvm_emit.py" in ours(ROOT)
+    for rel in ("compiler/codegen/llvm_x.py", "compiler/codegen/.llvm_hidden.py",
+                "compiler/codegen/llvm_y.pyc", "compiler/codegen/numpy_emit.py",
+                "compiler/ops/a.py", "runtime/jit.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    assert ours(tmp_path) == by_glob(tmp_path) == [
+        "compiler/codegen/llvm_x.py", "compiler/ops/a.py", "runtime/jit.py"]
