@@ -33,7 +33,7 @@ from llvmlite import ir
 from ..ir import Graph, Node, Value
 from ..ops import OPS
 from ..passes.fusion import fusion_groups
-from .llvm_kernels import new_kernel, piece_key, piece_values
+from .llvm_kernels import inline_single_calls, new_kernel, piece_key, piece_values
 from .llvm_types import (I8, I32, I64, LL_TYPES, PTR, VOID, View,  # noqa: F401  (used by callers)
                          const_i64, contiguous_strides)
 from .llvm_plan import accumulation_plan, sibling_plan
@@ -100,6 +100,7 @@ class ModuleEmitter:
         self._labels = 0
         self.node: Node | None = None
         self.kernels: dict = {}         # structural key -> (entry, loops) (llvm_kernels.py)
+        self.calls: dict = {}           # structural key -> how many pieces call its kernel
 
     # ---- types and memory -------------------------------------------------------------
     @staticmethod
@@ -391,6 +392,7 @@ class ModuleEmitter:
                 self.b, self.fn, self.ptrs, self.node = outer
         # the kernel's entry gets the buffer array and the slot of each of its buffers
         self.b.call(made[0], [self.fn.args[0]] + [const_i64(self.slots[v]) for v in values])
+        self.calls[key] = self.calls.get(key, 0) + 1
 
     def emit(self) -> str:
         skip, groups, inside, accum = self.plan()
@@ -419,6 +421,7 @@ class ModuleEmitter:
             self._piece(node, groups, siblings, accum, done)
         self.node = None
         self.b.ret(const_i64(0))
+        inline_single_calls(self.kernels, self.calls)
         return str(self.module)
 
 

@@ -26,6 +26,8 @@ from llvmlite import ir
 
 from .llvm_types import I64, PTR, VOID
 
+INLINE_SINGLE = 32      # at most this many kernels called once are inlined (`inline_single_calls`)
+
 
 def piece_values(em, nodes) -> dict:
     """name -> Value of the buffers a piece lowering `nodes` may touch, in first-use order:
@@ -92,3 +94,17 @@ def new_kernel(module, name: str, values: dict, ident: dict) -> tuple:
     b.call(loops, ptrs)
     b.ret_void()
     return entry, loops
+
+
+def inline_single_calls(kernels: dict, calls: dict) -> None:
+    """Kernels called from one place only are inlined into the graph's function when there are
+    at most INLINE_SINGLE of them: a small graph with no repeated piece (the cifar two-layer
+    step) then costs LLVM what one function did (each function costs its own prologue, code
+    generation set-up and call), while a large one stays a list of calls (one function of
+    hundreds of loop nests made the pipeline superlinear)."""
+    single = [kernels[key][0] for key, n in calls.items() if n == 1]
+    if len(single) > INLINE_SINGLE:
+        return
+    for entry in single:
+        entry.attributes.discard("noinline")
+        entry.attributes.add("alwaysinline")
