@@ -36,13 +36,18 @@ def time_limit(seconds: float):
     main = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
     old_trace = sys.gettrace()
 
+    live = [True]
+
     def arm():
+        # the timer repeats every 50 ms past the deadline: a _Budget raised while a finalizer or
+        # __del__ runs is swallowed by Python ("Exception ignored in"), and the next one stops it
         if main:
-            signal.setitimer(signal.ITIMER_REAL, max(stack[-1] - time.perf_counter(), 1e-6))
+            signal.setitimer(signal.ITIMER_REAL, max(stack[-1] - time.perf_counter(), 1e-6), 0.05)
 
     if main:
         def stop(*_):
-            raise _Budget()
+            if live[0]:
+                raise _Budget()
         theirs = signal.getitimer(signal.ITIMER_REAL) if len(stack) == 1 else (0.0, 0.0)
         started = time.perf_counter()
         old = signal.signal(signal.SIGALRM, stop)
@@ -56,6 +61,7 @@ def time_limit(seconds: float):
     try:
         yield
     except BaseException as e:
+        live[0] = False
         if isinstance(e, _Budget) or _from_budget(e):
             # raised from Python code that C code called (a __hash__ inside SymPy's cache),
             # _Budget arrives wrapped in a SystemError; either way, drop SymPy's caches in
@@ -65,6 +71,7 @@ def time_limit(seconds: float):
                 raise _Budget() from e
         raise
     finally:
+        live[0] = False
         stack.pop()
         if main:
             signal.setitimer(signal.ITIMER_REAL, 0)
