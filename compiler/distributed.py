@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -243,10 +244,13 @@ def abort_on_error(comm) -> None:
         rank, size = comm.Get_rank(), comm.Get_size()
 
         def hook(kind, value, tb, where=""):
+            # one write, then a pause: mpiexec forwards stderr asynchronously and an abort
+            # can drop what its proxy has not read yet (the traceback's last lines were lost)
             sys.stderr.write(f"gradc: rank {rank} of {size}{where} raised {kind.__name__}; "
-                             "aborting the MPI job (comm.Abort)\n")
-            traceback.print_exception(kind, value, tb)
+                             "aborting the MPI job (comm.Abort)\n"
+                             + "".join(traceback.format_exception(kind, value, tb)))
             sys.stderr.flush()
+            time.sleep(0.5)
             comm.Abort(1)
         hook.gradc_abort = True
         sys.excepthook = hook
