@@ -15,7 +15,7 @@ from typing import Callable
 
 from runtime import cache, jit
 
-from .codegen import llvm_emit, llvm_shape
+from .codegen import llvm_dims, llvm_emit, llvm_shape
 from .codegen.llvm_labels import computed_checks, label_checks
 from .codegen.numpy_emit import emit_numpy
 from .ir import Graph, TensorType
@@ -51,7 +51,10 @@ class LLVMArtifact:
     `values`: the buffers in pointer-array order (inputs first); `labels`: [(input slot,
     LabelCheck)]; `computed`: [LabelCheck] of labels the graph computes.  `emit()`: (LLVM IR
     naming `symbol`, the buffers it leaves untouched); `untouched()`: those buffers without
-    emitting (what a cache hit allocates)."""
+    emitting (what a cache hit allocates).  `dims`: for a kernel taking run-time sizes
+    (`llvm_sized_artifact`), the sizes of this call's dimension names, which the runtime
+    writes into the pointer array's slots after the buffers; `graph` is then the graph at
+    those sizes (the buffers' shapes), the code that of the symbolic graph."""
     graph: Graph
     ir: str
     key: str
@@ -61,6 +64,7 @@ class LLVMArtifact:
     computed: tuple
     emit: Callable[[], tuple]
     untouched: Callable[[], frozenset]
+    dims: tuple = ()
 
 
 def numpy_artifact(graph: Graph, fname: str, plan=None) -> NumpyArtifact:
@@ -82,12 +86,14 @@ def numpy_artifact(graph: Graph, fname: str, plan=None) -> NumpyArtifact:
 PLACEHOLDER = "gradc_entry"
 
 
-def llvm_artifact(graph: Graph, fname: str | None = None, fuse: bool = True) -> LLVMArtifact:
+def llvm_artifact(graph: Graph, fname: str | None = None, fuse: bool = True,
+                  runtime_sizes: bool = False) -> LLVMArtifact:
     """The native kernel of `graph`, keyed for the object cache; its IR is emitted only when
-    the object is not cached (or `.source` is asked for)."""
+    the object is not cached (or `.source` is asked for).  (`runtime_sizes`: the key of
+    `llvm_sized_artifact`'s code.)"""
     ir_text = str(graph)
     tunables = (f"fuse={bool(fuse)}; small gemm {llvm_shape.SMALL_GEMM}, unroll "
-                f"{llvm_shape.UNROLL_K}")
+                f"{llvm_shape.UNROLL_K}" + ("; run-time sizes" if runtime_sizes else ""))
     key = cache.key(f"{ir_text}\n; {tunables}\n",
                     f"{jit.target_key()}; codegen {cache.codegen_version()}")
     safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_"
@@ -102,3 +108,38 @@ def llvm_artifact(graph: Graph, fname: str | None = None, fuse: bool = True) -> 
     return LLVMArtifact(graph, ir_text, key, symbol, tuple(llvm_emit.buffer_values(graph)),
                         tuple(label_checks(graph)), tuple(computed_checks(graph)), emit,
                         lambda: llvm_emit.plan_untouched(graph, fuse))
+
+
+def llvm_sized_artifact(graph: Graph, fname: str | None = None, fuse: bool = True):
+    """For a graph with dimension names whose every lowering takes run-time sizes
+    (codegen/llvm_dims.py): `at(dims) -> LLVMArtifact` of the call's sizes, all sharing ONE
+    native function (one key and symbol, the code emitted once, from the symbolic graph);
+    else None (the caller specializes per size)."""
+    from .specialize import specialize
+    lows = llvm_emit.lowerings()
+    if not llvm_dims.runtime_capable(graph, lows):
+        return None
+    names = llvm_dims.dim_names(graph)
+    sized = llvm_dims.sized_graph(graph)
+    base = llvm_artifact(graph, fname, fuse, runtime_sizes=True)
+    done: dict = {}
+
+    def emit() -> tuple:
+        if "emit" not in done:
+            text, untouched = llvm_emit.emit_llvm_plan(sized, PLACEHOLDER, fuse, names)
+            done["emit"] = (text.replace(f'@"{PLACEHOLDER}', f'@"{base.symbol}'), untouched)
+        return done["emit"]
+
+    def untouched() -> frozenset:
+        if "untouched" not in done:
+            done["untouched"] = (done["emit"][1] if "emit" in done
+                                 else llvm_emit.plan_untouched(sized, fuse, names))
+        return done["untouched"]
+
+    def at(dims: dict) -> LLVMArtifact:
+        conc = specialize(graph, dims)
+        return LLVMArtifact(conc, base.ir, base.key, base.symbol,
+                            tuple(llvm_emit.buffer_values(conc)), tuple(label_checks(conc)),
+                            tuple(computed_checks(conc)), emit, untouched,
+                            tuple(dims[d] for d in names))
+    return at

@@ -7,7 +7,7 @@ from __future__ import annotations
 import keyword
 from collections.abc import Iterable
 
-from .artifact import llvm_artifact, numpy_artifact
+from .artifact import llvm_artifact, llvm_sized_artifact, numpy_artifact
 from .custom import inline_custom
 from .ir import GradcError, Graph, UnsupportedError, verify
 from .passes import optimize
@@ -58,11 +58,16 @@ def compile(graph: Graph, backend: str = "numpy", name: str | None = None,  # no
                             check_finite), given)
     if backend == "llvm":
         from runtime.llvm_kernel import LLVMKernel, check_arguments   # as NumpyKernel above
-        if is_symbolic_graph(graph):     # native code of fixed sizes, built per set of sizes
-            fname = name or graph.name
-            return wrap(_finite(SizedKernel(graph, lambda dims: LLVMKernel(llvm_artifact(
-                specialize(graph, dims), fname)), "llvm", check_arguments), check_finite),
-                given)
+        if is_symbolic_graph(graph):     # one native function taking the sizes at run time
+            fname = name or graph.name   # (else, or at a size of 0, native code per size)
+            at = llvm_sized_artifact(graph, fname)
+
+            def build(dims):
+                if at is not None and all(n > 0 for n in dims.values()):
+                    return LLVMKernel(at(dims))
+                return LLVMKernel(llvm_artifact(specialize(graph, dims), fname))
+            return wrap(_finite(SizedKernel(graph, build, "llvm", check_arguments),
+                                check_finite), given)
         return wrap(_finite(LLVMKernel(llvm_artifact(graph, name or graph.name)), check_finite),
                     given)
     raise UnsupportedError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")

@@ -1,10 +1,13 @@
-"""A compiled function of a symbolic graph (f64[N,784]: compiler/shapes.py) on a backend whose
-code is built for fixed sizes (the LLVM backend, for now): one callable for every N, which
-builds the native kernel of the call's sizes the first time they occur and keeps it.
+"""A compiled function of a symbolic graph (f64[N,784]: compiler/shapes.py) on the LLVM
+backend: one callable for every N, which makes the kernel of the call's sizes the first time
+they occur and keeps it.  Where every lowering takes run-time sizes (codegen/llvm_dims.py)
+those kernels share ONE native function, which reads the sizes when it runs (each kernel is
+then only its buffers and call state at those sizes); otherwise, and at a size of 0, each
+set of sizes gets native code specialized to it.
 
     fn = compiler.compile(grad(g), backend="llvm")      # g has X: f64[N,784]
-    fn(X=X64, ...); fn(X=X17, ...)                      # two native kernels, one function
-    fn.specializations                                  # 2
+    fn(X=X64, ...); fn(X=X17, ...)                      # one native function, two call states
+    fn.specializations                                  # 1 (2 with a slice: per size)
 
 The arguments are checked against the symbolic graph first (shapes, dtypes, labels, and that
 inputs sharing a dimension name agree: a DimError naming both), so every backend refuses the
@@ -43,8 +46,10 @@ class SizedKernel:
 
     @property
     def specializations(self) -> int:
-        """How many native kernels (sets of sizes) were built."""
-        return len(self._kernels)
+        """How many native kernels were built: one for every set of sizes, or one for all of
+        them where the kernel takes the sizes at run time (codegen/llvm_dims.py; its call
+        states per set of sizes share the native code)."""
+        return len({k.symbol for k in self._kernels.values()})
 
     @property
     def source(self) -> str:

@@ -87,6 +87,7 @@ class LLVMKernel:
                                            ctypes.c_void_p) if self._labels else None)
         values = artifact.values
         self._slot = {v.name: k for k, v in enumerate(values)}
+        self._dims = tuple(getattr(artifact, "dims", ()))   # run-time sizes, after the buffers
         n_in = len(graph.inputs)
         # (slot, name, dtype, shape) of each buffer a call state allocates
         self._layout = [(k, v.name, NUMPY_DTYPE[v.dtype], (0,) if v.name in untouched
@@ -134,8 +135,10 @@ class LLVMKernel:
         st.__dict__.update((k, v) for k, v in self.__dict__.items() if k != "_tls")
         st._arena, bufs = arena.allocate((dt, shape) for _, _, dt, shape in self._layout)
         st._buffers = {name: buf for (_, name, _, _), buf in zip(self._layout, bufs)}
-        st._ptrs = (ctypes.c_void_p * max(1, len(self._slot)))()
+        st._ptrs = (ctypes.c_void_p * max(1, len(self._slot) + len(self._dims)))()
         st._ptrs_addr = ctypes.addressof(st._ptrs)
+        for j, n in enumerate(self._dims):     # the sizes a run-time-sized kernel reads
+            st._ptrs[len(self._slot) + j] = n
         for (k, name, _, _), buf in zip(self._layout, bufs):
             st._ptrs[k] = buf.ctypes.data
         st._last = [None] * self._n_in    # the arrays whose pointers are in the slots

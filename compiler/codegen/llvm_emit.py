@@ -33,6 +33,7 @@ from llvmlite import ir
 from ..ir import Graph, Node, Value
 from ..ops import OPS
 from ..passes.fusion import fusion_groups
+from .llvm_dims import emitting
 from .llvm_kernels import inline_single_calls, new_kernel, piece_key, piece_values
 from .llvm_types import (I8, I32, I64, LL_TYPES, PTR, VOID, View,  # noqa: F401  (used by callers)
                          const_i64, contiguous_strides)
@@ -84,7 +85,10 @@ class ModuleEmitter:
     """Builds the module of one graph.  Lowerings use `b` (the IRBuilder), `ptr`, `view`,
     `nest`, `loop`, `load`, `store`, `elementwise` and `fill`."""
 
-    def __init__(self, graph: Graph, symbol: str, lowerings: dict, fuse: bool = True):
+    def __init__(self, graph: Graph, symbol: str, lowerings: dict, fuse: bool = True,
+                 dims=()):
+        """`dims`: the dimension names of a graph with run-time sizes (llvm_dims.py; its
+        types hold Dims), read from the pointer array's slots after the buffers."""
         self.graph = graph
         self.fuse = fuse
         self.lowerings = lowerings
@@ -96,6 +100,12 @@ class ModuleEmitter:
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.producers = graph.producers()
         self.slots = {v.name: k for k, v in enumerate(buffer_values(graph))}
+        self.dims = list(dims)
+        self.dimvals: dict = {}          # dimension name -> its i64 in the current function
+        for j, d in enumerate(self.dims):
+            slot = self.b.gep(self.fn.args[0], [const_i64(len(self.slots) + j)], inbounds=True,
+                              source_etype=PTR, name=f"{d}.slot")
+            self.dimvals[d] = self.b.load(slot, typ=I64, name=d)
         self.ptrs: dict | None = None    # a kernel's buffer arguments (None: the graph's function)
         self._labels = 0
         self.node: Node | None = None
@@ -165,7 +175,7 @@ class ModuleEmitter:
     def loop(self, count, name: str = "i"):
         """for i in range(count): the body runs at the yielded index (an i64)."""
         b = self.b
-        count = const_i64(count) if isinstance(count, int) else count
+        count = count if isinstance(count, ir.Value) else const_i64(count)
         label = self._label("loop")
         pre = b.block
         head = b.append_basic_block(label)
@@ -380,21 +390,28 @@ class ModuleEmitter:
         made = self.kernels.get(key)
         if made is None:
             name = f"k{len(self.kernels)}.{self.ident[nodes[0].out.name]}"
-            made = self.kernels[key] = new_kernel(self.module, name, values, self.ident)
+            made = self.kernels[key] = new_kernel(self.module, name, values, self.ident,
+                                                  self.dims)
             loops = made[1]
-            outer = self.b, self.fn, self.ptrs, self.node
+            outer = self.b, self.fn, self.ptrs, self.node, self.dimvals
             self.fn, self.ptrs = loops, dict(zip(values, loops.args))
+            self.dimvals = dict(zip(self.dims, loops.args[len(values):]))
             self.b = ir.IRBuilder(loops.append_basic_block("entry"))
             try:
                 body()
                 self.b.ret_void()
             finally:
-                self.b, self.fn, self.ptrs, self.node = outer
-        # the kernel's entry gets the buffer array and the slot of each of its buffers
-        self.b.call(made[0], [self.fn.args[0]] + [const_i64(self.slots[v]) for v in values])
+                self.b, self.fn, self.ptrs, self.node, self.dimvals = outer
+        # the kernel's entry gets the buffer array, the slot of each of its buffers and the sizes
+        self.b.call(made[0], [self.fn.args[0]] + [const_i64(self.slots[v]) for v in values]
+                    + [self.dimvals[d] for d in self.dims])
         self.calls[key] = self.calls.get(key, 0) + 1
 
     def emit(self) -> str:
+        with emitting(self):
+            return self._emit()
+
+    def _emit(self) -> str:
         skip, groups, inside, accum = self.plan()
         deferred = {prod.out.name for prod, _ in accum.values()}
         siblings = sibling_plan(self, groups, accum) if self.fuse else {}
@@ -442,10 +459,10 @@ def _group_key(group, number) -> tuple:
     return (tuple(group.shape), tuple(number[v] for v in group.inputs), bool(group.reduction))
 
 
-def plan_untouched(graph: Graph, fuse: bool = True) -> frozenset:
+def plan_untouched(graph: Graph, fuse: bool = True, dims=()) -> frozenset:
     """The values whose buffers the emitted code never touches (what `emit_llvm_plan`
     reports), found without emitting: for a kernel whose object code comes from the cache."""
-    em = ModuleEmitter(graph, "plan", lowerings(), fuse)
+    em = ModuleEmitter(graph, "plan", lowerings(), fuse, dims)
     em.plan()
     return frozenset(em.untouched)
 
@@ -456,19 +473,21 @@ def emit_llvm(graph: Graph, symbol: str, fuse: bool = True) -> str:
     return emit_llvm_plan(graph, symbol, fuse)[0]
 
 
-def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True) -> tuple:
+def emit_llvm_plan(graph: Graph, symbol: str, fuse: bool = True, dims=()) -> tuple:
     """(IR text, names of the values whose buffers the code never touches: fused-away
     intermediates and transposes folded into gemm; the runtime need not allocate them).
     A graph with integer-label inputs gets a second function, `symbol` + "_labels"
-    (`emit_label_check`)."""
-    em = ModuleEmitter(graph, symbol, lowerings(), fuse)
+    (`emit_label_check`).  `dims`: the dimension names of a graph with run-time sizes
+    (its types hold Dims: llvm_dims.sized_graph), read from the slots after the buffers."""
+    em = ModuleEmitter(graph, symbol, lowerings(), fuse, dims)
     checks = label_checks(graph)
     if checks:
-        emit_label_check(em.module, symbol + "_labels", graph, checks, em.ident)
+        emit_label_check(em.module, symbol + "_labels", graph, checks, em.ident, em.dims)
     body = em.emit()
     head = [f"; gradc: graph {quoted(repr(graph.name))} lowered to LLVM IR", ";"]
     head += ["; " + quoted(line) for line in str(graph).split("\n")]   # one comment a line
     head += [";", "; buffers (slot: value):"]
+    head += [f";   {len(em.slots) + j}: {d} (a run-time size)" for j, d in enumerate(em.dims)]
     head += [f";   {k}: %{em.ident[v.name]}: {v.type}"
              + ("  (unused)" if v.name in em.untouched else "")
              for k, v in enumerate(buffer_values(graph))]

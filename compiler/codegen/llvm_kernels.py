@@ -65,22 +65,27 @@ def piece_key(em, nodes, values: dict, tag) -> tuple:
     return tuple(key)
 
 
-def new_kernel(module, name: str, values: dict, ident: dict) -> tuple:
+def new_kernel(module, name: str, values: dict, ident: dict, dims=()) -> tuple:
     """(entry, loops) of a new kernel taking the buffers `values`: `loops` is `void
     @"name.loops"(ptr noalias %value, ...)` (arguments named after the model's values), where
     the lowering writes its code; `entry` is `void @name(ptr %buffers, i64 %value.slot, ...)`,
     what the graph's function calls with its buffer array and the slot of each value: it reads
     the pointers and calls `loops`, which LLVM inlines into it (the noalias arguments become
     alias scopes).  So a call in the graph's function is one instruction with constant
-    arguments, not a load per buffer."""
-    loops = ir.Function(module, ir.FunctionType(VOID, [PTR] * len(values)), name=name + ".loops")
+    arguments, not a load per buffer.  `dims`: the run-time sizes (llvm_dims.py), i64
+    arguments after the slots, passed on to `loops` after the buffers."""
+    loops = ir.Function(module, ir.FunctionType(VOID, [PTR] * len(values) + [I64] * len(dims)),
+                        name=name + ".loops")
     loops.linkage = "internal"
     loops.attributes.add("alwaysinline")
     loops.attributes.add("nounwind")
     for arg, value in zip(loops.args, values):
         arg.name = ident[value]
         arg.add_attribute("noalias")
-    entry = ir.Function(module, ir.FunctionType(VOID, [PTR] + [I64] * len(values)), name=name)
+    for arg, d in zip(loops.args[len(values):], dims):
+        arg.name = d
+    entry = ir.Function(module, ir.FunctionType(VOID, [PTR] + [I64] * (len(values) + len(dims))),
+                        name=name)
     entry.linkage = "internal"
     entry.attributes.add("noinline")
     entry.attributes.add("nounwind")
@@ -91,7 +96,9 @@ def new_kernel(module, name: str, values: dict, ident: dict) -> tuple:
         arg.name = f"{ident[value]}.slot"
         ptrs.append(b.load(b.gep(entry.args[0], [arg], inbounds=True, source_etype=PTR),
                            typ=PTR, name=ident[value]))
-    b.call(loops, ptrs)
+    for arg, d in zip(entry.args[1 + len(values):], dims):
+        arg.name = d
+    b.call(loops, ptrs + list(entry.args[1 + len(values):]))
     b.ret_void()
     return entry, loops
 

@@ -69,13 +69,30 @@ def _max_label(b: ir.IRBuilder, fn: ir.Function, p, count: int, name: str):
     return nacc
 
 
-def emit_label_check(module: ir.Module, symbol: str, graph: Graph, checks, ident=None) -> None:
+def emit_label_check(module: ir.Module, symbol: str, graph: Graph, checks, ident=None,
+                     dims=()) -> None:
     """`i64 @symbol(ptr %buffers)`: 0 if every input label of `checks` (`label_checks`) is in
     [0, classes), else 1 + the index of the first failing check.  It only reads the labels,
-    so the kernel runs it before the graph's function.  `ident`: value name -> LLVM name."""
+    so the kernel runs it before the graph's function.  `ident`: value name -> LLVM name.
+    `dims`: run-time sizes (llvm_dims.py), read from the slots after the graph's buffers."""
+    from .llvm_dims import emitting
     fn = ir.Function(module, ir.FunctionType(I64, [PTR]), name=symbol)
     fn.args[0].name = "buffers"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if dims:       # the label counts are products of the sizes: an emitter-like holder of them
+        nbuf = len(graph.inputs) + len(graph.nodes)
+        holder = type("Sizes", (), {})()
+        holder.b = b
+        holder.dimvals = {d: b.load(b.gep(fn.args[0], [const_i64(nbuf + j)], inbounds=True,
+                                          source_etype=PTR), typ=I64, name=d)
+                          for j, d in enumerate(dims)}
+        with emitting(holder):
+            _label_body(b, fn, checks, ident)
+        return
+    _label_body(b, fn, checks, ident)
+
+
+def _label_body(b, fn, checks, ident) -> None:
     fail = fn.append_basic_block("fail")
     exits = []
     for j, (slot, c) in enumerate(checks):

@@ -25,6 +25,7 @@ FLOATS = ("f32", "f64")
 @dataclass(frozen=True)
 class Elementwise:
     scalar: object
+    runtime_sizes = True     # a loop nest over the output's shape (llvm_dims.py)
 
     def lower(self, em, node):
         em.elementwise(node, self.scalar)
@@ -38,6 +39,8 @@ class Sum(Elementwise):
 
 @dataclass(frozen=True)
 class Const:
+    runtime_sizes = True
+
     def immediate(self, em, node):
         return scalar_constant(node.attrs["value"], node.attrs["dtype"], em)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from . import llvm_math as M
+from .llvm_dims import count_value
 from .llvm_types import View, const_i64, contiguous_strides
 
 REASSOC = ("reassoc", "contract")
@@ -31,8 +32,19 @@ REASSOC = ("reassoc", "contract")
 class Lowering:
     fn: object
 
+    @property
+    def runtime_sizes(self) -> bool:
+        """Whether the lowering takes run-time sizes (llvm_dims.py): its function says so."""
+        return getattr(self.fn, "runtime_sizes", False)
+
     def lower(self, em, node):
         self.fn(em, node)
+
+
+def runtime_sized(fn):
+    """Marks a lowering function as handling run-time sizes (llvm_dims.py)."""
+    fn.runtime_sizes = True
+    return fn
 
 
 def _is_float(v) -> bool:
@@ -51,18 +63,20 @@ def _combine(kind, em, acc, x):
 class Size:
     """size(x; axes): the number of elements over `axes` (a constant; a product of the call's
     sizes for dimension names), filled into the scalar output."""
+    runtime_sizes = True
 
     def lower(self, em, node):
         x, ty = node.inputs[0], em.ll(node.out.dtype)
         n = 1
         for a in node.attrs["axes"]:
             n *= x.shape[a]
-        em.fill(node.out, ir.Constant(ty, float(n)))
+        em.fill(node.out, count_value(em, n, ty))
 
 
 class Reduce:
     """sum, mean or max over `axes`.  `reduce_with` also serves a fusion group closed by the
     reduction: the reduced values are computed in the loop instead of loaded."""
+    runtime_sizes = True
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -106,7 +120,7 @@ class Reduce:
             count = 1
             for a in axes:
                 count *= x.shape[a]
-            n = ir.Constant(ty, float(count))
+            n = count_value(em, count, ty)
             em.nest(out.shape, [em.view(out)],
                     lambda idx: em.store(em.b.fdiv(em.load(out, idx[0]), n), out, idx[0]))
 
@@ -141,6 +155,7 @@ def _line_max(em, x, base, n, stride):
 
 
 def lower_softmax(log: bool):
+    @runtime_sized
     def lower(em, node):
         x, out = node.inputs[0], node.out
         ty = em.ll(x.dtype)
@@ -182,6 +197,7 @@ def _pick_row(em, x, r, ok, y, c):
     return b.select(ok, v, ir.Constant(v.type, math.nan))
 
 
+@runtime_sized
 def lower_xent(em, node):
     scores, labels = node.inputs
     out = node.out
@@ -200,11 +216,12 @@ def lower_xent(em, node):
         ok, y = _label_at(em, labels, r, c)
         logp = b.fsub(b.fsub(_pick_row(em, scores, r, ok, y, c), m), logf(b, em.get(s, ty)))
         b.store(b.fadd(em.get(total, ty), logp), total)
-    loss = b.fdiv(b.fneg(em.get(total, ty)), ir.Constant(ty, float(n)),
+    loss = b.fdiv(b.fneg(em.get(total, ty)), count_value(em, n, ty),
                   name=em.ident[out.name] + ".value")
     em.store(loss, out, const_i64(0))
 
 
+@runtime_sized
 def lower_svm(em, node):
     scores, labels = node.inputs
     out = node.out
@@ -223,9 +240,10 @@ def lower_svm(em, node):
             h = M.maximum(b, zero, d)
             h = b.select(b.icmp_signed("==", j, y), zero, h)
             b.store(b.fadd(em.get(total, ty), h), total)
-    em.store(b.fdiv(em.get(total, ty), ir.Constant(ty, float(n))), out, const_i64(0))
+    em.store(b.fdiv(em.get(total, ty), count_value(em, n, ty)), out, const_i64(0))
 
 
+@runtime_sized
 def lower_pick(em, node):
     x, labels = node.inputs
     n, c = x.shape
@@ -234,6 +252,7 @@ def lower_pick(em, node):
         em.store(_pick_row(em, x, r, ok, y, c), node.out, r)
 
 
+@runtime_sized
 def lower_onehot(em, node):
     labels = node.inputs[0]
     depth = node.attrs["depth"]

@@ -19,7 +19,8 @@ from llvmlite import ir
 from runtime.blas import INT_BITS as BLAS_INT_BITS
 
 from ..ir import UnsupportedError
-from .llvm_types import I8, PTR, VOID, View, contiguous_strides
+from .llvm_dims import Dim
+from .llvm_types import I8, PTR, VOID, View, const_i64, contiguous_strides
 
 BLAS_INT = ir.IntType(BLAS_INT_BITS)          # gemm's INTEGER arguments
 BLAS_INT_MAX = 2 ** (BLAS_INT_BITS - 1) - 1
@@ -33,8 +34,21 @@ UNROLL_K = 8               # a product this short is written out in the loop ove
 class Lowering:
     fn: object
 
+    @property
+    def runtime_sizes(self) -> bool:
+        """Whether the lowering takes run-time sizes (llvm_dims.py): its function says so."""
+        return getattr(self.fn, "runtime_sizes", False)
+
     def lower(self, em, node):
         self.fn(em, node)
+
+
+def _runtime_sized(fn):
+    fn.runtime_sizes = True
+    return fn
+
+
+@_runtime_sized
 
 
 def lower_reshape(em, node):
@@ -42,6 +56,7 @@ def lower_reshape(em, node):
     em.copy(View(node.out, 0, (1,)), View(node.inputs[0], 0, (1,)), (n,))
 
 
+@_runtime_sized
 def lower_transpose(em, node):
     x = node.inputs[0]
     xs = contiguous_strides(x.shape)
@@ -81,6 +96,7 @@ def lower_putitem(em, node):
     em.copy(index_view(node.out, node.attrs["index"]), em.view(g), g.shape)
 
 
+@_runtime_sized
 def lower_broadcast_to(em, node):
     em.copy(em.view(node.out), em.view(node.inputs[0], node.out.shape), node.out.shape)
 
@@ -99,7 +115,8 @@ def _operand(em, value, flagged):
     src = transposed_source(em, value)
     if src is not None:
         value, flagged = src, not flagged
-    return value, "T" if flagged else "N", max(1, value.shape[1])
+    ld = value.shape[1]
+    return value, "T" if flagged else "N", ld if isinstance(ld, Dim) else max(1, ld)
 
 
 def _gemm_decl(em, dtype):
@@ -120,10 +137,13 @@ def _product(em, node) -> tuple:
 
 
 def _inline(m, n, k, aflag, bflag) -> bool:
+    if any(isinstance(d, Dim) for d in (m, n, k)):
+        return False                 # a run-time size: BLAS (llvm_dims.py)
     return m * n * k <= SMALL_GEMM and (k <= UNROLL_K or (bflag == "N" and n >= 8)
                                         or (aflag, bflag) == ("N", "T"))
 
 
+@_runtime_sized
 def lower_matmul(em, node):
     """C = op(A)·op(B) (op = transpose where the node's transpose_a/transpose_b is set)."""
     out = node.out
@@ -143,7 +163,8 @@ def check_blas_ints(name: str, loc: str | None = None, **ints) -> None:
     """Every gemm integer (m, n, k, lda, ldb, ldc) must fit the BLAS's INTEGER: SciPy's
     OpenBLAS is LP64 (runtime/blas.py), a 32-bit C int, so 2**31 or more would be silently
     truncated.  (BLAS forms the products, such as lda·k, in 64-bit internally.)"""
-    bad = [f"{k}={v}" for k, v in ints.items() if not 0 <= int(v) <= BLAS_INT_MAX]
+    bad = [f"{k}={v}" for k, v in ints.items()
+           if not isinstance(v, Dim) and not 0 <= int(v) <= BLAS_INT_MAX]
     if bad:
         where = f" at {loc}" if loc else ""
         raise UnsupportedError(
@@ -157,16 +178,19 @@ def _gemm(em, node, dest, beta: float):
     """dest = op(A)·op(B) + beta·dest through BLAS."""
     m, n, k, (asrc, aflag, lda), (bsrc, bflag, ldb) = _product(em, node)
     # gemm's own argument names: C is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ (module docstring)
-    check_blas_ints(node.out.name, node.loc, m=n, n=m, k=k, lda=ldb, ldb=lda, ldc=max(1, n))
+    ldc = n if isinstance(n, Dim) else max(1, n)
+    check_blas_ints(node.out.name, node.loc, m=n, n=m, k=k, lda=ldb, ldb=lda, ldc=ldc)
     ty = em.ll(dest.dtype)
 
-    def cell(t, v, name):
-        return em.var(t, ir.Constant(t, v), name=f"{em.ident[node.out.name]}.{name}")
+    def cell(t, v, name):          # (a run-time size: its i64 value cut to the BLAS's int)
+        init = (ir.Constant(t, v) if not isinstance(v, Dim) else
+                em.b.trunc(const_i64(v), t) if t.width < 64 else const_i64(v))
+        return em.var(t, init, name=f"{em.ident[node.out.name]}.{name}")
     args = [cell(I8, ord(bflag), "transa"), cell(I8, ord(aflag), "transb"),
             cell(BLAS_INT, n, "m"), cell(BLAS_INT, m, "n"), cell(BLAS_INT, k, "k"),
             cell(ty, 1.0, "alpha"), em.ptr(bsrc), cell(BLAS_INT, ldb, "lda"), em.ptr(asrc),
             cell(BLAS_INT, lda, "ldb"), cell(ty, beta, "beta"), em.ptr(dest),
-            cell(BLAS_INT, max(1, n), "ldc")]
+            cell(BLAS_INT, ldc, "ldc")]
     em.b.call(_gemm_decl(em, dest.dtype), args)
 
 
@@ -225,7 +249,7 @@ class Matmul(Lowering):
 
     def can_accumulate(self, em, node) -> bool:
         m, n, k, (_, aflag, _), (_, bflag, _) = _product(em, node)
-        return min(m, n, k) > 0 and not _inline(m, n, k, aflag, bflag)
+        return all(d > 0 for d in (m, n, k)) and not _inline(m, n, k, aflag, bflag)
 
     def accumulate_into(self, em, node, dest):
         _gemm(em, node, dest, 1.0)

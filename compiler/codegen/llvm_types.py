@@ -20,7 +20,12 @@ I32 = ir.IntType(32)
 LL_TYPES = {"f64": ir.DoubleType(), "f32": ir.FloatType(), "i64": I64, "bool": I8}
 
 
-def const_i64(v: int) -> ir.Constant:
+def const_i64(v):
+    """The i64 constant v; a run-time size (a Dim: llvm_dims.py) becomes its value in the
+    function being emitted."""
+    if type(v) is not int and hasattr(v, "terms"):
+        from .llvm_dims import dim_value
+        return dim_value(v)
     return ir.Constant(I64, int(v))
 
 
