@@ -3,8 +3,8 @@ layer, softmax cross-entropy, benchmarks/workloads.py) compiled with X: f64[N, D
 batch's N, and with X: f64["N", D] (one compiled step for every N), on both backends.  Prints
 the median time of one step for each and the ratio symbolic / fixed, plus the time to a first
 step (trace, grad, compile, first call) and, for the symbolic step, its first call at a second
-batch size (the NumPy step runs as it is; the LLVM step builds the native kernel of the new
-size: it specializes per batch size, see compiler/sized_kernel.py).
+batch size (both run as they are: the LLVM kernel reads N at run time and only allocates
+the new size's buffers, see compiler/codegen/llvm_dims.py).
 
     python benchmarks/symbolic_batch.py                         # tiny, cifar, big
     python benchmarks/symbolic_batch.py --sizes tiny cifar --repeat 30
