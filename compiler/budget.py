@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-import sympy as sp
+from .lazy import sympy as sp
 
 
 class _Budget(BaseException):

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import time
 
-import mpmath
+from .lazy import mpmath
 import numpy as np
-import sympy as sp
+from .lazy import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .backends import BACKENDS, compile as compile_graph

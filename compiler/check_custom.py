@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mpmath
+from .lazy import mpmath
 import numpy as np
 
 from .builder import Builder

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import sympy as sp
+from .lazy import sympy as sp
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name
 from .backends import BACKENDS, compile as compile_graph
@@ -37,11 +37,11 @@ def _no_delta(expr):
         if expr.has(sp.DiracDelta) else expr
 
 
-_REWRITES = (   # forms SymPy's derivatives take, in terms compiler/mpeval evaluates
+_REWRITES = (   # forms SymPy's derivatives take (sp.<name>), in terms compiler/mpeval evaluates
     # ITE(c, a, b) (boolean if-then-else, from Piecewise conditions) = (c ∧ a) ∨ (¬c ∧ b)
-    (sp.ITE, lambda e: sp.Or(sp.And(e.args[0], e.args[1]), sp.And(sp.Not(e.args[0]), e.args[2]))),
-    (sp.cosh, lambda e: (sp.exp(e.args[0]) + sp.exp(-e.args[0])) / 2),
-    (sp.sinh, lambda e: (sp.exp(e.args[0]) - sp.exp(-e.args[0])) / 2),
+    ("ITE", lambda e: sp.Or(sp.And(e.args[0], e.args[1]), sp.And(sp.Not(e.args[0]), e.args[2]))),
+    ("cosh", lambda e: (sp.exp(e.args[0]) + sp.exp(-e.args[0])) / 2),
+    ("sinh", lambda e: (sp.exp(e.args[0]) - sp.exp(-e.args[0])) / 2),
 )
 
 
@@ -49,7 +49,8 @@ def _evaluable(expr):
     """`expr` rewritten (same value) so that compiler/mpeval can evaluate it."""
     if not isinstance(expr, sp.Basic):
         return expr
-    for kind, fn in _REWRITES:
+    for name, fn in _REWRITES:
+        kind = getattr(sp, name)
         if expr.has(kind):
             expr = expr.replace(lambda e, k=kind: isinstance(e, k), fn)
     return expr

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-import mpmath
+from .lazy import mpmath
 import numpy as np
 
 from .autodiff import _pick_output, _wrt_list, grad, gradient_name

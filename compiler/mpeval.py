@@ -10,12 +10,12 @@ of the op's SymPy meaning on one symbol per input element).  No whole-model expr
 built, so its cost grows with the graph, not with the size of the model's expression tree."""
 from __future__ import annotations
 
+import functools
 import time
 
-import mpmath
+from .lazy import mpmath
 import numpy as np
-import sympy as sp
-from mpmath.libmp import from_man_exp
+from .lazy import sympy as sp
 
 from .custom import custom_gate_of
 from .ir import GradcError, Graph
@@ -26,11 +26,14 @@ from .symbolic import _as_objects, render
 class Unevaluable(ValueError):
     """A SymPy function this evaluator has no mpmath counterpart for."""
 
-_FUNCS = {
-    sp.exp: mpmath.exp, sp.log: mpmath.log, sp.tanh: mpmath.tanh, sp.sin: mpmath.sin,
-    sp.cos: mpmath.cos, sp.Abs: abs, sp.sign: mpmath.sign, sp.sinh: mpmath.sinh,
-    sp.cosh: mpmath.cosh,
-}
+@functools.cache
+def _funcs() -> dict:
+    """SymPy function -> its mpmath counterpart (built at first use: SymPy loads lazily)."""
+    return {
+        sp.exp: mpmath.exp, sp.log: mpmath.log, sp.tanh: mpmath.tanh, sp.sin: mpmath.sin,
+        sp.cos: mpmath.cos, sp.Abs: abs, sp.sign: mpmath.sign, sp.sinh: mpmath.sinh,
+        sp.cosh: mpmath.cosh,
+    }
 
 
 def _heaviside(x, h0=None):
@@ -38,9 +41,12 @@ def _heaviside(x, h0=None):
         mpmath.mpf(0.5) if h0 is None else h0)
 
 
-_REL = {sp.StrictGreaterThan: lambda a, b: a > b, sp.GreaterThan: lambda a, b: a >= b,
-        sp.StrictLessThan: lambda a, b: a < b, sp.LessThan: lambda a, b: a <= b,
-        sp.Eq: lambda a, b: a == b, sp.Ne: lambda a, b: a != b}
+@functools.cache
+def _rel() -> dict:
+    """SymPy relation class -> its comparison on numbers (built at first use)."""
+    return {sp.StrictGreaterThan: lambda a, b: a > b, sp.GreaterThan: lambda a, b: a >= b,
+            sp.StrictLessThan: lambda a, b: a < b, sp.LessThan: lambda a, b: a <= b,
+            sp.Eq: lambda a, b: a == b, sp.Ne: lambda a, b: a != b}
 
 
 def evaluate(exprs, subs: dict, dps: int = 30, memo: dict | None = None) -> list:
@@ -121,8 +127,9 @@ def _one(node, memo, subs):
         if len(args) == 1 and args[0] != 0:
             return mpmath.mpf(0)
         raise ZeroDivisionError("DiracDelta at its kink")
-    if type(node) in _REL:
-        return _REL[type(node)](*args)
+    rel = _rel().get(type(node))
+    if rel is not None:
+        return rel(*args)
     if isinstance(node, sp.And):
         return all(args)
     if isinstance(node, sp.Or):
@@ -131,7 +138,7 @@ def _one(node, memo, subs):
         return not args[0]
     if isinstance(node, sp.ITE):
         return args[1] if args[0] else args[2]
-    fn = _FUNCS.get(node.func) or getattr(node.func, "mpmath", None)   # an op's own function
+    fn = _funcs().get(node.func) or getattr(node.func, "mpmath", None)   # an op's own function
     if fn is None:                                                     # (ops/special.py)
         raise Unevaluable(f"cannot evaluate SymPy function {node.func}")
     return fn(*args)
@@ -489,6 +496,6 @@ def _exact_product(node, args, dps, cache=None):
     scale = sum(f[1] for f in fixed)
     prec, make = mpmath.mp.prec, mpmath.mp.make_mpf
     out = np.empty(ints.shape, dtype=object)
-    out.flat[:] = [make(from_man_exp(int(k), scale, prec, "n")) for k in ints.flat]
+    out.flat[:] = [make(mpmath.libmp.from_man_exp(int(k), scale, prec, "n")) for k in ints.flat]
     return out
 

@@ -9,7 +9,7 @@ Non-smooth ops render as `Max`, `Piecewise` and relationals.
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from .lazy import sympy as sp
 
 from .ir import GradcError, Graph
 from .ops import OPS

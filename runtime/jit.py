@@ -22,7 +22,7 @@ import ctypes
 import threading
 import weakref
 
-from llvmlite import binding as llvm
+from compiler.lazy import llvm_binding as llvm    # llvmlite loads when a kernel is built or loaded
 
 from . import blas, elf, llvm_opt
 

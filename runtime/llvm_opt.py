@@ -28,7 +28,10 @@ import subprocess
 import sys
 import warnings
 
-from llvmlite import binding as llvm
+if __name__ == "__main__":              # the worker process: nothing but llvmlite
+    from llvmlite import binding as llvm
+else:   # imported by runtime/jit.py: llvmlite loads when a kernel is first built or loaded
+    from compiler.lazy import llvm_binding as llvm
 
 RECYCLE = 64      # compiles per worker process (each leaks ~0.1-0.5 MiB inside llvmlite)
 IN_PROCESS_FIRST = 16   # a process's first compiles run in-process: most programs compile a few

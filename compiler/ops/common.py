@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from ..lazy import sympy as sp
 
 from ..ir import FLOAT_DTYPES, ShapeError, TensorType
 

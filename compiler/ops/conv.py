@@ -28,7 +28,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import sympy as sp
+from ..lazy import sympy as sp
 
 from .. import builder as B
 from ..codegen import llvm_conv as LC

@@ -8,7 +8,7 @@ the negative side (relu'(0) = 0); maximum/minimum split a tie evenly (½ to each
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from ..lazy import sympy as sp
 
 from .. import builder as B
 from ..codegen import llvm_lower as LL, llvm_math as M
@@ -62,7 +62,7 @@ declare("exp",
         shape=float_unary("exp"),
         eval=np.exp,
         gate=gate("dx = G·exp(x)", lambda g, out, x: g * out),
-        sympy=elementwise(sp.exp),
+        sympy=elementwise(lambda x: sp.exp(x)),
         numpy=call("np.exp"),
         llvm=LL.via_math(M.exp),
         zero_safe=True, elementwise=True, ufunc="np.exp", plannable=True, nonneg=True)
@@ -71,7 +71,7 @@ declare("log",
         shape=float_unary("log"),
         eval=np.log,
         gate=gate("dx = G/x", lambda g, out, x: g / x),
-        sympy=elementwise(sp.log),
+        sympy=elementwise(lambda x: sp.log(x)),
         numpy=call("np.log"),
         llvm=LL.via_math(M.log),
         zero_safe=True, elementwise=True, ufunc="np.log", plannable=True)
@@ -89,7 +89,7 @@ declare("sqrt",
         shape=float_unary("sqrt"),
         eval=np.sqrt,
         gate=gate("dx = G/(2·√x)", lambda g, out, x: g / (2 * out)),
-        sympy=elementwise(sp.sqrt),
+        sympy=elementwise(lambda x: sp.sqrt(x)),
         numpy=call("np.sqrt"),
         llvm=LL.libm_call("llvm.sqrt"),
         zero_safe=True, elementwise=True, ufunc="np.sqrt", plannable=True, nonneg=True)
@@ -98,7 +98,7 @@ declare("tanh",
         shape=float_unary("tanh"),
         eval=np.tanh,
         gate=gate("dx = G·(1−tanh²x)", lambda g, out, x: g * (1 - out * out)),
-        sympy=elementwise(sp.tanh),
+        sympy=elementwise(lambda x: sp.tanh(x)),
         numpy=call("np.tanh"),
         llvm=LL.via_math(M.tanh),
         zero_safe=True, elementwise=True, ufunc="np.tanh", plannable=True, bounded=True)
@@ -107,7 +107,7 @@ declare("sin",
         shape=float_unary("sin"),
         eval=np.sin,
         gate=gate("dx = G·cos(x)", lambda g, out, x: g * B.unary("cos", x)),
-        sympy=elementwise(sp.sin),
+        sympy=elementwise(lambda x: sp.sin(x)),
         numpy=call("np.sin"),
         llvm=LL.libm_call("llvm.sin"),
         zero_safe=True, elementwise=True, ufunc="np.sin", plannable=True, bounded=True)
@@ -116,7 +116,7 @@ declare("cos",
         shape=float_unary("cos"),
         eval=np.cos,
         gate=gate("dx = −G·sin(x)", lambda g, out, x: -(g * B.unary("sin", x))),
-        sympy=elementwise(sp.cos),
+        sympy=elementwise(lambda x: sp.cos(x)),
         numpy=call("np.cos"),
         llvm=LL.libm_call("llvm.cos"),
         zero_safe=True, elementwise=True, ufunc="np.cos", plannable=True, bounded=True)
@@ -186,7 +186,7 @@ declare("abs",
         shape=lambda ins: _numeric(ins[0], "abs"),
         eval=np.abs,
         gate=gate("dx = G·sign(x)", lambda g, out, x: g * B.unary("sign", x)),
-        sympy=elementwise(sp.Abs),
+        sympy=elementwise(lambda x: sp.Abs(x)),
         numpy=call("np.abs"),
         llvm=Elementwise(LL.scalar_abs),
         zero_safe=True, elementwise=True, ufunc="np.absolute", plannable=True, through=True,
@@ -196,7 +196,7 @@ declare("sign",
         shape=lambda ins: _numeric(ins[0], "sign"),
         eval=np.sign,
         gate=gate("dx = 0 (sign is flat)", lambda g, out, x: _zeros_like(x)),
-        sympy=elementwise(sp.sign),
+        sympy=elementwise(lambda x: sp.sign(x)),
         numpy=call("np.sign"),
         llvm=Elementwise(LL.scalar_sign),
         elementwise=True, ufunc="np.sign", plannable=True, bounded=True)
@@ -259,7 +259,7 @@ declare("maximum",
         gate=gate(
 "dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b),
 "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a)),
-        sympy=elementwise(sp.Max),
+        sympy=elementwise(lambda a, b: sp.Max(a, b)),
         numpy=call("np.maximum"),
         llvm=Elementwise(lambda em, a, node: M.maximum(em.b, a[0], a[1])),
         elementwise=True, ufunc="np.maximum", plannable=True, ordered=True)
@@ -270,24 +270,29 @@ declare("minimum",
         gate=gate(
 "dA = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, b, a),
 "dB = G routed to the winner (½ at a tie)", lambda g, out, a, b: _route(g, a, b)),
-        sympy=elementwise(sp.Min),
+        sympy=elementwise(lambda a, b: sp.Min(a, b)),
         numpy=call("np.minimum"),
         llvm=Elementwise(lambda em, a, node: M.minimum(em.b, a[0], a[1])),
         elementwise=True, ufunc="np.minimum", plannable=True, ordered=True)
 
 
 # ---- comparisons, where, cast, constants --------------------------------------------------
-for _op, _np, _sp, _sym in (("greater", np.greater, sp.StrictGreaterThan, ">"),
-                            ("greater_equal", np.greater_equal, sp.GreaterThan, ">="),
-                            ("less", np.less, sp.StrictLessThan, "<"),
-                            ("less_equal", np.less_equal, sp.LessThan, "<="),
-                            ("equal", np.equal, sp.Eq, "=="),
-                            ("not_equal", np.not_equal, sp.Ne, "!=")):
+def _sym_relation(name: str):
+    """The SymPy relation `sp.<name>` as a function of two scalars (SymPy loads at first use)."""
+    return lambda a, b: getattr(sp, name)(a, b)
+
+
+for _op, _np, _sp, _sym in (("greater", np.greater, "StrictGreaterThan", ">"),
+                            ("greater_equal", np.greater_equal, "GreaterThan", ">="),
+                            ("less", np.less, "StrictLessThan", "<"),
+                            ("less_equal", np.less_equal, "LessThan", "<="),
+                            ("equal", np.equal, "Eq", "=="),
+                            ("not_equal", np.not_equal, "Ne", "!=")):
     declare(_op,
             shape=compare(_op),
             eval=_np,
             gate=gate(None, None),
-            sympy=elementwise(_sp),
+            sympy=elementwise(_sym_relation(_sp)),
             numpy=infix(_sym, CMP),
             llvm=LL.compare(_sym),
             elementwise=True, selects=True, ufunc=f"np.{_np.__name__}", plannable=True,

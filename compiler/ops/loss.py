@@ -7,7 +7,7 @@ gradients.  Both losses average over the N rows of `scores` [N, C] with `labels`
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from ..lazy import sympy as sp
 
 from .. import builder as B
 from ..codegen import llvm_reduce as LR

@@ -4,7 +4,7 @@
             shape=float_unary("exp"),
             eval=np.exp,
             gate=gate("dx = G·exp(x)", lambda g, out, x: g * out),
-            sympy=elementwise(sp.exp),
+            sympy=elementwise(lambda x: sp.exp(x)),
             numpy=call("np.exp"),
             llvm=LL.via_math(M.exp),
             zero_safe=True,

@@ -7,7 +7,7 @@ gradient of a sum of maxima is still exact); broadcast_to sums G over the broadc
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from ..lazy import sympy as sp
 
 from .. import builder as B
 from ..codegen import llvm_reduce as LR, llvm_shape as LS
@@ -114,7 +114,7 @@ declare("max",
         attrs={"axes": INTS, "keepdims": BOOL},
         eval=lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
         gate=gate("dx = G routed to the maximum (split between ties)", _max_gate),
-        sympy=_sym_reduce(np.frompyfunc(sp.Max, 2, 1)),
+        sympy=_sym_reduce(np.frompyfunc(lambda a, b: sp.Max(a, b), 2, 1)),
         numpy=reduction("max"),
         llvm=LR.Reduce("max"),
         into=into_reduction("max"),

@@ -3,8 +3,10 @@ identity, through which no gradient flows) and `const_array` (an array captured 
 model's scope, stored once in the graph: compiler/constants.py)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-import sympy as sp
+from ..lazy import sympy as sp
 
 from ..codegen import llvm_shape as LS
 from ..codegen.forms import ATOM, Expr, wrap
@@ -17,22 +19,28 @@ from .elementwise import _sym_const
 from .record import declare
 
 
-class StopGradient(sp.Function):
-    """stop_gradient(x) in SymPy: x in value (on a number it is the number), derivative 0,
-    so that SymPy's derivative of a model holds the stopped value constant."""
+@functools.cache
+def stop_gradient_function():
+    """The SymPy function StopGradient, made at the first SymPy rendering (SymPy loads on first
+    use, compiler/lazy.py; a subclass needs the real sp.Function)."""
 
-    @classmethod
-    def eval(cls, x):
-        if x.is_Number or x in (sp.true, sp.false):
+    class StopGradient(sp.Function):
+        """stop_gradient(x) in SymPy: x in value (on a number it is the number), derivative 0,
+        so that SymPy's derivative of a model holds the stopped value constant."""
+
+        @classmethod
+        def eval(cls, x):
+            if x.is_Number or x in (sp.true, sp.false):
+                return x
+            return None
+
+        def fdiff(self, argindex=1):
+            return sp.Integer(0)
+
+        @staticmethod
+        def mpmath(x):          # compiler/mpeval.py: its value in numbers
             return x
-        return None
-
-    def fdiff(self, argindex=1):
-        return sp.Integer(0)
-
-    @staticmethod
-    def mpmath(x):          # compiler/mpeval.py: its value in numbers
-        return x
+    return StopGradient
 
 
 class _Data(Kind):
@@ -48,7 +56,7 @@ declare("stop_gradient",
         shape=lambda ins: ins[0],
         eval=lambda x: x,
         gate=gate(None),
-        sympy=lambda x: _sym_each(StopGradient, x),
+        sympy=lambda x: _sym_each(stop_gradient_function(), x),
         numpy=Expr(lambda args, attrs, node: wrap(args[0], ATOM, False)),
         llvm=LS.Lowering(LS.lower_reshape),
         view=True, through=True)
