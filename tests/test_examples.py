@@ -212,6 +212,8 @@ def numpy_cnn_loss(P, X, y, reg=cnn.REG):
 
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_cnn_evaluation_loss_is_the_hand_written_forward_pass(backend):
+    pytest.importorskip("sklearn", reason="the digits data set comes with scikit-learn "
+                        "(pip install -e '.[examples]'; CI installs it)")
     Xtr, ytr, Xte, yte = cnn.load(0)
     step = compiler.train_step(cnn.cnn, params=cnn.init_params(0),
                                inputs={"X": f64[cnn.BATCH, 1, 8, 8], "y": i64[cnn.BATCH]},
@@ -223,6 +225,9 @@ def test_cnn_evaluation_loss_is_the_hand_written_forward_pass(backend):
 
 
 def test_cnn_script_reaches_98_percent_and_saves_the_plot(tmp_path):
+    pytest.importorskip("sklearn", reason="the digits data set comes with scikit-learn "
+                        "(pip install -e '.[examples]'; CI installs it)")
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (the examples extra)")
     png = tmp_path / "cnn.png"
     p = subprocess.run([sys.executable, CNN_SCRIPT, "--backend", "llvm", "--no-progress",
                         "--plot", str(png)], cwd=ROOT, capture_output=True, text=True,
