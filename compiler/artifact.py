@@ -21,6 +21,7 @@ from .codegen.numpy_emit import emit_numpy
 from .ir import Graph, TensorType
 from .passes.memory import MIN_ELEMENTS, plan_memory
 from .shapes import is_symbolic_graph, resolve
+from .specialize import specialize
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,6 @@ def llvm_sized_artifact(graph: Graph, fname: str | None = None, fuse: bool = Tru
     (codegen/llvm_dims.py): `at(dims) -> LLVMArtifact` of the call's sizes, all sharing ONE
     native function (one key and symbol, the code emitted once, from the symbolic graph);
     else None (the caller specializes per size)."""
-    from .specialize import specialize
     lows = llvm_emit.lowerings()
     if not llvm_dims.runtime_capable(graph, lows):
         return None

@@ -21,7 +21,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from llvmlite import ir
+
 from ..ir import FLOAT_DTYPES, Graph, Node, Value
+from ..ops.record import OPS
 from ..shapes import graph_dims, resolve, resolve_attrs
 
 
@@ -183,7 +186,6 @@ def dim_names(graph: Graph) -> list:
 
 def sized_graph(graph: Graph) -> Graph:
     """A copy of `graph` whose types and size attributes hold Dims for the dimension names."""
-    from ..ops import OPS
     dims = {d: Dim.of(d) for d in dim_names(graph)}
     env: dict = {}
 
@@ -226,7 +228,6 @@ class emitting:
 
 def dim_value(d: Dim):
     """The i64 value of `d` in the current function of the current emitter."""
-    from llvmlite import ir
     em = getattr(_CURRENT, "em", None)
     if em is None or not em.dimvals:
         raise TypeError(f"{d} is a run-time size, but no function has the sizes")
@@ -242,7 +243,6 @@ def dim_value(d: Dim):
 
 def count_value(em, n, ty):
     """The float `ty` constant n, or the conversion of a run-time size n."""
-    from llvmlite import ir
     if isinstance(n, Dim):
         return em.b.sitofp(dim_value(n), ty)
     return ir.Constant(ty, float(n))

@@ -16,6 +16,7 @@ from llvmlite import ir
 
 from ..ir import Graph
 from ..ops.labels import label_checks as _all_checks
+from .llvm_dims import emitting
 from .llvm_types import I64, PTR, const_i64
 
 
@@ -75,7 +76,6 @@ def emit_label_check(module: ir.Module, symbol: str, graph: Graph, checks, ident
     [0, classes), else 1 + the index of the first failing check.  It only reads the labels,
     so the kernel runs it before the graph's function.  `ident`: value name -> LLVM name.
     `dims`: run-time sizes (llvm_dims.py), read from the slots after the graph's buffers."""
-    from .llvm_dims import emitting
     fn = ir.Function(module, ir.FunctionType(I64, [PTR]), name=symbol)
     fn.args[0].name = "buffers"
     b = ir.IRBuilder(fn.append_basic_block("entry"))

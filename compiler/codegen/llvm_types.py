@@ -11,6 +11,7 @@ from typing import NamedTuple
 from llvmlite import ir
 
 from ..ir import Value
+from .llvm_dims import dim_value
 
 VOID = ir.VoidType()
 PTR = ir.PointerType()
@@ -24,7 +25,6 @@ def const_i64(v):
     """The i64 constant v; a run-time size (a Dim: llvm_dims.py) becomes its value in the
     function being emitted."""
     if type(v) is not int and hasattr(v, "terms"):
-        from .llvm_dims import dim_value
         return dim_value(v)
     return ir.Constant(I64, int(v))
 
