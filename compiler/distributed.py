@@ -48,6 +48,7 @@ mpi4py is imported only when a step is built with `comm=` (`pip install -e '.[mp
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -60,7 +61,6 @@ from . import train, trees
 from .autodiff import grad
 from . import builder as B
 from .builder import Builder, Var
-from .builder_conv import running_stats
 from .ir import GradcError, Graph, Namer, TensorType
 from .optim import Layout, Optimizer, _named, append_update
 from .train import TrainStep, _Compiled, _updates_cannot_fail
@@ -252,6 +252,8 @@ def abort_on_error(comm) -> None:
             sys.stderr.flush()
             time.sleep(0.5)
             comm.Abort(1)
+            os._exit(1)   # MPICH's Abort can return before the process manager acts on it
+            #              (seen from a thread): this rank must not go on into the next step
         hook.gradc_abort = True
         sys.excepthook = hook
         if threading.excepthook is threading.__excepthook__:   # a thread's, too
@@ -388,19 +390,8 @@ class DistributedTrainStep(TrainStep):
         if len(set(sizes.values())) != 1:
             raise DistributedError(f"{self.name}: the batch inputs' axis 0 differ ({sizes}); "
                                    "a data-parallel step weights each shard by that length")
-        dsl = train.dsl_module("train_step")
-        view = getattr(self, "_view", self._params)      # the parameters as trees, if any
-        types = trees.spec_of(view, lambda a: TensorType(train._FLOAT_DTYPES[a.dtype],
-                                                         a.shape))
-        with running_stats():                                # batch_norm's state
-            g = dsl.trace(self.loss_fn, name=self.name, training=True, **types, **specs)
-        trees.check_names(g, view)
-        stats = [v.name for v in self._carried(g)]
-        loss_key = train._loss_key(g, {f"{k}_next" for k in stats})
-        dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
-                   for n in g.nodes if n.op == "dropout"]
-        order = {v.name: i for i, v in enumerate(g.inputs)}
-        dropout.sort(key=lambda d: order[d[0]])
+        g, carried, loss_key, dropout = self._traced(specs, training=True)
+        stats = [v.name for v in carried]
         self._dropout = bool(dropout)
         parts = split_step(grad(g, wrt=list(self._params), of=loss_key), list(self._params),
                            self.optimizer, loss_key, stats)

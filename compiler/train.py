@@ -320,7 +320,10 @@ class TrainStep:
         kw = {} if self.passes is None else {"passes": self.passes}
         return compile_graph(graph, backend=self.backend, **kw)
 
-    def _build(self, specs: dict, training: bool) -> _Compiled:
+    def _traced(self, specs: dict, training: bool):
+        """The loss traced at `specs` (inside running_stats() when training: batch_norm's
+        state), the statistics it carries, its loss output's key, and its dropout masks'
+        (input, p, shape) in the graph's input order (the order the step draws them in)."""
         dsl = dsl_module("train_step")
         types = trees.spec_of(self._view, lambda a: TensorType(_FLOAT_DTYPES[a.dtype], a.shape))
         name = self.name if training else self.name.replace("_step", "") + "_eval"
@@ -329,18 +332,22 @@ class TrainStep:
         trees.check_names(g, self._view)
         carried = self._carried(g) if training else []
         loss_key = _loss_key(g, {f"{v.name}_next" for v in carried})
+        dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
+                   for n in g.nodes if n.op == "dropout"] if training else []
+        order = {v.name: i for i, v in enumerate(g.inputs)}
+        dropout.sort(key=lambda d: order[d[0]])
+        return g, carried, loss_key, dropout
+
+    def _build(self, specs: dict, training: bool) -> _Compiled:
+        g, carried, loss_key, dropout = self._traced(specs, training)
         if training:
-            dropout = [(n.inputs[1].name, n.attrs["p"], n.inputs[1].shape)
-                       for n in g.nodes if n.op == "dropout"]
-            order = {v.name: i for i, v in enumerate(g.inputs)}
-            dropout.sort(key=lambda d: order[d[0]])
             g = grad(g, wrt=list(self._params), of=loss_key)
             kept = {f"{v.name}_next": g.outputs[f"{v.name}_next"] for v in carried}
             layout = append_update(g, list(self._params), self.optimizer, loss=loss_key)
             g.outputs.update(kept)      # append_update keeps only its own outputs
             loss_key = "loss"
         else:
-            dropout, layout = [], None
+            layout = None
         kernel = trees.unwrapped(self._compile(g))     # called with leaf names
         self.compilations += 1
         c = _Compiled(kernel, g, layout, dropout, loss_key)
