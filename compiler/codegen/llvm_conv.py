@@ -79,6 +79,13 @@ class Conv:
     def lower(self, em, node):
         _conv(em, node, self.kind, _Geo(node, self.kind))
 
+    def lower_with_epilogue(self, em, node, group):
+        """The forward convolution with `group` (its only reader: bias, activation; the op's
+        `epilogue` trait) applied to each output tile right after its gemm, while the tile is
+        in cache: gemm writes into the group output's buffer and the group rewrites it."""
+        assert self.kind == "forward", self.kind
+        _conv(em, node, self.kind, _Geo(node, self.kind), em.epilogue(group, node))
+
 
 def _heap_tile(em, nbytes):
     """A column tile of `nbytes` from malloc (a trap if it fails), for one convolution: heap,
@@ -197,13 +204,41 @@ def _call_gemm(em, node, ty, ta, tb, m, n_, k, a, lda, bm, ldb, beta, c, ldc):
     b.call(_gemm_decl(em, node.out.dtype), args)
 
 
-def _conv(em, node, kind, geo):
+def _epilogue(em, epi, n, oc0, og, oh0, ow0, rows, cols):
+    """The fused group on one output tile (channels oc0 … oc0 + og, output rows oh0 … oh0 +
+    rows, columns ow0 … ow0 + cols of image n), in place in the group output's buffer."""
     b = em.b
+    out, sources, compute = epi
+    views = [em.view(out)] + sources
+    with em.loop(og, "eo") as o:
+        oc = b.add(oc0, o)
+        with em.loop(rows, "ea") as a:
+            oh = b.add(oh0, a)
+            base = [b.add(const_i64(v.offset), b.add(b.add(
+                b.mul(n, const_i64(v.strides[0])), b.mul(oc, const_i64(v.strides[1]))),
+                b.mul(oh, const_i64(v.strides[2])))) for v in views]
+            with em.loop(cols, "et") as t:
+                ow = b.add(ow0, t)
+                idx = [b.add(ix, b.mul(ow, const_i64(v.strides[3])))
+                       for ix, v in zip(base, views)]
+                em.store(compute(idx[1:]), out, idx[0])
+
+
+def _conv(em, node, kind, geo, epi=None):
+    """`epi`: (group output, its input views, compute) of a fused epilogue (forward only):
+    gemm writes into the group output's buffer and `_epilogue` finishes each tile."""
+    b = em.b
+    if epi is not None:
+        geo.y = epi[0]
     ty = em.ll(node.out.dtype)
     item = 8 if node.out.dtype == "f64" else 4
     if min(geo.n, geo.o, geo.c, geo.p) == 0:
-        if kind != "forward":
-            em.fill(node.out, ir.Constant(ty, 0.0))
+        if kind != "forward" or geo.c == 0:     # an empty sum: zeros
+            em.fill(geo.y if kind == "forward" else node.out, ir.Constant(ty, 0.0))
+        if epi is not None and geo.c == 0 and min(geo.n, geo.o, geo.p):
+            with em.loop(geo.n, "n") as n:
+                _epilogue(em, epi, n, const_i64(0), geo.o, const_i64(0), const_i64(0),
+                          const_i64(geo.oh), const_i64(geo.ow))
         return
     if geo.direct:
         rows_per, wt = geo.oh, geo.ow
@@ -251,6 +286,9 @@ def _conv(em, node, kind, geo):
                     if kind == "forward":
                         _call_gemm(em, node, ty, "N", "N", pt, geo.og, geo.k, col, ld,
                                    ptr(geo.w, wbase), geo.k, 0.0, ypix, geo.p)
+                        if epi is not None:
+                            _epilogue(em, epi, n, b.mul(grp, const_i64(geo.og)), geo.og,
+                                      oh0, ow0, rows, cols)
                     elif kind == "input_grad":
                         _call_gemm(em, node, ty, "N", "T", pt, geo.k, geo.og, ypix, geo.p,
                                    ptr(geo.w, wbase), geo.k, 0.0, col, ld)

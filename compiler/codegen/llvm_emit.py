@@ -16,7 +16,9 @@ dimensions merged where every view is contiguous across them, so a same-shape el
 is one flat loop.  y = A·B + u writes u into y's buffer and lets gemm add the product onto it.
 A group closed by a reduction and an elementwise group over the same shape that read a common
 input share one loop where the later one reads only graph inputs (`sibling_plan`: Σ W² and
-2λ·W of weight decay read W once; llvm_plan.py).
+2λ·W of weight decay read W once; llvm_plan.py).  A group that is the only reader of a node
+with the `epilogue` trait runs inside that node's lowering, on each tile it writes
+(`epilogue_plan`: relu(conv2d(x, w) + b) is one pass over the output).
 
 Aliasing: a kernel's buffer arguments are `noalias`, so loops vectorize without runtime
 overlap checks; buffers never overlap (each value owns its buffer, inputs are only read).
@@ -37,7 +39,7 @@ from .llvm_dims import emitting
 from .llvm_kernels import inline_single_calls, new_kernel, piece_key, piece_values
 from .llvm_types import (I8, I32, I64, LL_TYPES, PTR, VOID, View,  # noqa: F401  (used by callers)
                          const_i64, contiguous_strides)
-from .llvm_plan import accumulation_plan, sibling_plan
+from .llvm_plan import accumulation_plan, epilogue_plan, sibling_plan
 from .llvm_labels import (computed_checks, emit_computed_checks, emit_label_check, label_checks,
                           label_cone)
 from .quote import comment as quoted, identifier, identifiers
@@ -272,11 +274,12 @@ class ModuleEmitter:
                 inside.update(g.nodes[:-1])
         return last, inside
 
-    def _group_loop(self, group, store: str | None = None) -> tuple:
+    def _group_loop(self, group, store: str | None = None, alias=None) -> tuple:
         """(nodes, reduction node or None, views of the loaded inputs, compute(indices) -> the
         last elementwise value, value stored or None) of a fusion group; with `store`, the
         group stops before its last member and `store`'s value is written to the last
-        member's buffer."""
+        member's buffer.  `alias` (name -> None): inputs loaded from the group output's
+        buffer instead of their own (an epilogue's head, `epilogue`)."""
         nodes = [self.producers[m] for m in group.nodes]
         red = nodes[-1] if group.reduction else None
         ew = nodes[:-1] if red is not None else nodes
@@ -291,7 +294,8 @@ class ModuleEmitter:
 
         def compute(idx):
             env = {k: c for k, c in imms.items() if c is not None}
-            env.update({v.name: self.load(v, ix) for v, ix in zip(loaded, idx)})
+            env.update({v.name: self.load(out if v.name in (alias or ()) else v, ix)
+                        for v, ix in zip(loaded, idx)})
             for n in ew:
                 self.node = n
                 env[n.out.name] = self.lowerings[n.op].scalar(
@@ -330,8 +334,16 @@ class ModuleEmitter:
         skip = self.skipped()
         groups, inside = self.fusion_plan() if self.fuse else ({}, set())
         accum = accumulation_plan(self, groups, inside) if self.fuse else {}
+        self.heads = epilogue_plan(self, groups, inside, accum) if self.fuse else {}
         self.untouched = skip | inside | {prod.out.name for prod, _ in accum.values()}
         return skip, groups, inside, accum
+
+    def epilogue(self, group, head) -> tuple:
+        """(group output, views of its loaded inputs, compute(indices) -> its value) of a
+        fusion group run on the tiles its head writes into the group output's buffer: the
+        head's value is loaded from there (same shape, contiguous, so the same index)."""
+        _, _, sources, compute, out = self._group_loop(group, alias={head.out.name: None})
+        return out, sources, compute
 
     def _piece(self, node, groups, siblings, accum, done) -> None:
         """The code of `node` (and of its fusion group, sibling group, accumulated product),
@@ -372,6 +384,13 @@ class ModuleEmitter:
             self.kernel(nodes + [prod], lambda k: (
                 "accumulate", k[other.name], fuse, name in groups,
                 _group_key(groups[name], k) if name in groups else None), body)
+        elif name in self.heads:
+            head = self.heads[name]
+            self.comment(f"{_describe(head)}, with its only reader fused into each tile: "
+                         + "; ".join(_describe(n) for n in members))
+            self.kernel([head] + members, lambda k: ("epilogue", _group_key(groups[name], k)),
+                        lambda: self.lowerings[head.op].lower_with_epilogue(
+                            self, head, groups[name]))
         elif name in groups:
             self.comment("fused loop: " + "; ".join(_describe(n) for n in members))
             self.kernel(members, lambda k: ("fused", _group_key(groups[name], k)),
@@ -414,7 +433,8 @@ class ModuleEmitter:
     def _emit(self) -> str:
         skip, groups, inside, accum = self.plan()
         deferred = {prod.out.name for prod, _ in accum.values()}
-        siblings = sibling_plan(self, groups, accum) if self.fuse else {}
+        siblings = sibling_plan(self, {k: g for k, g in groups.items() if k not in self.heads},
+                                accum) if self.fuse else {}
         # computed labels: the nodes they depend on first (a fusion group, a deferred product
         # and its sum lie wholly inside or outside that cone), then their check (None), then
         # the rest; two sibling groups on either side of it are emitted apart

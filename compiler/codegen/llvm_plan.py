@@ -1,8 +1,11 @@
 """Where the LLVM emitter (llvm_emit.py) shares work between fusion groups: `sibling_plan`
-(two groups over one shape read a common input in one loop) and `accumulation_plan` (a
-product that gemm adds onto the other operand of its sum).  Functions of the emitter `em`
+(two groups over one shape read a common input in one loop), `accumulation_plan` (a
+product that gemm adds onto the other operand of its sum) and `epilogue_plan` (a group run
+on each tile of the node it reads, inside that node's lowering).  Functions of the emitter `em`
 (its graph, producers, lowerings and immediates)."""
 from __future__ import annotations
+
+from ..passes.fusion import epilogue_heads
 
 
 def sibling_plan(em, groups, accum) -> dict:
@@ -73,4 +76,24 @@ def accumulation_plan(em, groups, inside) -> dict:
                     continue
             plan[n.out.name] = (prod, other)
             break
+    return plan
+
+
+def epilogue_plan(em, groups, inside, accum) -> dict:
+    """{group output: head node} for the fusion groups (or single elementwise nodes) run
+    inside the lowering of the node that writes their input tile by tile (fusion.py
+    `epilogue_heads`; the lowering's `lower_with_epilogue`): relu(conv2d(x, w) + b) is one
+    pass over the output.  Updates `groups` and `inside` (the head's result is never
+    stored)."""
+    plan = {}
+    for out, (head, g) in epilogue_heads(em.graph, list(groups.values())).items():
+        node = em.producers[head]
+        if out in accum or head in inside \
+                or not hasattr(em.lowerings[node.op], "lower_with_epilogue") \
+                or not all(hasattr(em.lowerings[em.producers[m].op], "scalar") for m in g.nodes):
+            continue
+        groups[out] = g
+        inside.update(g.nodes[:-1])
+        inside.add(head)
+        plan[out] = node
     return plan

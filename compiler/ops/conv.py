@@ -274,7 +274,7 @@ declare("conv2d",
         sympy=_sym(NC.conv2d),
         numpy=helper(NC.conv2d, *GEO),
         llvm=LC.Conv("forward"),
-        multilinear=True, ordered=True)
+        multilinear=True, ordered=True, epilogue=True)
 
 declare("conv2d_input_grad",
         shape=_input_grad_type,

@@ -59,6 +59,10 @@ The traits (what the passes, backends, runtime and checks ask; never a set of op
     literal       the value is the node's attributes `value`, `dtype`, `shape` (np.full; no
                   inputs): constant folding and the rewriter read it, memory planning gives it
                   no per-call buffer, drawings show the value
+    epilogue      the LLVM lowering writes the result tile by tile and can apply the fusion
+                  group that is the result's only reader to each tile while it is in cache
+                  (`lower_with_epilogue`: bias and activation inside the convolution;
+                  compiler/passes/fusion.py `epilogue_heads`), so the result is never stored
 """
 from __future__ import annotations
 
@@ -95,6 +99,7 @@ class OpRecord:
     multilinear: bool = False
     ordered: bool = False
     literal: bool = False
+    epilogue: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))

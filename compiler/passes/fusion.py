@@ -91,3 +91,34 @@ def fusion_groups(graph: Graph) -> list:
 def group_of(graph: Graph) -> dict:
     """Value name -> index into `fusion_groups(graph)`, for every member."""
     return {m: k for k, g in enumerate(fusion_groups(graph)) for m in g.nodes}
+
+
+def epilogue_heads(graph: Graph, groups=None) -> dict:
+    """{group output: (head node's value name, group)} where the head's op has the `epilogue`
+    trait (its LLVM lowering writes the result tile by tile: conv2d) and its result, of the
+    group's shape, is read only by the group (not an output): the group then runs on each
+    tile as the head writes it (relu(conv2d(x, w) + b) in one pass over the output).  `groups`:
+    the fusion groups to consider (default `fusion_groups(graph)`); an elementwise node that
+    is in none of them is a group of one here.  Groups closed by a reduction take no head."""
+    users = graph.users()
+    outputs = {v.name for v in graph.outputs.values()}
+    producers = graph.producers()
+    groups = list(fusion_groups(graph) if groups is None else groups)
+    members = {m for g in groups for m in g.nodes}
+    for n in graph.nodes:
+        if OPS[n.op].elementwise and n.out.shape != () and n.out.name not in members:
+            groups.append(FusionGroup((n.out.name,), n.out.name,
+                                      tuple(dict.fromkeys(v.name for v in n.inputs)),
+                                      n.out.shape))
+    heads = {}
+    for g in groups:
+        if g.reduction:
+            continue
+        for name in g.inputs:
+            p = producers.get(name)
+            if p is not None and OPS[p.op].epilogue and name not in outputs \
+                    and p.out.shape == tuple(g.shape) and len(users.get(name, [])) == 1 \
+                    and p.out.dtype == producers[g.output].out.dtype:
+                heads[g.output] = (name, g)
+                break
+    return heads
