@@ -154,7 +154,7 @@ OPS = OpTable()
 
 RULES = ("shape", "eval", "gate", "sympy", "numpy", "llvm")
 TRAITS = ("elementwise", "view", "reduction", "selects", "zero_safe", "ufunc", "into", "plannable",
-          "bounded", "through", "nonneg", "multilinear", "ordered", "literal")
+          "bounded", "through", "nonneg", "multilinear", "ordered", "literal", "epilogue")
 
 
 def declare(name: str, **fields) -> OpRecord:
