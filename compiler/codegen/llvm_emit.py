@@ -113,6 +113,7 @@ class ModuleEmitter:
         self.node: Node | None = None
         self.kernels: dict = {}         # structural key -> (entry, loops) (llvm_kernels.py)
         self.calls: dict = {}           # structural key -> how many pieces call its kernel
+        self.through: dict = {}         # broadcast value -> the operand its readers read
 
     # ---- types and memory -------------------------------------------------------------
     @staticmethod
@@ -130,11 +131,14 @@ class ModuleEmitter:
         return self.b.load(slot, typ=PTR, name=self.ident[value.name])
 
     def view(self, value: Value, out_shape=None) -> View:
-        """`value` read in loops over `out_shape` (broadcast), or over its own shape."""
+        """`value` read in loops over `out_shape` (broadcast), or over its own shape; a
+        broadcast read through (`through`) is its operand's view."""
         shape = value.shape if out_shape is None else out_shape
+        value = self.through.get(value.name, value)
         return View(value, 0, broadcast_strides(value.shape, shape))
 
     def address(self, value: Value, index):
+        value = self.through.get(value.name, value)
         return self.b.gep(self.ptr(value), [index], inbounds=True,
                           source_etype=self.ll(value.dtype))
 
@@ -247,16 +251,27 @@ class ModuleEmitter:
     # ---- driver -----------------------------------------------------------------------
     def skipped(self) -> set:
         """Values nobody needs in memory: every user reads them folded into its own lowering
-        (a transpose read by gemm through its flag), and they are not outputs."""
+        (a transpose read by gemm through its flag, a broadcast read through by loop nests:
+        sets `through`), and they are not outputs."""
         folded: dict = {}
         for n in self.graph.nodes:
             fn = getattr(self.lowerings[n.op], "folds", None)
             for v in (fn(self, n) if fn else ()):
                 folded.setdefault(v.name, set()).add(id(n))
+        through = {}
+        for n in self.graph.nodes if self.fuse and not self.dims else ():
+            if OPS[n.op].elementwise and hasattr(self.lowerings[n.op], "scalar"):
+                for v in n.inputs:
+                    p = self.producers.get(v.name)
+                    if p is not None and getattr(self.lowerings[p.op], "reads_through", False):
+                        folded.setdefault(v.name, set()).add(id(n))
+                        through[v.name] = p.inputs[0]
         outputs = {v.name for v in self.graph.outputs.values()}
         users = self.graph.users()
-        return {name for name, by in folded.items() if name not in outputs
+        skip = {name for name, by in folded.items() if name not in outputs
                 and all(id(u) in by for u in users.get(name, []))}
+        self.through = {k: v for k, v in through.items() if k in skip}
+        return skip
 
     def fusion_plan(self) -> tuple:
         """({last member: group}, {members emitted inside a later group loop}) for the fusion

@@ -37,6 +37,8 @@ def piece_values(em, nodes) -> dict:
     for n in nodes:
         for v in n.inputs:
             values.setdefault(v.name, v)
+            if v.name in em.through:           # a broadcast read through: its operand
+                values.setdefault(em.through[v.name].name, em.through[v.name])
         values.setdefault(n.out.name, n.out)
     for n in nodes:
         folds = getattr(em.lowerings[n.op], "folds", None)

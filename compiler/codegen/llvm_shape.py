@@ -43,6 +43,13 @@ class Lowering:
         self.fn(em, node)
 
 
+class ReadThrough(Lowering):
+    """broadcast_to: a loop-nest reader (an elementwise node or fusion group) reads the
+    operand itself with stride 0 along the broadcast axes (ModuleEmitter.skipped: `through`),
+    so the broadcast is stored only for other readers."""
+    reads_through = True
+
+
 def _runtime_sized(fn):
     fn.runtime_sizes = True
     return fn

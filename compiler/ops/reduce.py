@@ -169,5 +169,5 @@ declare("broadcast_to",
         gate=gate("dx = G summed over the broadcast axes", _unbroadcast_gate),
         sympy=lambda x, shape: np.broadcast_to(x, shape).copy(),
         numpy=call("np.broadcast_to", "shape"),
-        llvm=LS.Lowering(LS.lower_broadcast_to),
+        llvm=LS.ReadThrough(LS.lower_broadcast_to),
         view=True, through=True)
