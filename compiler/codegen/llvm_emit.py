@@ -39,7 +39,7 @@ from .llvm_dims import emitting
 from .llvm_kernels import inline_single_calls, new_kernel, piece_key, piece_values
 from .llvm_types import (I8, I32, I64, LL_TYPES, PTR, VOID, View,  # noqa: F401  (used by callers)
                          const_i64, contiguous_strides)
-from .llvm_plan import accumulation_plan, epilogue_plan, sibling_plan
+from .llvm_plan import accumulation_plan, epilogue_plan, read_through, sibling_plan
 from .llvm_labels import (computed_checks, emit_computed_checks, emit_label_check, label_checks,
                           label_cone)
 from .quote import comment as quoted, identifier, identifiers
@@ -258,14 +258,7 @@ class ModuleEmitter:
             fn = getattr(self.lowerings[n.op], "folds", None)
             for v in (fn(self, n) if fn else ()):
                 folded.setdefault(v.name, set()).add(id(n))
-        through = {}
-        for n in self.graph.nodes if self.fuse and not self.dims else ():
-            if OPS[n.op].elementwise and hasattr(self.lowerings[n.op], "scalar"):
-                for v in n.inputs:
-                    p = self.producers.get(v.name)
-                    if p is not None and getattr(self.lowerings[p.op], "reads_through", False):
-                        folded.setdefault(v.name, set()).add(id(n))
-                        through[v.name] = p.inputs[0]
+        through = read_through(self, folded) if self.fuse and not self.dims else {}
         outputs = {v.name for v in self.graph.outputs.values()}
         users = self.graph.users()
         skip = {name for name, by in folded.items() if name not in outputs

@@ -1,10 +1,12 @@
 """Where the LLVM emitter (llvm_emit.py) shares work between fusion groups: `sibling_plan`
 (two groups over one shape read a common input in one loop), `accumulation_plan` (a
-product that gemm adds onto the other operand of its sum) and `epilogue_plan` (a group run
-on each tile of the node it reads, inside that node's lowering).  Functions of the emitter `em`
+product that gemm adds onto the other operand of its sum), `epilogue_plan` (a group run
+on each tile of the node it reads, inside that node's lowering) and `read_through` (loop
+nests reading a broadcast's operand instead of the broadcast).  Functions of the emitter `em`
 (its graph, producers, lowerings and immediates)."""
 from __future__ import annotations
 
+from ..ops import OPS
 from ..passes.fusion import epilogue_heads
 
 
@@ -97,3 +99,19 @@ def epilogue_plan(em, groups, inside, accum) -> dict:
         inside.add(head)
         plan[out] = node
     return plan
+
+
+def read_through(em, folded) -> dict:
+    """{broadcast value: its operand} for the readers that are loop nests (elementwise nodes
+    with scalar rules, alone or in a fusion group) of a value whose lowering `reads_through`
+    (broadcast_to): they read the operand with stride 0 instead; adds them to `folded`
+    (value -> ids of the nodes that fold it, ModuleEmitter.skipped)."""
+    through = {}
+    for n in em.graph.nodes:
+        if OPS[n.op].elementwise and hasattr(em.lowerings[n.op], "scalar"):
+            for v in n.inputs:
+                p = em.producers.get(v.name)
+                if p is not None and getattr(em.lowerings[p.op], "reads_through", False):
+                    folded.setdefault(v.name, set()).add(id(n))
+                    through[v.name] = p.inputs[0]
+    return through
