@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from dataclasses import dataclass
 
 
 class ObjectError(ValueError):
@@ -44,9 +45,58 @@ def _c_string(table: bytes, offset: int, what: str) -> str:
     return table[offset:end].decode("latin-1")
 
 
+@dataclass(frozen=True)
+class Section:
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    align: int
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    bind: int        # 0 local, 1 global, 2 weak
+    kind: int        # st_type: 0 none, 1 object, 2 function, 3 section, 4 file
+    section: int     # 0: undefined; >= 0xFF00: special (absolute, common)
+    value: int
+
+
+@dataclass(frozen=True)
+class Object:
+    """A checked relocatable object: its sections, its symbol table and, per section index,
+    the relocations applied to it as (offset, type, symbol index, addend)."""
+    machine: int
+    sections: tuple
+    symbols: tuple
+    relocations: dict
+
+    def section_data(self, obj: bytes, i: int) -> bytes:
+        s = self.sections[i]
+        return b"" if s.type in (0, _SHT_NOBITS) else obj[s.offset:s.offset + s.size]
+
+
 def symbols(obj: bytes, machine: int | None = None) -> tuple:
     """(defined, undefined) global symbol names of the relocatable object `obj`, after checking
     its structure; `machine` is the host's e_machine (None: not checked)."""
+    return global_names(parse(obj, machine))
+
+
+def global_names(parsed: Object) -> tuple:
+    """(defined, undefined) global or weak symbol names of a parsed object."""
+    defined, undefined = [], []
+    for s in parsed.symbols:
+        if s.bind in (1, 2) and s.name:
+            (undefined if s.section == 0 else defined).append(s.name)
+    return defined, undefined
+
+
+def parse(obj: bytes, machine: int | None = None) -> Object:
+    """The sections, symbols and relocations of the relocatable object `obj`, after checking
+    every offset the linker follows (ObjectError otherwise); `machine`: the host's e_machine
+    (None: not checked)."""
     if len(obj) < 52 or obj[:4] != b"\x7fELF":
         raise ObjectError("not an ELF object")
     wide = {1: False, 2: True}.get(obj[4])
@@ -70,12 +120,14 @@ def symbols(obj: bytes, machine: int | None = None) -> tuple:
     if e_shoff + e_shnum * e_shentsize > len(obj) or e_shstrndx >= e_shnum:
         raise ObjectError("section headers outside the object")
     sections = []     # (type, offset, size, link, info, entsize)
+    heads = []        # (name offset, flags, alignment)
     for i in range(e_shnum):
-        (_, sh_type, _, _, off, size, link, info, _, entsize) = struct.unpack_from(
-            shdr, obj, e_shoff + i * e_shentsize)
+        (sh_name, sh_type, sh_flags, _, off, size, link, info, align, entsize) = \
+            struct.unpack_from(shdr, obj, e_shoff + i * e_shentsize)
         if sh_type not in (0, _SHT_NOBITS) and off + size > len(obj):
             raise ObjectError(f"section {i} extends past the end of the object")
         sections.append((sh_type, off, size, link, info, entsize))
+        heads.append((sh_name, sh_flags, align))
 
     def data(i: int) -> bytes:
         t, off, size = sections[i][:3]
@@ -91,7 +143,7 @@ def symbols(obj: bytes, machine: int | None = None) -> tuple:
             or sections[st[3]][0] != _SHT_STRTAB:
         raise ObjectError("malformed symbol table")
     names, table = data(st[3]), data(tables[0])
-    defined, undefined, count = [], [], st[2] // symsize
+    syms, count = [], st[2] // symsize
     for j, fields in enumerate(struct.iter_unpack(sym, table)):
         st_name, st_info, st_shndx, st_value, st_size = (
             fields[0], fields[1], fields[3], fields[4], fields[5]) if wide else (
@@ -102,8 +154,8 @@ def symbols(obj: bytes, machine: int | None = None) -> tuple:
         if 0 < st_shndx < e_shnum and sections[st_shndx][0] not in (0, _SHT_NOBITS) \
                 and st_value + st_size > sections[st_shndx][2]:
             raise ObjectError(f"symbol {name or j} lies outside its section")
-        if st_info >> 4 in (1, 2) and name:          # global or weak binding
-            (undefined if st_shndx == 0 else defined).append(name)
+        syms.append(Symbol(name, st_info >> 4, st_info & 0xF, st_shndx, st_value))
+    relocations = {}
     for i, (t, _, size, link, info, entsize) in enumerate(sections):
         if t not in (_SHT_REL, _SHT_RELA):
             continue
@@ -113,6 +165,7 @@ def symbols(obj: bytes, machine: int | None = None) -> tuple:
                 or not 0 < info < e_shnum:
             raise ObjectError(f"malformed relocation section {i}")
         target = sections[info][2]
+        applied = relocations.setdefault(info, [])
         for r in struct.iter_unpack(rel, data(i)):
             r_sym, r_type = (r[1] >> 32, r[1] & 0xFFFFFFFF) if wide else (r[1] >> 8, r[1] & 0xFF)
             width = 4
@@ -122,4 +175,8 @@ def symbols(obj: bytes, machine: int | None = None) -> tuple:
                 width = _X86_64_RELOCS[r_type]
             if r_sym >= count or r[0] + width > target:
                 raise ObjectError(f"relocation in section {i} points outside the object")
-    return defined, undefined
+            applied.append((r[0], r_type, r_sym, r[2] if t == _SHT_RELA else None))
+    names = data(e_shstrndx)
+    named = tuple(Section(_c_string(names, h[0], f"section {i}") if t[0] else "", t[0], h[1],
+                          t[1], t[2], h[2]) for i, (t, h) in enumerate(zip(sections, heads)))
+    return Object(e_machine, named, tuple(syms), relocations)

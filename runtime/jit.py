@@ -8,6 +8,13 @@
 External symbols (BLAS, libm) are checked with `address_of_symbol` before code is loaded: an
 unresolved symbol would otherwise bind to address 0 and crash at call time.
 
+On x86-64 Linux an object is loaded by gradc's own loader (runtime/loader.py: map, relocate,
+protect; no LLVM), so a warm cache hit in a new process never imports llvmlite.binding: the
+target key is remembered in the cache under the host's identity (`host_identity`: the CPU's
+identification and feature flags from /proc/cpuinfo, the llvmlite build), written by the first
+process that asked LLVM.  An object the loader does not handle (`loader.Unsupported`), and
+every object elsewhere or with GRADC_NATIVE_LOADER=0, goes to MCJIT as before.
+
 Lifetime: each object gets an engine of its own (~1 ms to create) so that its memory can be
 given back: when the last reference to its `Code` goes (the kernels built on it, and the ctypes
 functions `code.function` made, which hold it), a finalizer closes the engine, which unmaps the
@@ -19,12 +26,14 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import os
+import sys
 import threading
 import weakref
 
 from compiler.lazy import llvm_binding as llvm    # llvmlite loads when a kernel is built or loaded
 
-from . import blas, elf, llvm_opt
+from . import blas, cache, elf, llvm_opt, loader
 
 _lock = threading.RLock()
 _state: dict = {}
@@ -70,20 +79,28 @@ def _close(engine) -> None:
 
 
 class Code:
-    """One loaded object and its engine; the engine is closed (the code unmapped) when the Code
-    is garbage-collected, so anything that may call into the code must hold the Code: the
-    functions made by `function` do."""
+    """One loaded object and its engine (MCJIT) or image (runtime/loader.py); the engine is
+    closed, the image unmapped, when the Code is garbage-collected, so anything that may call
+    into the code must hold the Code: the functions made by `function` do.  `native`: loaded
+    by gradc's loader."""
 
-    def __init__(self, engine, symbol: str):
+    def __init__(self, engine, symbol: str, image=None):
         self.symbol = symbol
         self._engine = engine
+        self._image = image
+        self.native = image is not None
         self._addresses: dict = {}
-        weakref.finalize(self, _close, engine).atexit = False   # at exit the process unmaps
+        if image is not None:
+            weakref.finalize(self, image.close).atexit = False
+        else:
+            weakref.finalize(self, _close, engine).atexit = False   # at exit the process unmaps
 
     def address(self, name: str) -> int:
         """The address of function `name` of this object."""
         with _lock:
-            addr = self._addresses.get(name) or self._engine.get_function_address(name)
+            addr = self._addresses.get(name) or (
+                self._image.address(name) if self._image is not None
+                else self._engine.get_function_address(name))
             if not addr:
                 raise RuntimeError(f"native function {name!r} not found in the loaded code")
             self._addresses[name] = addr
@@ -96,12 +113,72 @@ class Code:
         return fn
 
 
-def target_key() -> str:
-    """What object code depends on besides the IR: llvmlite/LLVM versions, CPU name, features."""
+def _llvm_target_key() -> str:
     import llvmlite
     s = _init()
     return (f"llvmlite {llvmlite.__version__}; llvm {'.'.join(map(str, llvm.llvm_version_info))}; "
             f"{s['triple']}; {s['cpu']}; {s['features']}")
+
+
+# /proc/cpuinfo fields that decide LLVM's host CPU name and features (x86, then Arm): not the
+# clock, core numbering or bug list
+_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "stepping", "microcode",
+               "flags", "CPU implementer", "CPU architecture", "CPU variant", "CPU part",
+               "CPU revision", "Features")
+_target: list = []
+
+
+def host_identity() -> str | None:
+    """What the target key follows from, read without LLVM: the first CPU's identification
+    and feature flags (/proc/cpuinfo), the machine, and the llvmlite build (version, and its
+    shared library's path, size and modification time); None where there is no /proc/cpuinfo."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            text = b""
+            while b"\n\n" not in text:
+                chunk = f.read(8192)
+                if not chunk:
+                    break
+                text += chunk
+    except OSError:
+        return None
+    fields = {}
+    for line in text.split(b"\n\n", 1)[0].decode("latin-1").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in _CPU_FIELDS:
+            fields[name.strip()] = value.strip()
+    if not fields:
+        return None
+    import llvmlite                        # the package alone (its binding is not loaded)
+    lib = os.path.join(os.path.dirname(llvmlite.__file__), "binding")
+    try:
+        libs = sorted(n for n in os.listdir(lib) if n.startswith("libllvmlite"))
+        st = [os.stat(os.path.join(lib, n)) for n in libs]
+    except OSError:
+        return None
+    return "; ".join([f"llvmlite {llvmlite.__version__}", os.uname().machine,
+                      *(f"{n} {s.st_size} {s.st_mtime_ns}" for n, s in zip(libs, st)),
+                      *(f"{k}={v}" for k, v in sorted(fields.items()))])
+
+
+def target_key() -> str:
+    """What object code depends on besides the IR: llvmlite/LLVM versions, CPU name, features.
+    Asked of LLVM once per host identity; later processes read it from the cache."""
+    if _target:
+        return _target[0]
+    ident = host_identity()
+    k = cache.key("; gradc target key of this host\n", ident) if ident else None
+    hit = cache.get(k) if k else None
+    if hit is not None and not hit[1]:
+        found = hit[0].decode("utf-8", "replace")
+    else:
+        found = _llvm_target_key()
+        if k:
+            cache.put(k, found.encode(), [])
+    _target[:] = [found]
+    return found
 
 
 def _optimized(ir_text: str):
@@ -139,9 +216,21 @@ def compile_object(ir_text: str) -> tuple:
         return _state["tm"].emit_object(mod), ext
 
 
+def _native() -> bool:
+    return loader.supported_host() and os.environ.get("GRADC_NATIVE_LOADER", "1") != "0"
+
+
+def _resolve(name: str) -> int:
+    """An external's address for gradc's loader: a BLAS routine gradc binds, else the
+    process's own symbol (libm, libc), else 0."""
+    return blas.addresses().get(name) if name in blas.SYMBOLS else loader.process_symbol(name)
+
+
 def checks_objects() -> bool:
     """Whether `check_object` can parse this host's objects (ELF); elsewhere the disk cache is
     not read, since an object that cannot be checked is not linked from disk."""
+    if loader.supported_host():
+        return True
     return elf.host_machine(_init()["triple"]) is not None and not any(
         os_name in _state["triple"] for os_name in ("apple", "darwin", "windows", "msvc"))
 
@@ -151,13 +240,21 @@ def check_object(obj: bytes, symbol: str, ext) -> None:
     structure is unsound (LLVM's loader would read out of bounds), that does not define
     `symbol` or defines anything but `symbol` and its `symbol_...` companions, or that needs a
     symbol the process does not provide."""
-    defined, undefined = elf.symbols(obj, elf.host_machine(_init()["triple"]))
+    parsed = elf.parse(obj, elf.host_machine(_init()["triple"]))
+    undefined = _check_defined(parsed, symbol)
+    check_externals(list(dict.fromkeys([*ext, *undefined])))
+
+
+def _check_defined(parsed, symbol: str) -> list:
+    """The object's undefined names, after refusing one that does not define `symbol` or
+    defines anything but `symbol` and its `symbol_...` companions."""
+    defined, undefined = elf.global_names(parsed)
     if symbol not in defined:
         raise elf.ObjectError(f"object does not define {symbol!r}")
     other = [d for d in defined if d != symbol and not d.startswith(symbol + "_")]
     if other:
         raise elf.ObjectError(f"object for {symbol!r} also defines {', '.join(other[:3])}")
-    check_externals(list(dict.fromkeys([*ext, *undefined])))
+    return undefined
 
 
 def load(obj: bytes, symbol: str, ext) -> Code:
@@ -167,6 +264,19 @@ def load(obj: bytes, symbol: str, ext) -> Code:
         code = _loaded.get(symbol)
         if code is not None:
             return code
+        if _native():
+            parsed = elf.parse(obj, 62)
+            _check_defined(parsed, symbol)
+            try:
+                image = loader.load(obj, parsed, _resolve)
+            except loader.Unsupported:
+                image = None               # MCJIT links it (below)
+            if image is not None:
+                code = Code(None, symbol, image)
+                if not image.address(symbol):
+                    raise RuntimeError(f"native entry {symbol!r} not found after loading it")
+                _loaded[symbol] = code
+                return code
         if checks_objects():
             check_object(obj, symbol, ext)
         else:

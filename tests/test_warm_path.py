@@ -1,7 +1,8 @@
 """What a new process does to run a kernel whose object is in the disk cache: it loads the
 object without emitting IR, and loads nothing it does not need: not numpy.ma (~15 ms to
 import; checking arguments for masked arrays does not need it: none exists unless numpy.ma was
-imported), not SciPy's Python modules (BLAS comes from its bundled library).  Oracle: the
+imported), not SciPy's Python modules (BLAS comes from its bundled library), and on x86-64
+Linux not llvmlite.binding (runtime/loader.py links the object; the target key is remembered).  Oracle: the
 lecture neuron's hand-derived values, in two fresh processes sharing one private cache."""
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import textwrap
 
 import numpy as np
+
+from runtime import loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +30,8 @@ CHILD = textwrap.dedent("""
     out = fn(w=np.array([2., -3., -3.]), x=[-1., -2.])    # a list goes through the checks
     print(json.dumps({"out": float(out["out"]), "dw": out["dw"].tolist(), "cached": fn.cached,
                       "emitted": fn._source is not None,
-                      "modules": [m for m in ("numpy.ma", "scipy.linalg") if m in sys.modules]}))
+                      "modules": [m for m in ("numpy.ma", "scipy.linalg") if m in sys.modules],
+                      "llvm": "llvmlite.binding" in sys.modules, "native": fn._code.native}))
 """)
 
 
@@ -48,6 +52,9 @@ def test_a_cache_hit_in_a_new_process_loads_only_what_it_runs(tmp_path):
         assert res["modules"] == [], res
     assert not cold["cached"] and cold["emitted"]
     assert warm["cached"] and not warm["emitted"]
+    if loader.supported_host():        # gradc's own loader: the warm process never loads LLVM
+        assert cold["llvm"] and cold["native"]
+        assert warm["native"] and not warm["llvm"], warm
 
 
 def test_code_generator_sources_are_the_files_glob_finds(tmp_path):
