@@ -1,26 +1,40 @@
 """A compiled function of a symbolic graph (f64[N,784]: compiler/shapes.py) on the LLVM
 backend: one callable for every N, which makes the kernel of the call's sizes the first time
-they occur and keeps it.  Where every lowering takes run-time sizes (codegen/llvm_dims.py)
-those kernels share ONE native function, which reads the sizes when it runs (each kernel is
-then only its buffers and call state at those sizes); otherwise, and at a size of 0, each
-set of sizes gets native code specialized to it.
+they occur and keeps the kernels of the `max_sizes` most recently used sets of sizes.  Where
+every lowering takes run-time sizes (codegen/llvm_dims.py) those kernels share ONE native
+function, which reads the sizes when it runs (each kernel is then only its buffers and call
+states at those sizes); otherwise, and at a size of 0, each set of sizes gets native code
+specialized to it.
 
     fn = compiler.compile(grad(g), backend="llvm")      # g has X: f64[N,784]
     fn(X=X64, ...); fn(X=X17, ...)                      # one native function, two call states
     fn.specializations                                  # 1 (2 with a slice: per size)
+    fn.max_sizes = 32                                   # keep 32 sets of sizes (default 8)
+
+Bounded: a loop over variable-length batches (N = 1..5000) keeps at most `max_sizes` kernels
+(MAX_SIZES, 8, unless set on the function: `fn.flat.max_sizes` for one taking trees); the
+least recently used one is dropped when a new set of sizes arrives, its buffers freed once no
+thread is in a call of it (a call in progress holds it).  A set of sizes seen again after being
+dropped is built again: cheap where the native function is shared (the kept kernels hold it
+loaded, runtime/jit.py `loaded`: only the buffers are new), a load of its per-size object
+(from the disk cache, runtime/cache.py) otherwise.
 
 The arguments are checked against the symbolic graph first (shapes, dtypes, labels, and that
 inputs sharing a dimension name agree: a DimError naming both), so every backend refuses the
 same calls with the same errors.  Safe to call from any thread: the kernels are built under a
-lock, each once, and each kernel is itself thread-safe.
+lock, each set of sizes once while it is kept, and each kernel is itself thread-safe.
 """
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
+from .ir import GradcError
 from .shapes import bind_dims
+
+MAX_SIZES = 8     # sets of sizes whose kernels a function keeps (the most recently used)
 
 
 class SizedKernel:
@@ -31,7 +45,7 @@ class SizedKernel:
 
     check_finite = False
 
-    def __init__(self, graph, build, backend: str, check):
+    def __init__(self, graph, build, backend: str, check, max_sizes: int | None = None):
         self.graph = graph
         self.backend = backend
         self._check = check
@@ -40,16 +54,42 @@ class SizedKernel:
                        for v in graph.inputs if v.type.symbolic]
         self.ir = str(graph)
         self._build = build
-        self._kernels: dict = {}         # sorted (name, size) pairs -> kernel
-        self._lock = threading.Lock()
+        self._kernels: OrderedDict = OrderedDict()   # sorted (name, size) pairs -> kernel,
+        self._lock = threading.Lock()                # least recently used first
         self._last = None
+        self._max = MAX_SIZES
+        self.max_sizes = MAX_SIZES if max_sizes is None else max_sizes
+        self.built = 0          # kernels made (rebuilds of dropped sets of sizes included)
+        self.evicted = 0        # kernels dropped to keep `max_sizes`
+        self._native = 0        # of the kernels made, those whose native code was new
+
+    @property
+    def max_sizes(self) -> int:
+        """How many sets of sizes keep their kernel (the most recently used); setting it lower
+        drops the least recently used ones now."""
+        return self._max
+
+    @max_sizes.setter
+    def max_sizes(self, n) -> None:
+        if type(n) is not int or n < 1:       # bool is not an int here
+            raise GradcError(f"max_sizes={n!r}: expected an int >= 1 (how many sets of sizes "
+                             f"keep their kernel; default {MAX_SIZES})")
+        with self._lock:
+            self._max = n
+            self._trim()
 
     @property
     def specializations(self) -> int:
-        """How many native kernels were built: one for every set of sizes, or one for all of
-        them where the kernel takes the sizes at run time (codegen/llvm_dims.py; its call
-        states per set of sizes share the native code)."""
-        return len({k.symbol for k in self._kernels.values()})
+        """How many native kernels were built over this function's life: one for every set of
+        sizes (counting again a set built again after being dropped), or one for all of them
+        where the kernel takes the sizes at run time (codegen/llvm_dims.py; its kernels per
+        set of sizes share the native code, which stays loaded while one is kept)."""
+        return self._native
+
+    @property
+    def sizes(self) -> list:
+        """The sets of sizes whose kernels are kept, least recently used first."""
+        return [dict(key) for key in list(self._kernels)]
 
     @property
     def source(self) -> str:
@@ -58,16 +98,41 @@ class SizedKernel:
 
     def kernel_for(self, dims: dict):
         key = tuple(sorted(dims.items()))
-        k = self._kernels.get(key)
+        k = self._hit(key)
         if k is None:
             with self._lock:
                 k = self._kernels.get(key)
                 if k is None:
+                    shared = {getattr(kept, "symbol", None) for kept in self._kernels.values()}
                     k = self._build(dict(dims))
                     k.check_finite = self.check_finite
-                    self._kernels[key] = k
+                    self.built += 1
+                    self._native += getattr(k, "symbol", None) not in shared
+                    self._kernels[key] = k   # in before the oldest goes: the shared code stays
+                    self._trim()             # loaded (the kept kernels hold it)
+                else:
+                    self._kernels.move_to_end(key)
         self._last = k
         return k
+
+    def _hit(self, key):
+        """The kept kernel of `key`, now the most recently used, or None."""
+        k = self._kernels.get(key)
+        if k is not None:
+            try:
+                self._kernels.move_to_end(key)
+            except KeyError:      # dropped by another thread just now: the caller still has it
+                pass
+        return k
+
+    def _trim(self) -> None:
+        """Drop the least recently used kernels beyond `max_sizes` (under the lock).  A dropped
+        kernel's call states and buffers are freed when the last reference goes (no cycles:
+        runtime/llvm_kernel.py); a thread in a call of it holds it to the end of the call, and
+        a `copy=False` output, a view of its buffers, keeps them."""
+        while len(self._kernels) > self._max:
+            self._kernels.popitem(last=False)
+            self.evicted += 1
 
     def __call__(self, **kwargs) -> dict:
         k = self._known(kwargs)
@@ -80,8 +145,8 @@ class SizedKernel:
         return self.kernel_for(dims)(**kwargs)
 
     def _known(self, kwargs):
-        """The kernel already built for the sizes of ndarray arguments of the declared ranks
-        (arguments that agree on every name), else None (the full checks then run)."""
+        """The kernel kept for the sizes of ndarray arguments of the declared ranks (arguments
+        that agree on every name), else None (the full checks then run)."""
         dims: dict = {}
         for name, rank, named in self._named:
             a = kwargs.get(name)
@@ -91,7 +156,7 @@ class SizedKernel:
                 n = a.shape[ax]
                 if dims.setdefault(d, n) != n:
                     return None
-        return self._kernels.get(tuple(sorted(dims.items())))
+        return self._hit(tuple(sorted(dims.items())))
 
     def bind(self, fixed: dict, donate=None):
         return None          # the caller calls the function as usual (compiler/train.py)
@@ -99,4 +164,5 @@ class SizedKernel:
     def __repr__(self) -> str:
         sig = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)
         return (f"<gradc {self.backend} function {self.graph.name}({sig}) -> "
-                f"{list(self.graph.outputs)}, {self.specializations} size(s) built>")
+                f"{list(self.graph.outputs)}, {self.specializations} size(s) built, "
+                f"{len(self._kernels)} kept>")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import weakref
 
 import numpy as np
 
@@ -147,7 +148,11 @@ class LLVMKernel:
         st._fresh = [(slot, st._buffers[name], st._buffers[name].ctypes.data)
                      for slot, name in self._fresh]    # (slot, own buffer, its pointer)
         st._installed = {slot: buf for slot, buf, _ in st._fresh}   # array in each slot
-        env = {"ndarray": np.ndarray, "empty": np.empty, "last": st._last, "self": st,
+        # the function refers to its state through a proxy (its caller holds the state): a
+        # reference would be a cycle, and a dropped state's buffers would wait for a full
+        # collection (compiler/sized_kernel.py drops the kernels of sizes not used lately)
+        env = {"ndarray": np.ndarray, "empty": np.empty, "last": st._last,
+               "self": weakref.proxy(st), "cfunc": st._cfunc, "check": st._check,
                "installed": st._installed, "ptrs": st._ptrs, "addr": st._ptrs_addr}
         for j, (_, own, _) in enumerate(st._fresh):
             env[f"own{j}"] = own
@@ -161,7 +166,7 @@ class LLVMKernel:
             else:
                 env[f"st{k}"] = self._fast[k][3]
         exec(self._fastcall, env)
-        st._fastcall = env["fast"]
+        st._fastcall = env.pop("fast")    # (not in its own globals: a cycle too)
         return st
 
     def _specialize(self):
@@ -192,7 +197,7 @@ class LLVMKernel:
         for k in range(len(self._fast)):
             code.append(f"    if a{k} is not last[{k}]: self._install({k}, a{k})")
         if self._check is not None:
-            code += ["    bad = self._check(addr)",
+            code += ["    bad = check(addr)",
                      "    if bad: raise self._label_error(last, bad)"]
         if self._fresh:
             code.append("    if copy:")
@@ -200,7 +205,7 @@ class LLVMKernel:
                 code += [f"        f{j} = installed[{slot}] = empty(own{j}.shape, own{j}.dtype)",
                          f"        ptrs[{slot}] = f{j}.ctypes.data"]
             code += ["    else:", "        self._restore()"]
-        code += ["    bad = self._cfunc(addr)", "    if bad: raise self._computed_error(bad)",
+        code += ["    bad = cfunc(addr)", "    if bad: raise self._computed_error(bad)",
                  "    return {"]
         for j, (key, kind, src) in enumerate(self._out_kinds):
             ref = f"o{j}" if type(src) is not int else f"last[{src}]"
