@@ -12,7 +12,7 @@ specialized to it.
     fn.max_sizes = 32                                   # keep 32 sets of sizes (default 8)
 
 Bounded: a loop over variable-length batches (N = 1..5000) keeps at most `max_sizes` kernels
-(MAX_SIZES, 8, unless set on the function: `fn.flat.max_sizes` for one taking trees); the
+(MAX_SIZES, 8, unless set on the function, `fn.max_sizes`, also for one taking trees); the
 least recently used one is dropped when a new set of sizes arrives, its buffers freed once no
 thread is in a call of it (a call in progress holds it).  A set of sizes seen again after being
 dropped is built again: cheap where the native function is shared (the kept kernels hold it

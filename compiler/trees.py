@@ -316,6 +316,14 @@ class TreeFunction:
             raise AttributeError(name)
         return getattr(self.flat, name)
 
+    def __setattr__(self, name, value):
+        """Settings (`check_finite`, `max_sizes`) are the kernel's: set on the wrapper they
+        would be read by nothing."""
+        if name in ("flat", "trees_graph"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.flat, name, value)
+
     def __repr__(self) -> str:
         return f"<tree arguments {list(self.trees_graph.input_trees)} of {self.flat!r}>"
 

@@ -236,3 +236,23 @@ def test_hvp_and_hessian_take_trees_and_paths(rng):
     assert by_tree == by_leaf
     h = compiler.hessian(g, wrt="params.scale.0")
     assert "hessian_params_scale_0" in h.outputs
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_settings_on_a_tree_function_reach_its_kernel(backend, rng):
+    """`fn.check_finite = True` on a function taking trees refuses a NaN input (set on the
+    wrapper alone it would be read by nothing), and `fn.max_sizes` bounds a symbolic kernel."""
+    params, X, y = _values(rng)
+    fn = compiler.compile(compiler.grad(_trace(), wrt=["params"]), backend=backend)
+    fn.check_finite = True
+    assert fn.flat.check_finite
+    bad = dict(params, l1={"W": params["l1"]["W"].copy(), "b": params["l1"]["b"]})
+    bad["l1"]["W"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="params"):
+        fn(params=bad, X=X, y=y)
+    g = dsl.trace(tree_loss, params=SPEC, X=f64["N", 2], y=i64["N"])
+    sym = compiler.compile(compiler.grad(g, wrt=["params"]), backend="llvm")
+    sym.max_sizes = 2
+    for n in (1, 2, 3, 4):
+        sym(params=params, X=rng.standard_normal((n, 2)), y=np.zeros(n, np.int64))
+    assert sym.flat.max_sizes == 2 and len(sym.flat.sizes) == 2
