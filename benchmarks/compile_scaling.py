@@ -270,10 +270,10 @@ def profile(layers: int) -> None:
               ("verify", "module.py", "verify"),
               ("O3 pipeline", "newpassmanagers.py", "run"),
               ("object emission", "targets.py", "emit_object"),
-              ("load (MCJIT)", "jit.py", "load")]
+              ("load (gradc loader or MCJIT)", "jit.py", "load")]
     for label, file, func in stages:
         cum = sum(v[3] for k, v in st.stats.items() if k[0].endswith(file) and k[2] == func)
-        print(f"  {label:22s} {cum:7.3f} s")
+        print(f"  {label:28s} {cum:7.3f} s")
 
 
 if __name__ == "__main__":
