@@ -21,6 +21,13 @@ with K = C/G·KH·KW and P = OH·OW.
 
 Pooling: max/avg pool read each window straight from x (a strided view); pool_windows is a
 strided copy and pool_fold its scatter-add; global_avg_pool sums each H×W plane.
+
+Run-time batch size (llvm_dims.py; every lowering here has `runtime_sizes = True`): the batch
+axis N may be a `Dim`, read when the kernel runs; channels, spatial sizes and the kernel stay
+ints, so the tile plan, the gemm integers (per image: m = pixels of a tile, n = O/G, k =
+C/G·KH·KW, none of them N) and the unrolled windows are those of the fixed-size code.  N only
+counts the outermost loop (conv: over images; pooling: the loop nest over N·C planes), and a
+graph whose batch is a fixed int lowers to exactly the code it did before.
 """
 from __future__ import annotations
 
@@ -38,11 +45,20 @@ MAX_TILE_BYTES = 1 << 22      # a single tile column larger than this is refused
 UNROLL_WINDOW = 16            # pooling windows up to this many elements are unrolled
 
 
-def _ints(node, *shapes):
+def _ints(node, *shapes, batch=True):
+    """Every size an int, but the batch axis (axis 0 of each shape, when `batch`), which may
+    be a run-time size (a Dim, llvm_dims.py)."""
     for s in shapes:
-        if not all(isinstance(d, numbers.Integral) for d in s):
+        rest = s[1:] if batch else s
+        if not all(isinstance(d, numbers.Integral) for d in rest):
             raise UnsupportedError(f"{node.op} {node.out.name!r}: the LLVM backend needs "
-                                   f"concrete sizes, got shape {s}")
+                                   "concrete sizes (a dimension name only along the batch "
+                                   f"axis), got shape {s}")
+
+
+def _empty(*sizes) -> bool:
+    """Whether a size is 0 (a run-time size never is: zero sizes specialize, llvm_dims.py)."""
+    return any(isinstance(d, numbers.Integral) and d == 0 for d in sizes)
 
 
 class _Geo:
@@ -57,7 +73,8 @@ class _Geo:
         else:
             x, y, w = node.inputs[0], node.inputs[1], node.out
         self.x, self.w, self.y = x, w, y
-        _ints(node, x.shape, w.shape, y.shape)
+        _ints(node, x.shape, y.shape)
+        _ints(node, w.shape, batch=False)
         self.n, self.c, self.h, self.wd = x.shape
         self.o, self.cg, self.kh, self.kw = w.shape
         self.oh, self.ow = y.shape[2:]
@@ -72,6 +89,7 @@ class _Geo:
 
 class Conv:
     """conv2d ("forward"), conv2d_input_grad, conv2d_weight_grad."""
+    runtime_sizes = True         # the batch axis may be a run-time size (module docstring)
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -232,10 +250,10 @@ def _conv(em, node, kind, geo, epi=None):
         geo.y = epi[0]
     ty = em.ll(node.out.dtype)
     item = 8 if node.out.dtype == "f64" else 4
-    if min(geo.n, geo.o, geo.c, geo.p) == 0:
+    if _empty(geo.n, geo.o, geo.c, geo.p):
         if kind != "forward" or geo.c == 0:     # an empty sum: zeros
             em.fill(geo.y if kind == "forward" else node.out, ir.Constant(ty, 0.0))
-        if epi is not None and geo.c == 0 and min(geo.n, geo.o, geo.p):
+        if epi is not None and geo.c == 0 and not _empty(geo.n, geo.o, geo.p):
             with em.loop(geo.n, "n") as n:
                 _epilogue(em, epi, n, const_i64(0), geo.o, const_i64(0), const_i64(0),
                           const_i64(geo.oh), const_i64(geo.ow))
@@ -313,6 +331,7 @@ def _window_strides(x, node):
 
 class Pool:
     """max_pool2d ("max"), avg_pool2d ("mean"), global_avg_pool ("global")."""
+    runtime_sizes = True         # N: a loop count (module docstring)
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -360,6 +379,7 @@ class Pool:
 
 class Windows:
     """pool_windows: a strided copy of x's windows."""
+    runtime_sizes = True         # N: a loop count (module docstring)
 
     def lower(self, em, node):
         x = node.inputs[0]
@@ -368,6 +388,7 @@ class Windows:
 
 class Fold:
     """pool_fold: dx = 0, then dx[window element] += g[...] over g's shape."""
+    runtime_sizes = True         # N: a loop count (module docstring)
 
     def lower(self, em, node):
         b, g, out = em.b, node.inputs[0], node.out

@@ -117,6 +117,8 @@ def _input_grad_type(ins, size, stride, padding, dilation, groups):
     op = "conv2d_input_grad"
     _float4(op, "g", g)
     _float4(op, "w", w)
+    _concrete(op, "g", g, (1, 2, 3))
+    _concrete(op, "w", w, (0, 1, 2, 3))
     geo = _conv_attrs(op, stride, padding, dilation, groups)
     size = _pair(op, "size", size, 1)
     x = TensorType(g.dtype, (g.shape[0], w.shape[1] * groups) + size)
@@ -132,6 +134,8 @@ def _weight_grad_type(ins, kernel, stride, padding, dilation, groups):
     op = "conv2d_weight_grad"
     _float4(op, "x", x)
     _float4(op, "g", g)
+    _concrete(op, "x", x, (1, 2, 3))
+    _concrete(op, "g", g, (1, 2, 3))
     geo = _conv_attrs(op, stride, padding, dilation, groups)
     kernel = _pair(op, "kernel", kernel, 1)
     if x.shape[1] % groups or g.shape[1] % groups:
@@ -171,6 +175,7 @@ def _fold_type(ins, size, kernel, stride):
     op = "pool_fold"
     if g.ndim != 6 or g.dtype not in FLOAT_DTYPES:
         raise ShapeError(f"{op}: g must be a 6-D float value [N, C, OH, OW, KH, KW], got {g}")
+    _concrete(op, "g", g, (1, 2, 3, 4, 5))
     x = TensorType(g.dtype, g.shape[:2] + _pair(op, "size", size, 1))
     if (tuple(kernel) != g.shape[4:]
             or _pool_geometry(op, x, kernel, stride) != g.shape[2:4]):
