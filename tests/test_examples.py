@@ -235,3 +235,15 @@ def test_cnn_script_reaches_98_percent_and_saves_the_plot(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     acc = float(re.search(r"test accuracy (\d\.\d{4})", p.stdout).group(1))
     assert acc >= 0.98 and png.stat().st_size > 10000
+
+
+def test_cnn_example_compiles_its_step_once_for_every_batch_size():
+    """The example's inputs are f64[N, 1, 8, 8]: the partial last batch (1437 = 22·64 + 29)
+    and the evaluation on the 360 held-out images reuse one native train step."""
+    pytest.importorskip("sklearn", reason="the digits data set comes with scikit-learn "
+                        "(pip install -e '.[examples]'; CI installs it)")
+    step, losses, _, accuracy = cnn.train(epochs=1, backend="llvm", bar=False)
+    assert len(losses) == 23 and np.isfinite(losses).all()
+    assert step.compilations == 2                 # the train step, and the evaluation graph
+    assert step._last.kernel.specializations == 1
+    assert [c.kernel.specializations for c in step._eval.values()] == [1]
