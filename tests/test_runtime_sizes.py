@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import compiler
+from compiler.codegen import llvm_shape
 from frontends import dsl
 from frontends.dsl import f64, i64
 
@@ -88,9 +89,12 @@ def test_bad_labels_at_every_size():
     assert sym._last.kernel.specializations == 1
 
 
-def test_fallback_graph_specializes_per_size():
-    """A graph with a lowering that does not take run-time sizes (a slice, `getitem`) keeps
-    one native kernel per size, with the NumPy backend's results."""
+def test_fallback_graph_specializes_per_size(monkeypatch):
+    """A graph with a lowering that does not take run-time sizes (forced here: the slice's
+    `getitem` takes them, tests/test_runtime_sizes_index.py) keeps one native kernel per
+    size, with the NumPy backend's results."""
+    monkeypatch.setattr(llvm_shape.lower_getitem, "runtime_sizes", False)
+
     def f(X, W):
         return dsl.sum(dsl.tanh(X[:, 1:] @ W))
     g = compiler.grad(dsl.trace(f, X=f64["N", D], W=f64[D - 1, 2]), wrt=["W"])

@@ -14,6 +14,12 @@ reading (or adding into) row `idx` of the operand's N rows:
 Every index is checked to lie in [0, N) before the graph's function reads it (the label checks,
 llvm_labels.py, from the records' `label` rules); as a second guard the loops read row 0 for an
 index outside [0, N) (and add 0), so no bad index ever reaches memory.
+
+Run-time sizes (llvm_dims.py): every lowering here takes them.  The indexed axis N is always
+a fixed size (the shape rules refuse a dimension name there: an index is checked against a
+known bound), so the bound each index is compared with is a constant; P, I and Q, and
+concatenate's strides and slab offsets, may be Dims: trip counts, strides and offsets then
+come from the sizes, computed once before the loops (`const_i64`).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from .llvm_types import View, const_i64, contiguous_strides
 @dataclass(frozen=True)
 class Lowering:
     fn: object
+    runtime_sizes = True         # sizes may be Dims (module docstring)
 
     def lower(self, em, node):
         self.fn(em, node)
@@ -79,14 +86,15 @@ def lower_scatter_add(em, node):
 def _gather_loops(em, out, src, idx, p_, n, q_, scatter):
     """gather (src = x [P, N, Q], out [P, I, Q]) or scatter_add (src = g [P, I, Q] added
     into out [P, N, Q])."""
-    b, i_ = em.b, idx.type.size
+    b = em.b
     if n == 0:                  # no valid index: the checks refuse every call with one
         return
+    i_, q_ = const_i64(idx.type.size), const_i64(q_)       # (a Dim: its value, once)
     with em.loop(p_, "p") as p:
         with em.loop(i_, "j") as j:
             t, ok = _index(em, idx, j, n)
-            wide = b.mul(b.add(b.mul(p, const_i64(n)), t), const_i64(q_))
-            narrow = b.mul(b.add(b.mul(p, const_i64(i_)), j), const_i64(q_))
+            wide = b.mul(b.add(b.mul(p, const_i64(n)), t), q_)
+            narrow = b.mul(b.add(b.mul(p, i_), j), q_)
             with em.loop(q_, "q") as q:
                 if scatter:
                     at = b.add(wide, q)
@@ -116,13 +124,14 @@ def _along_loops(em, out, src, idx, sizes, scatter):
     p_, n, i_, q_ = sizes
     if n == 0:
         return
+    i_, q_ = const_i64(i_), const_i64(q_)                  # (a Dim: its value, once)
     with em.loop(p_, "p") as p:
         with em.loop(i_, "j") as j:
-            row = b.mul(b.add(b.mul(p, const_i64(i_)), j), const_i64(q_))
+            row = b.mul(b.add(b.mul(p, i_), j), q_)
             with em.loop(q_, "q") as q:
                 at = b.add(row, q)
                 t, ok = _index(em, idx, at, n)
-                wide = b.add(b.mul(b.add(b.mul(p, const_i64(n)), t), const_i64(q_)), q)
+                wide = b.add(b.mul(b.add(b.mul(p, const_i64(n)), t), q_), q)
                 if scatter:
                     v = b.select(ok, em.load(src, at), _zero(em, out))
                     em.store(_add(em, out.dtype, em.load(out, wide), v), out, wide)

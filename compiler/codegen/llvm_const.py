@@ -14,6 +14,9 @@ from .llvm_types import I8, const_i64
 
 @dataclass(frozen=True)
 class ConstArray:
+    runtime_sizes = True     # its shape is its data's, always fixed (a graph with run-time
+                             # sizes keeps one native function when it holds constants)
+
     def lower(self, em, node):
         data = node.attrs["data"]
         raw = data.as_dtype(node.out.dtype)

@@ -72,7 +72,10 @@ def lower_transpose(em, node):
 
 
 def index_view(value, index) -> View:
-    """The view of `value[index]` (index in the attr form: ints, (start, stop, step), None)."""
+    """The view of `value[index]` (index in the attr form: ints, (start, stop, step), None).
+    With run-time sizes (llvm_dims.py) an axis of size N takes only the whole slice (0, N, 1)
+    (getitem's shape rule), so starts and ints index fixed axes; strides and the offset
+    may be Dims (axes of size N after them)."""
     xs = contiguous_strides(value.shape)
     offset, strides, dim = 0, [], 0
     for e in index:
@@ -91,11 +94,13 @@ def index_view(value, index) -> View:
     return View(value, offset, tuple(strides))
 
 
+@_runtime_sized
 def lower_getitem(em, node):
     src = index_view(node.inputs[0], node.attrs["index"])
     em.copy(em.view(node.out), src, node.out.shape)
 
 
+@_runtime_sized
 def lower_putitem(em, node):
     g = node.inputs[0]
     zero = ir.Constant(em.ll(node.out.dtype), 0.0 if node.out.type.is_float else 0)
