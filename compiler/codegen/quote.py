@@ -60,19 +60,11 @@ def docstring(text: str, indent: str = "") -> str:
 def docstring_body(text: str, indent: str = "") -> str:
     """`docstring` without the quotes: text that may stand anywhere inside a triple-quoted
     literal (it cannot end it, nor end with a backslash)."""
-    out = []
-    for ch in str(text):
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\n" + indent)
-        elif not ch.isprintable():
-            out.append(_escape(ch))
-        else:
-            out.append(ch)
-    return "".join(out)
+    # str methods, not a loop per character: the IR header of a deep model is ~10⁶ characters
+    text = str(text).replace("\\", "\\\\").replace('"', '\\"')
+    if not text.replace("\n", "").isprintable():
+        text = "".join(ch if ch == "\n" or ch.isprintable() else _escape(ch) for ch in text)
+    return text.replace("\n", "\n" + indent) if indent else text
 
 
 def identifier(hint, taken=frozenset(), reserved=frozenset()) -> str:
