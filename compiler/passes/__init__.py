@@ -27,13 +27,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..ir import GradcError, Graph, verify
-from .cse import cse
-from .dce import dce
-from .fold import fold
-from .losses import share_softmax
-from .simplify import simplify
-from .stability import stability
-from .transpose import transpose_fold
+from .cse import cse, cse_idle
+from .dce import dce, dce_idle
+from .fold import fold, fold_idle
+from .losses import share_softmax, share_softmax_idle
+from .rewrite import Rewriter
+from .simplify import simplify, simplify_idle
+from .stability import stability, stability_idle
+from .transpose import transpose_fold, transpose_fold_idle
 
 PASSES = {"stability": stability, "share_softmax": share_softmax, "simplify": simplify,
           "fold": fold, "cse": cse, "transpose_fold": transpose_fold, "dce": dce}
@@ -41,6 +42,10 @@ DEFAULT_PIPELINE = ["stability", "share_softmax", "simplify", "fold", "cse", "tr
                     "dce"]
 CANONICAL_PIPELINE = ["stability"]
 MAX_ROUNDS = 8
+# pass -> idle(graph): True only when the pass would return a copy equal to `graph`, found
+# without copying it (a deep model's second round changes nothing: it costs a walk, not a copy)
+IDLE = {stability: stability_idle, share_softmax: share_softmax_idle, simplify: simplify_idle,
+        fold: fold_idle, cse: cse_idle, transpose_fold: transpose_fold_idle, dce: dce_idle}
 
 
 def _resolve(passes) -> list:
@@ -66,10 +71,19 @@ def optimize(graph: Graph, passes=None, trace: bool = False, check: bool = False
     steps = _resolve(DEFAULT_PIPELINE if passes is None else passes)
     history = []
     g = graph
+    borrowed = False     # g is still `graph`, where a pass it skipped would have copied it
     for _ in range(MAX_ROUNDS):
         before = g
         for name, fn in steps:
-            g = fn(g)
+            idle = IDLE.get(fn)
+            # (a pass's copy has no parameter trees: a graph with trees is copied for real;
+            # `trace` shows every pass's own graph)
+            if not (trace or idle is None or g.input_trees or g.output_trees) and idle(g):
+                borrowed = borrowed or g is graph
+            else:
+                if idle is None and borrowed and g is graph:
+                    g = _copy(graph)          # the caller's pass gets a copy, as it did
+                g = fn(g)
             if check:
                 try:
                     verify(g)
@@ -79,7 +93,18 @@ def optimize(graph: Graph, passes=None, trace: bool = False, check: bool = False
                 history.append((name, g))
         if g == before or not steps:
             break
+    if borrowed and g is graph:   # a new graph, as the skipped passes would have given
+        g = _copy(graph)
     return (g, history) if trace else g
+
+
+def _copy(graph: Graph) -> Graph:
+    """A new graph equal to `graph` without parameter trees: what a pass that changes nothing
+    returns."""
+    rw = Rewriter(graph)
+    for n in graph.nodes:
+        rw.keep(n)
+    return rw.finish()
 
 
 def canonicalize(graph: Graph) -> Graph:
@@ -90,6 +115,10 @@ def canonicalize(graph: Graph) -> Graph:
     by an underflowed σ or softmax.  `grad` calls it first.  Every value keeps its name and no
     node is dropped (the intermediates a rewrite bypasses stay, dead, for dce to remove later),
     and a graph with nothing to rewrite is returned as it is."""
+    idle = [IDLE.get(PASSES[p]) for p in CANONICAL_PIPELINE]
+    if all(f is not None and f(graph) for f in idle) and not (
+            graph.input_trees or graph.output_trees):
+        return graph                 # (nothing to rewrite: no copy made to compare)
     out = optimize(graph, CANONICAL_PIPELINE)
     return graph if out == graph else out
 

@@ -20,9 +20,25 @@ def cse(graph: Graph) -> Graph:
         rw.current = n
         ins = tuple(rw.new(v) for v in n.inputs)
         # repr keeps -0.0 apart from 0.0 (equal as floats, different constants)
-        key = (n.op, tuple(id(v) for v in ins), repr(_freeze(n.attrs)), n.out.type)
+        key = (n.op, tuple([id(v) for v in ins]), _attrs_key(n.attrs), n.out.type)
         if key in seen:
             rw.replace(n, seen[key])
         else:
             seen[key] = rw.keep(n)
     return rw.finish()
+
+
+def _attrs_key(attrs: dict) -> str:
+    return repr(_freeze(attrs)) if attrs else "()"     # (repr(_freeze({})) is "()")
+
+
+def cse_idle(graph: Graph) -> bool:
+    """Whether `cse(graph)` would copy the graph unchanged: no two nodes have one key.  (Of a
+    copy, the new inputs are one value per name: comparing names is comparing them.)"""
+    seen = set()
+    for n in graph.nodes:
+        key = (n.op, tuple([v.name for v in n.inputs]), _attrs_key(n.attrs), n.out.type)
+        if key in seen:
+            return False
+        seen.add(key)
+    return True

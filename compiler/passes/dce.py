@@ -10,14 +10,25 @@ from ..ir import Graph
 from .rewrite import Rewriter
 
 
-def dce(graph: Graph) -> Graph:
-    """The graph without the nodes no output depends on."""
+def _live(graph: Graph) -> set:
     live = {v.name for v in graph.outputs.values()}
     for n in reversed(graph.nodes):
         if n.out.name in live:
-            live.update(v.name for v in n.inputs)
+            live.update([v.name for v in n.inputs])
+    return live
+
+
+def dce(graph: Graph) -> Graph:
+    """The graph without the nodes no output depends on."""
+    live = _live(graph)
     rw = Rewriter(graph)
     for n in graph.nodes:
         if n.out.name in live:
             rw.keep(n)
     return rw.finish()
+
+
+def dce_idle(graph: Graph) -> bool:
+    """Whether `dce(graph)` would copy the graph unchanged (every node is live)."""
+    live = _live(graph)
+    return all(n.out.name in live for n in graph.nodes)

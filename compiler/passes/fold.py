@@ -15,7 +15,7 @@ import numpy as np
 from ..ir import NUMPY_DTYPE, Graph
 from ..ops import OPS
 from ..shapes import larger_than
-from .rewrite import Rewriter
+from .rewrite import Reader, Rewriter
 
 BIG = 1 << 12     # elements; above this a folded constant is a broadcast view of a scalar
 
@@ -64,24 +64,26 @@ def evaluate(n, values):
     return first.item() if same else None
 
 
+def _folded(rw, n):
+    """The uniform value old node `n` folds to, or None when it is kept as it is."""
+    if not n.inputs:          # a constant already
+        return None
+    values = [uniform_of(rw, rw.new(v)) for v in n.inputs]
+    if any(c is None for c in values):
+        return None
+    if n.op == "broadcast_to" and OPS[rw.node_of(rw.new(n.inputs[0])).op].literal \
+            and not rw.new(n.inputs[0]).shape and larger_than(n.out.type, BIG):
+        return None           # already the canonical form of a large constant
+    with np.errstate(all="ignore"):
+        return evaluate(n, values)
+
+
 def fold(graph: Graph) -> Graph:
     """The graph with every all-constant node with a uniform result replaced by a constant."""
     rw = Rewriter(graph)
     for n in graph.nodes:
         rw.current = n
-        if not n.inputs:          # a constant already
-            rw.keep(n)
-            continue
-        values = [uniform_of(rw, rw.new(v)) for v in n.inputs]
-        if any(c is None for c in values):
-            rw.keep(n)
-            continue
-        if n.op == "broadcast_to" and OPS[rw.node_of(rw.new(n.inputs[0])).op].literal \
-                and not rw.new(n.inputs[0]).shape and larger_than(n.out.type, BIG):
-            rw.keep(n)            # already the canonical form of a large constant
-            continue
-        with np.errstate(all="ignore"):
-            value = evaluate(n, values)
+        value = _folded(rw, n)
         if value is None:
             rw.keep(n)
             continue
@@ -92,3 +94,9 @@ def fold(graph: Graph) -> Graph:
         else:
             rw.replace(n, rw.const(value, t.dtype, t.shape))
     return rw.finish()
+
+
+def fold_idle(graph: Graph) -> bool:
+    """Whether `fold(graph)` would copy the graph unchanged (no node folds)."""
+    r = Reader(graph)
+    return all(_folded(r, n) is None for n in graph.nodes)

@@ -19,12 +19,22 @@ from ..ir import Graph
 from .rewrite import Rewriter
 
 
+def _shared(graph: Graph) -> set:
+    """The scores that both a cross-entropy loss and a softmax (axis 1) read."""
+    sce = {n.inputs[0].name for n in graph.nodes if n.op == "softmax_cross_entropy"}
+    soft = {n.inputs[0].name for n in graph.nodes if n.op == "softmax" and n.attrs["axis"] == 1}
+    return sce & soft
+
+
+def share_softmax_idle(graph: Graph) -> bool:
+    """Whether `share_softmax(graph)` would copy the graph unchanged (no shared scores)."""
+    return not _shared(graph)
+
+
 def share_softmax(graph: Graph) -> Graph:
     """The graph with each softmax of cross-entropy scores computed from the loss's
     log-softmax."""
-    sce = {n.inputs[0].name for n in graph.nodes if n.op == "softmax_cross_entropy"}
-    soft = {n.inputs[0].name for n in graph.nodes if n.op == "softmax" and n.attrs["axis"] == 1}
-    shared = sce & soft
+    shared = _shared(graph)
     rw = Rewriter(graph)
     for n in graph.nodes:
         rw.current = n

@@ -22,7 +22,41 @@ from ..ir import GradcError, Graph, Namer, Node, Value, const_value
 from ..ops import OPS
 
 
-class Rewriter:
+class Rewrites(Exception):
+    """Raised by `Reader.emit`: the rule asking would rewrite the node."""
+
+
+class Reader:
+    """A graph read as a rule reads the new graph, before anything is rewritten: `new` is the
+    identity.  A pass's `idle(graph)` check (compiler/passes/__init__.py) runs its rules on
+    it, without copying the graph: a rule that answers a value, or that builds a node (`emit`
+    raises `Rewrites`), would change the graph."""
+
+    def __init__(self, graph: Graph):
+        self.producer = graph.producers()
+        self.current: Node | None = None
+
+    def emit(self, op: str, inputs, like: Node | None = None, name: str | None = None,
+             **attrs) -> Value:
+        raise Rewrites(op)
+
+    def const(self, value, dtype: str, shape=()) -> Value:
+        raise Rewrites("const")
+
+    def new(self, old_value: Value) -> Value:
+        return old_value
+
+    def node_of(self, v: Value) -> Node | None:
+        """The node defining `v` (None for a graph input)."""
+        return self.producer.get(v.name)
+
+    def const_of(self, v: Value):
+        """The scalar value of `v` when a `const` node defines it (any shape), else None."""
+        n = self.producer.get(v.name)
+        return n.attrs["value"] if n is not None and OPS[n.op].literal else None
+
+
+class Rewriter(Reader):
     """Builds `self.graph`, a new graph with `old`'s name and inputs, node by node."""
 
     def __init__(self, old: Graph):
@@ -30,19 +64,15 @@ class Rewriter:
         self.graph = Graph(old.name)
         self.env: dict = {}            # old value name -> new Value
         self.producer: dict = {}       # new value name -> new Node
-        taken = set(old.values())
+        taken = {v.name for v in old.inputs}
+        taken.update(n.out.name for n in old.nodes)
         self.old_names = frozenset(taken)
         # never released: a fresh name is never an old one, nor one a node's `of` refers to
         # (a removed value's name reused by a new temporary would make `[of t3]` comments lie)
-        self.namer = Namer(taken | {n.of for n in old.nodes if n.of})
-        self.uses: dict = {}           # old value name -> readers (nodes and outputs)
-        self.reader: dict = {}         # old value name -> its last reader node
-        for n in old.nodes:
-            for v in n.inputs:
-                self.uses[v.name] = self.uses.get(v.name, 0) + 1
-                self.reader[v.name] = n
-        for v in old.outputs.values():
-            self.uses[v.name] = self.uses.get(v.name, 0) + 1
+        taken.update(n.of for n in old.nodes if n.of)
+        self.namer = Namer(taken)
+        self._uses: dict | None = None    # old value name -> readers (nodes and outputs)
+        self._reader: dict | None = None  # old value name -> its last reader node
         self.changed = False
         self.current: Node | None = None   # the old node being rewritten (provenance source)
         for v in old.inputs:
@@ -50,19 +80,23 @@ class Rewriter:
             self.graph.inputs.append(nv)
             self.env[v.name] = nv
 
+    def _count_uses(self) -> None:
+        """`_uses` and `_reader`, counted at the first `replace` that asks (a pass that
+        replaces nothing never needs them)."""
+        uses: dict = {}
+        reader: dict = {}
+        for n in self.old.nodes:
+            for v in n.inputs:
+                uses[v.name] = uses.get(v.name, 0) + 1
+                reader[v.name] = n
+        for v in self.old.outputs.values():
+            uses[v.name] = uses.get(v.name, 0) + 1
+        self._uses, self._reader = uses, reader
+
     # ---- reading the new graph ------------------------------------------------------------
     def new(self, old_value: Value) -> Value:
         """The new graph's value standing for `old_value`."""
         return self.env[old_value.name]
-
-    def node_of(self, v: Value) -> Node | None:
-        """The new node defining `v` (None for a graph input)."""
-        return self.producer.get(v.name)
-
-    def const_of(self, v: Value):
-        """The scalar value of `v` when a `const` node defines it (any shape), else None."""
-        n = self.producer.get(v.name)
-        return n.attrs["value"] if n is not None and OPS[n.op].literal else None
 
     # ---- writing the new graph ------------------------------------------------------------
     def emit(self, op: str, inputs, like: Node | None = None, name: str | None = None,
@@ -86,12 +120,14 @@ class Rewriter:
 
     def keep(self, n: Node) -> Value:
         """Copy the old node `n` unchanged (inputs mapped into the new graph)."""
-        out = Value(n.out.name, n.out.type)
-        node = Node(n.op, tuple(self.new(v) for v in n.inputs), dict(n.attrs), out,
+        env = self.env
+        name = n.out.name
+        out = Value(name, n.out.type)
+        node = Node(n.op, tuple([env[v.name] for v in n.inputs]), dict(n.attrs), out,
                     n.loc, n.rule, n.of)
         self.graph.nodes.append(node)
-        self.producer[out.name] = node
-        self.env[n.out.name] = out
+        self.producer[name] = node
+        env[name] = out
         return out
 
     def replace(self, n: Node, value: Value) -> None:
@@ -112,12 +148,15 @@ class Rewriter:
     def _feeds_only(self, name: str, n: Node, depth: int = 4) -> bool:
         """True when old value `name` is read by one node only, which is `n` or (through a
         chain of single readers, e.g. −(−x)) leads to `n` alone: nobody else sees the name."""
+        if self._uses is None:
+            self._count_uses()
+        uses, reader = self._uses, self._reader
         for _ in range(depth):
-            if self.uses.get(name, 0) != 1 or name not in self.reader:
+            if uses.get(name, 0) != 1 or name not in reader:
                 return False
-            if self.reader[name] is n:
+            if reader[name] is n:
                 return True
-            name = self.reader[name].out.name
+            name = reader[name].out.name
         return False
 
     def finish(self) -> Graph:

@@ -22,7 +22,7 @@ from ..ir import Graph
 from ..ops import OPS
 from ..shapes import larger_than
 from .fold import BIG, uniform_of
-from .rewrite import Rewriter
+from .rewrite import Reader, Rewriter, Rewrites
 
 RULES: dict = {}          # op -> [rule, ...] in the order they are tried
 
@@ -380,3 +380,18 @@ def simplify(graph: Graph) -> Graph:
         else:
             rw.keep(n)
     return rw.finish()
+
+
+def simplify_idle(graph: Graph) -> bool:
+    """Whether `simplify(graph)` would copy the graph unchanged: no rule fires (nor builds a
+    node) on the graph as it is."""
+    r = Reader(graph)
+    for n in graph.nodes:
+        r.current = n
+        for fn in RULES.get(n.op, ()):
+            try:
+                if fn(r, n, *n.inputs) is not None:
+                    return False
+            except Rewrites:
+                return False
+    return True

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from ..ir import Graph
 from .simplify import fit, is_value, op_of
-from .rewrite import Rewriter
+from .rewrite import Reader, Rewriter, Rewrites
 
 
 def _one_plus(rw, v):
@@ -126,3 +126,19 @@ def stability(graph: Graph) -> Graph:
         else:
             rw.replace(n, r)
     return rw.finish()
+
+
+def stability_idle(graph: Graph) -> bool:
+    """Whether `stability(graph)` would copy the graph unchanged: no rule fires (nor builds a
+    node) on the graph as it is."""
+    r = Reader(graph)
+    for n in graph.nodes:
+        rule = _RULES.get(n.op)
+        if rule is not None:
+            r.current = n
+            try:
+                if rule(r, n) is not None:
+                    return False
+            except Rewrites:
+                return False
+    return True

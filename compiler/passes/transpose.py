@@ -11,7 +11,7 @@ place: dead code elimination drops it when the matmul was its only reader.
 from __future__ import annotations
 
 from ..ir import Graph
-from .rewrite import Rewriter
+from .rewrite import Reader, Rewriter
 
 
 def _is_swap(rw, v) -> bool:
@@ -39,3 +39,11 @@ def transpose_fold(graph: Graph) -> Graph:
         attrs = {k: v for k, v in (("transpose_a", ta), ("transpose_b", tb)) if v}
         rw.replace(n, rw.emit("matmul", [a, b], name=None, **attrs))
     return rw.finish()
+
+
+def transpose_fold_idle(graph: Graph) -> bool:
+    """Whether `transpose_fold(graph)` would copy the graph unchanged (no matmul reads a
+    2-D transpose)."""
+    r = Reader(graph)
+    return not any(n.op == "matmul" and (_is_swap(r, n.inputs[0]) or _is_swap(r, n.inputs[1]))
+                   for n in graph.nodes)
