@@ -16,6 +16,7 @@ from compiler.codegen import llvm_array, llvm_emit
 from compiler.ir import TensorType
 from compiler.ops import OPS
 from compiler.ops.labels import LabelError
+from compiler.passes import optimize
 from frontends import dsl
 from frontends.dsl import f64, i64
 
@@ -64,36 +65,33 @@ def middle(Z, U, k):
     return dsl.sum(dsl.tanh(g) * z[2, :, 2:]) + dsl.sum(s * s * g[:2])
 
 
-# (model, {input: (shape with "N", dtype or (low, high) of i64 indices)})
+# (model, {float input: shape with "N"}, {i64 index input: (shape, the axis size it indexes)})
 MODELS = {
-    "embedding": (embedding, {"T": (V, E), "ids": (("N", 2), (0, V)), "W": (E, 3)}),
-    "columns": (columns, {"X": ("N", 6), "cols": ((3,), (0, 6)), "j": (("N", 2), (0, 6))}),
-    "slices": (slices, {"X": ("N", 6), "Y": ("N", 2)}),
-    "middle": (middle, {"Z": (2, "N", 5), "U": (1, "N", 5), "k": ((3,), (0, 5))}),
+    "embedding": (embedding, {"T": (V, E), "W": (E, 3)}, {"ids": (("N", 2), V)}),
+    "columns": (columns, {"X": ("N", 6)}, {"cols": ((3,), 6), "j": (("N", 2), 6)}),
+    "slices": (slices, {"X": ("N", 6), "Y": ("N", 2)}, {}),
+    "middle": (middle, {"Z": (2, "N", 5), "U": (1, "N", 5)}, {"k": ((3,), 5)}),
 }
 
 
-def specs(name):
-    """{input: (shape with 'N', None or the (low, high) range of its i64 indices)}."""
-    out = {}
-    for k, s in MODELS[name][1].items():
-        if len(s) == 2 and isinstance(s[0], tuple) and isinstance(s[1], tuple):
-            out[k] = s
-        else:
-            out[k] = (s, None)
-    return out
+def floats(name) -> list:
+    return list(MODELS[name][1])
 
 
 def trace(name):
-    return dsl.trace(MODELS[name][0], **{k: (i64 if ints else f64)[shape]
-                                          for k, (shape, ints) in specs(name).items()})
+    fn, fl, ix = MODELS[name]
+    return dsl.trace(fn, **{k: f64[s] for k, s in fl.items()},
+                     **{k: i64[s] for k, (s, _) in ix.items()})
 
 
 def arrays(name, n, rng):
-    out = {}
-    for k, (shape, ints) in specs(name).items():
-        shape = tuple(n if d == "N" else d for d in shape)
-        out[k] = (rng.integers(*ints, size=shape) if ints else rng.standard_normal(shape))
+    """Inputs at N = n: normal floats, indices uniform in [0, axis size)."""
+    _, fl, ix = MODELS[name]
+
+    def at(shape):
+        return tuple(n if d == "N" else d for d in shape)
+    out = {k: rng.standard_normal(at(s)) for k, s in fl.items()}
+    out.update({k: rng.integers(0, top, size=at(s)) for k, (s, top) in ix.items()})
     return out
 
 
@@ -131,8 +129,8 @@ def test_every_index_lowering_takes_run_time_sizes_and_is_covered():
     lows = llvm_emit.lowerings()
     assert [op for op in INDEX_OPS if not getattr(lows[op], "runtime_sizes", False)] == []
     seen = set()
-    for name in MODELS:
-        for n in compiler.grad(trace(name)).nodes:
+    for name in MODELS:               # the graphs compile lowers (after the passes)
+        for n in optimize(compiler.grad(trace(name))).nodes:
             if n.out.type.symbolic or any(v.type.symbolic for v in n.inputs):
                 seen.add(n.op)
             elif n.op == "const_array":      # fixed by nature: in a graph with N
@@ -146,8 +144,7 @@ def test_gradient_at_run_time_batch_sizes(name, rng):
     again), reading N when it runs; values are the NumPy backend's and the central
     differences of the LLVM forward at that N."""
     g = trace(name)
-    wrt = [k for k, (_, ints) in specs(name).items() if ints is None]
-    dg = compiler.grad(g, wrt=wrt)
+    dg = compiler.grad(g, wrt=floats(name))
     fl, fn = compiler.compile(dg, backend="llvm"), compiler.compile(dg, backend="numpy")
     fwd = compiler.compile(g, backend="llvm")
     for n in SIZES + (5,):
@@ -163,7 +160,7 @@ def test_gradient_at_run_time_batch_sizes(name, rng):
 def test_zero_rows_specialize_as_before(name, rng):
     """N = 0 gets native code of its own (llvm_dims.py: loops with a run-time count assume a
     row), with the NumPy backend's values, and the run-time kernel still serves N = 5."""
-    dg = compiler.grad(trace(name), wrt=[k for k, (_, i) in specs(name).items() if i is None])
+    dg = compiler.grad(trace(name), wrt=floats(name))
     fl, fn = compiler.compile(dg, backend="llvm"), compiler.compile(dg, backend="numpy")
     for n in (5, 0, 5):
         args = arrays(name, n, rng)
@@ -184,14 +181,14 @@ def test_bad_indices_at_every_size(name, key, bad, rng):
     """An index out of range is refused by the native check at every N (the first, a middle
     and the last row of the run-time count), after good calls, with the NumPy backend's
     LabelError message; the run-time kernel stays the only native code."""
-    dg = compiler.grad(trace(name), wrt=[k for k, (_, i) in specs(name).items() if i is None])
+    dg = compiler.grad(trace(name), wrt=floats(name))
     fl, fn = compiler.compile(dg, backend="llvm"), compiler.compile(dg, backend="numpy")
     for n in SIZES:
         for at in sorted({0, n // 2, -1}):
             args = arrays(name, n, rng)
             fl(**args)
             flat = args[key].reshape(-1)
-            flat[at if key != "cols" else 1] = bad
+            flat[at if key != "cols" else 1] = bad          # (cols has no N axis)
             message = _error(fl, args)
             assert message == _error(fn, args)
             assert f"index {bad} is outside" in message
