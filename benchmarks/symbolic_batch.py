@@ -4,7 +4,9 @@ batch's N, and with X: f64["N", D] (one compiled step for every N), on both back
 the median time of one step for each and the ratio symbolic / fixed, plus the time to a first
 step (trace, grad, compile, first call) and, for the symbolic step, its first call at a second
 batch size (both run as they are: the LLVM kernel reads N at run time and only allocates
-the new size's buffers, see compiler/codegen/llvm_dims.py).
+the new size's buffers, see compiler/codegen/llvm_dims.py).  `kernel ratio` times the compiled
+function alone at the same N (the step's own work and, for the symbolic LLVM step, the
+per-size dispatch of compiler/sized_kernel.py left out): the native code's part of the gap.
 
     python benchmarks/symbolic_batch.py                         # tiny, cifar, big
     python benchmarks/symbolic_batch.py --sizes tiny cifar --repeat 30
@@ -49,6 +51,15 @@ def median_ms(step, X, y, repeat: int) -> list:
     return times
 
 
+def kernel_call(step, n: int):
+    """The compiled function the step calls at batch size n, and the arguments it passes
+    besides the batch (parameters, buffers, lr, t), for timing it alone."""
+    c = step._last
+    k = c.kernel
+    k = k.kernel_for({"N": n}) if hasattr(k, "kernel_for") else k
+    return lambda X, y: k(copy=False, **c.fixed, X=X, y=y)
+
+
 def run(size: str, backend: str, repeat: int) -> dict:
     wl = _two_layer(size, *TWO_LAYER[size], "f64")
     params, X, y = train_data(wl)
@@ -63,12 +74,19 @@ def run(size: str, backend: str, repeat: int) -> dict:
     for _ in range(repeat):                        # interleaved, one call each
         a += median_ms(fixed, X, y, 1)
         b += median_ms(sym, X, y, 1)
+    kf, ks = kernel_call(fixed, wl.n), kernel_call(sym, wl.n)
+    ka, kb = [], []
+    for _ in range(repeat):                        # the compiled functions alone, interleaved
+        ka += median_ms(kf, X, y, 1)
+        kb += median_ms(ks, X, y, 1)
     half = max(1, wl.n // 2)
     t = time.perf_counter()
     sym(X=X[:half], y=y[:half])                    # a second batch size, first call
     first_other = time.perf_counter() - t
     return {"size": size, "backend": backend, "fixed": statistics.median(a),
-            "symbolic": statistics.median(b), "build_fixed": t_fixed, "build_symbolic": t_sym,
+            "symbolic": statistics.median(b),
+            "kernel_ratio": statistics.median(kb) / statistics.median(ka),
+            "build_fixed": t_fixed, "build_symbolic": t_sym,
             "new_size_first_call": first_other, "compilations": sym.compilations}
 
 
@@ -82,14 +100,15 @@ def main(argv=None) -> int:
                         help="timed steps per variant (default: 50 tiny, 20 cifar, 5 big)")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADC_CACHE_DIR", tempfile.mkdtemp(prefix="gradc-bench-"))
-    print(f"{'step':<16} {'fixed ms':>9} {'symbolic ms':>12} {'ratio':>6} {'ready fixed s':>14} "
-          f"{'ready sym s':>12} {'new N, 1st call s':>18}")
+    print(f"{'step':<16} {'fixed ms':>9} {'symbolic ms':>12} {'ratio':>6} {'kernel ratio':>13} "
+          f"{'ready fixed s':>14} {'ready sym s':>12} {'new N, 1st call s':>18}")
     for size in args.sizes:
         for backend in args.backends:
             repeat = args.repeat or {"tiny": 50, "cifar": 20, "big": 5}[size]
             r = run(size, backend, repeat)
             print(f"{size + '/' + backend:<16} {r['fixed'] * 1e3:9.3f} {r['symbolic'] * 1e3:12.3f} "
-                  f"{r['symbolic'] / r['fixed']:6.2f} {r['build_fixed']:14.2f} "
+                  f"{r['symbolic'] / r['fixed']:6.2f} {r['kernel_ratio']:13.2f} "
+                  f"{r['build_fixed']:14.2f} "
                   f"{r['build_symbolic']:12.2f} {r['new_size_first_call']:18.3f}", flush=True)
     return 0
 

@@ -7,12 +7,21 @@ operand produced by a transpose that swaps the last two axes (the gate rules' B�
 read from that transpose's operand with gemm's 'T' flag, so no transposed copy is made
 (`folds`).  A product of at most SMALL_PRODUCT multiply-adds is inline loops instead, cheaper
 than a call per matrix (attention over a few short heads).
+
+Run-time sizes (llvm_dims.py; `runtime_sizes`): any axis may be a Dim, the batch axes (the
+loop's trip counts, the operands' batch strides) and the rows or columns of the matrices
+(gemm's integers and leading dimensions, the inline loops' trip counts).  Where m·n·k then
+depends on a run-time size, the kernel tests it against SMALL_PRODUCT when it runs and takes
+the inline loops or the gemm calls (llvm_shape.size_test, `branch`), the choice the fixed
+sizes make when the kernel is emitted.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
-from .llvm_shape import BLAS_INT, Lowering, _gemm_decl, check_blas_ints
+from .llvm_dims import Dim
+from .llvm_shape import (BLAS_INT, Lowering, _gemm_decl, branch, check_blas_ints, gemm_cell,
+                         size_test)
 from .llvm_types import I8, View, const_i64, contiguous_strides
 
 SMALL_PRODUCT = 1 << 11     # m·n·k up to this: inline loops per matrix instead of gemm
@@ -53,28 +62,38 @@ def lower_batch_matmul(em, node):
         return
     views = [View(out, 0, _batch_strides(out, batch)), View(asrc, 0, _batch_strides(asrc, batch)),
              View(bsrc, 0, _batch_strides(bsrc, batch))]
-    if m * n * k <= SMALL_PRODUCT:
-        em.nest(batch, views, lambda idx: _small(em, out, (asrc, aflag), (bsrc, bflag),
-                                                 m, n, k, idx))
-        return
-    lda, ldb = max(1, asrc.shape[-1]), max(1, bsrc.shape[-1])
-    check_blas_ints(out.name, node.loc, m=n, n=m, k=k, lda=ldb, ldb=lda, ldc=max(1, n))
+    lda, ldb, ldc = (_ld(d) for d in (asrc.shape[-1], bsrc.shape[-1], n))
+    check_blas_ints(out.name, node.loc, m=n, n=m, k=k, lda=ldb, ldb=lda, ldc=ldc)
+    branch(em, size_test((m, n, k), SMALL_PRODUCT, em),
+           lambda: em.nest(batch, views, lambda idx: _small(em, out, (asrc, aflag),
+                                                            (bsrc, bflag), m, n, k, idx)),
+           lambda: _gemms(em, out, (asrc, aflag, lda), (bsrc, bflag, ldb), m, n, k, ldc, views))
+
+
+def _ld(d):
+    """A leading dimension for gemm: at least 1 (a Dim is: every run-time size is ≥ 1)."""
+    return d if isinstance(d, Dim) else max(1, d)
+
+
+def _gemms(em, out, a, bm, m, n, k, ldc, views):
+    """One gemm call per batch element, C[t] = op(A[t])·op(B[t])."""
+    (asrc, aflag, lda), (bsrc, bflag, ldb) = a, bm
     ty = em.ll(out.dtype)
 
     def cell(t, v, name):
-        return em.var(t, ir.Constant(t, v), name=f"{em.ident[out.name]}.{name}")
+        return gemm_cell(em, t, v, f"{em.ident[out.name]}.{name}")
     # gemm's own argument names: C[t] is column-major C[t]ᵀ = op(B[t])ᵀ·op(A[t])ᵀ
     head = [cell(I8, ord(bflag), "transa"), cell(I8, ord(aflag), "transb"),
             cell(BLAS_INT, n, "m"), cell(BLAS_INT, m, "n"), cell(BLAS_INT, k, "k"),
             cell(ty, 1.0, "alpha")]
     ld_b, ld_a = cell(BLAS_INT, ldb, "lda"), cell(BLAS_INT, lda, "ldb")
-    beta, ldc = cell(ty, 0.0, "beta"), cell(BLAS_INT, max(1, n), "ldc")
+    beta, ldc = cell(ty, 0.0, "beta"), cell(BLAS_INT, ldc, "ldc")
     gemm = _gemm_decl(em, out.dtype)
 
     def body(idx):
         c, a, b = (em.address(v, i) for v, i in zip((out, asrc, bsrc), idx))
         em.b.call(gemm, head + [b, ld_b, a, ld_a, beta, c, ldc])
-    em.nest(batch, views, body)
+    em.nest(out.shape[:-2], views, body)
 
 
 def _small(em, out, a, bm, m, n, k, idx):
@@ -101,6 +120,7 @@ def _small(em, out, a, bm, m, n, k, idx):
 
 class BatchMatmul(Lowering):
     """batch_matmul; `folds(node)` names the operands read through gemm's transpose flag."""
+    runtime_sizes = True          # any axis may be a run-time size (module docstring)
 
     def folds(self, em, node):
         return [v for v in node.inputs if swapped_source(em, v) is not None]

@@ -9,6 +9,9 @@ whose operands can be read contiguously is inline loops instead, cheaper than th
 Row-major C[M,N] = A[M,K]·B[K,N] is column-major Cᵀ = Bᵀ·Aᵀ:
 gemm('N', 'N', N, M, K, 1, B, N, A, K, 0, C, N).  An operand that is a 2-D transpose of another
 value (or has the node's transpose_a/transpose_b set) is passed with the flag 'T' instead.
+With a run-time size (llvm_dims.py) the choice between the two is made when the kernel runs:
+a branch on m·n·k computed from the sizes (`size_test`), loops with run-time trip counts on
+one side and gemm on the other; where the fixed sizes already decide it, no branch.
 """
 from __future__ import annotations
 
@@ -148,11 +151,68 @@ def _product(em, node) -> tuple:
             _operand(em, bm, bool(node.attrs.get("transpose_b"))))
 
 
-def _inline(m, n, k, aflag, bflag) -> bool:
-    if any(isinstance(d, Dim) for d in (m, n, k)):
-        return False                 # a run-time size: BLAS (llvm_dims.py)
-    return m * n * k <= SMALL_GEMM and (k <= UNROLL_K or (bflag == "N" and n >= 8)
-                                        or (aflag, bflag) == ("N", "T"))
+# ---- size tests a run-time size may leave to the kernel (llvm_dims.py) ----------------------
+# A test is a bool where the sizes decide it (always, for fixed sizes); where a run-time size
+# leaves it open it is None, or, given the emitter `em`, the i1 that decides it when the
+# kernel runs.
+def _compare(x, op: str, c: int, em=None):
+    """x ≤ c or x ≥ c (`op`) for a size x (an int or a Dim) and an int c."""
+    try:
+        return x <= c if op == "<=" else x >= c
+    except TypeError:                        # a Dim the bound 'every size ≥ 1' leaves open
+        return None if em is None else em.b.icmp_signed(op, const_i64(x), const_i64(c))
+
+
+def _join(tests, op: str, em=None):
+    """The tests joined by 'or' / 'and' (`op`): decided where a known one decides it (Kleene
+    logic), else None, or with `em` the open ones' i1s joined."""
+    decides = op == "or"                     # True decides an 'or', False an 'and'
+    if any(t is decides for t in tests):
+        return decides
+    open_ = [t for t in tests if t is not (not decides)]
+    if not open_:
+        return not decides
+    if em is None or any(t is None for t in open_):
+        return None
+    out = open_[0]
+    for t in open_[1:]:
+        out = em.b.or_(out, t) if decides else em.b.and_(out, t)
+    return out
+
+
+def size_test(dims, limit: int, em=None):
+    """prod(dims) ≤ limit, each factor tested too: their i64 product cannot wrap around then
+    (each factor ≤ limit), and a product of Dims whose least value is over `limit` is
+    False when the kernel is emitted (N·784·100 > 32768)."""
+    total = 1
+    for d in dims:
+        total = total * d
+    return _join([_compare(d, "<=", limit, em) for d in dims]
+                 + [_compare(total, "<=", limit, em)], "and", em)
+
+
+def branch(em, test, small, large) -> None:
+    """`small()` where the test holds, else `large()`: one of them where it is decided, a
+    run-time branch on the i1 otherwise."""
+    if test is True or test is False:
+        (small if test else large)()
+        return
+    with em.b.if_else(test) as (then, otherwise):
+        with then:
+            small()
+        with otherwise:
+            large()
+
+
+def _inline(m, n, k, aflag, bflag, em=None):
+    """Whether C = op(A)·op(B) is inline loops rather than gemm: m·n·k ≤ SMALL_GEMM and a loop
+    order reading memory contiguously (`_small_matmul`).  A test (see above)."""
+    order = _join([_compare(k, "<=", UNROLL_K, em),
+                   _join([bflag == "N", _compare(n, ">=", 8, em)], "and", em),
+                   (aflag, bflag) == ("N", "T")], "or", em)
+    if order is False:                       # gemm whatever the sizes: no test emitted
+        return False
+    return _join([size_test((m, n, k), SMALL_GEMM, em), order], "and", em)
 
 
 @_runtime_sized
@@ -165,10 +225,9 @@ def lower_matmul(em, node):
     if k == 0:
         em.fill(out, ir.Constant(em.ll(out.dtype), 0.0))
         return
-    if _inline(m, n, k, aflag, bflag):
-        _small_matmul(em, out, (asrc, aflag), (bsrc, bflag), m, n, k)
-        return
-    _gemm(em, node, out, 0.0)
+    branch(em, _inline(m, n, k, aflag, bflag, em),
+           lambda: _small_matmul(em, out, (asrc, aflag), (bsrc, bflag), m, n, k),
+           lambda: _gemm(em, node, out, 0.0))
 
 
 def check_blas_ints(name: str, loc: str | None = None, **ints) -> None:
@@ -186,6 +245,14 @@ def check_blas_ints(name: str, loc: str | None = None, **ints) -> None:
             "or split it into smaller matmuls")
 
 
+def gemm_cell(em, t, v, name: str):
+    """A variable holding gemm's argument v of type t (gemm takes pointers): a run-time size
+    is its i64 value cut to the BLAS's int."""
+    init = (ir.Constant(t, v) if not isinstance(v, Dim) else
+            em.b.trunc(const_i64(v), t) if t.width < 64 else const_i64(v))
+    return em.var(t, init, name=name)
+
+
 def _gemm(em, node, dest, beta: float):
     """dest = op(A)·op(B) + beta·dest through BLAS."""
     m, n, k, (asrc, aflag, lda), (bsrc, bflag, ldb) = _product(em, node)
@@ -194,10 +261,8 @@ def _gemm(em, node, dest, beta: float):
     check_blas_ints(node.out.name, node.loc, m=n, n=m, k=k, lda=ldb, ldb=lda, ldc=ldc)
     ty = em.ll(dest.dtype)
 
-    def cell(t, v, name):          # (a run-time size: its i64 value cut to the BLAS's int)
-        init = (ir.Constant(t, v) if not isinstance(v, Dim) else
-                em.b.trunc(const_i64(v), t) if t.width < 64 else const_i64(v))
-        return em.var(t, init, name=f"{em.ident[node.out.name]}.{name}")
+    def cell(t, v, name):
+        return gemm_cell(em, t, v, f"{em.ident[node.out.name]}.{name}")
     args = [cell(I8, ord(bflag), "transa"), cell(I8, ord(aflag), "transb"),
             cell(BLAS_INT, n, "m"), cell(BLAS_INT, m, "n"), cell(BLAS_INT, k, "k"),
             cell(ty, 1.0, "alpha"), em.ptr(bsrc), cell(BLAS_INT, ldb, "lda"), em.ptr(asrc),
@@ -206,33 +271,37 @@ def _gemm(em, node, dest, beta: float):
     em.b.call(_gemm_decl(em, dest.dtype), args)
 
 
-def _small_matmul(em, out, a, bm, m, n, k):
-    """C = op(A)·op(B) as loops (a BLAS call costs ~1 µs, more than a small product): for
+def _small_matmul(em, out, a, bm, m, n, k, add: bool = False):
+    """C = op(A)·op(B) as loops (a BLAS call costs ~1 µs, more than a small product), or with
+    `add` C += op(A)·op(B) (the product accumulated onto a sum, `Matmul.accumulate_into`): for
     k ≤ 8 the sum over p written out inside a loop over j (vectorized, A[i, p] hoisted); else
     in the two orders that read memory contiguously: rows of C as axpys over rows of op(B)
-    (vectorized over j) when op(B) is untransposed and C has ≥ 8 columns, else (op(A)
-    untransposed, op(B) transposed) dot products of two contiguous rows."""
+    (vectorized over j) when op(B) is untransposed and C has ≥ 8 columns (or a run-time
+    number of them), else dot products (contiguous rows when op(A) is untransposed and op(B)
+    transposed).  Run-time sizes are run-time trip counts; k is written out only when fixed."""
     b = em.b
     ty = em.ll(out.dtype)
     fl = ("contract",)
 
     def elem(operand, rows, cols, r, c):           # op(X)[r, c] of an op(X) of shape (rows, cols)
         value, flag = operand
-        at = b.add(b.mul(r, i64(cols)), c) if flag == "N" else b.add(b.mul(c, i64(rows)), r)
+        at = (b.add(b.mul(r, const_i64(cols)), c) if flag == "N"
+              else b.add(b.mul(c, const_i64(rows)), r))
         return em.load(value, at)
     zero = ir.Constant(ty, 0.0)
     with em.loop(m, "i") as i:
-        if k <= UNROLL_K:           # C[i, j] = Σₚ A[i, p]·B[p, j], p unrolled, j vectorized
+        row = b.mul(i, const_i64(n))
+        if _compare(k, "<=", UNROLL_K) is True:   # C[i, j] = Σₚ A[i, p]·B[p, j], p unrolled
             with em.loop(n, "j") as j:
-                acc = None
+                acc = em.load(out, b.add(row, j)) if add else None
                 for p in range(k):
                     prod = b.fmul(elem(a, m, k, i, i64(p)), elem(bm, k, n, i64(p), j), flags=fl)
                     acc = prod if acc is None else b.fadd(acc, prod, flags=fl)
-                em.store(acc, out, b.add(b.mul(i, i64(n)), j))
-        elif bm[1] == "N" and n >= 8:
-            row = b.mul(i, i64(n))
-            with em.loop(n, "j") as j:
-                em.store(zero, out, b.add(row, j))
+                em.store(acc, out, b.add(row, j))
+        elif bm[1] == "N" and _compare(n, ">=", 8) is not False:
+            if not add:
+                with em.loop(n, "j") as j:
+                    em.store(zero, out, b.add(row, j))
             with em.loop(k, "p") as p:
                 aip = elem(a, m, k, i, p)
                 with em.loop(n, "j") as j:
@@ -241,11 +310,11 @@ def _small_matmul(em, out, a, bm, m, n, k):
                     em.store(b.fadd(em.load(out, at), prod, flags=fl), out, at)
         else:
             with em.loop(n, "j") as j:
-                acc = em.var(ty, zero)
+                acc = em.var(ty, em.load(out, b.add(row, j)) if add else zero)
                 with em.loop(k, "p") as p:
                     prod = b.fmul(elem(a, m, k, i, p), elem(bm, k, n, p, j), flags=fl)
                     b.store(b.fadd(em.get(acc, ty), prod, flags=("reassoc", "contract")), acc)
-                em.store(em.get(acc, ty), out, b.add(b.mul(i, i64(n)), j))
+                em.store(em.get(acc, ty), out, b.add(row, j))
 
 
 def i64(v):
@@ -260,11 +329,16 @@ class Matmul(Lowering):
         return [v for v in node.inputs if transposed_source(em, v) is not None]
 
     def can_accumulate(self, em, node) -> bool:
+        """Where gemm may run (fixed sizes over the inline size, or a run-time size leaving
+        it open: inline loops adding onto dest on the small side)."""
         m, n, k, (_, aflag, _), (_, bflag, _) = _product(em, node)
-        return all(d > 0 for d in (m, n, k)) and not _inline(m, n, k, aflag, bflag)
+        return all(d > 0 for d in (m, n, k)) and _inline(m, n, k, aflag, bflag) is not True
 
     def accumulate_into(self, em, node, dest):
-        _gemm(em, node, dest, 1.0)
+        m, n, k, (asrc, aflag, _), (bsrc, bflag, _) = _product(em, node)
+        branch(em, _inline(m, n, k, aflag, bflag, em),
+               lambda: _small_matmul(em, dest, (asrc, aflag), (bsrc, bflag), m, n, k, add=True),
+               lambda: _gemm(em, node, dest, 1.0))
 
 
 class Transpose(Lowering):
