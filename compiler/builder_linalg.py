@@ -38,7 +38,9 @@ def matmul_nd(a, b):
     if a2.shape[-1] != b2.shape[-2]:
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not chain "
                          f"({a2.shape[-1]} != {b2.shape[-2]}){_at(a)}")
-    if b2.ndim == 2:            # a stack times one matrix: one 2-D product over all the rows
+    if b2.ndim == 2 and all(type(d) is int for d in a2.shape[:-1]):
+        # a stack times one matrix: one 2-D product over all the rows (a stack with a named
+        # size, [N, T, E] @ W, has no row count N·T to name: it is a batched product)
         m, k = a2.shape[-2:]
         y = a2.reshape((_prod(a2.shape[:-1]), k)) @ b2
         y = y.reshape(a2.shape[:-2] + (m, b2.shape[1]))

@@ -8,7 +8,7 @@ specialized to it.
 
     fn = compiler.compile(grad(g), backend="llvm")      # g has X: f64[N,784]
     fn(X=X64, ...); fn(X=X17, ...)                      # one native function, two call states
-    fn.specializations                                  # 1 (2 with a slice: per size)
+    fn.specializations                                  # 1 (per size where a lowering cannot take N)
     fn.max_sizes = 32                                   # keep 32 sets of sizes (default 8)
 
 Bounded: a loop over variable-length batches (N = 1..5000) keeps at most `max_sizes` kernels

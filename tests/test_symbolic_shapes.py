@@ -301,3 +301,25 @@ def test_train_step_planned_and_plain_code_by_batch_size():
 def test_len_of_a_named_axis_is_refused():
     with pytest.raises(TypeError, match=r"len\(\) of traced value x f64\[N\]"):
         dsl.trace(lambda x: dsl.sum(x) * len(x), x=f64["N"])
+
+
+@pytest.mark.parametrize("xshape", [("N", 3, 4), (2, "N", 4)])
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_a_named_stack_times_a_matrix_is_a_batched_product(xshape, backend):
+    """X: f64[N, 3, 4] @ W: f64[4, 5] has no row count N·3 to name: it was refused with a
+    bogus shape ('NNN', 4) (or a raw TypeError); now it is a batched product.  Oracles: NumPy's
+    matmul for the value, central differences for dW."""
+    def f(X, W):
+        return dsl.sum(dsl.tanh(X @ W) ** 2)
+    fn = compiler.compile(compiler.grad(dsl.trace(f, X=f64[xshape], W=f64[4, 5])),
+                          backend=backend)
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(4, 5))
+    for n in (1, 4, 7):
+        X = rng.normal(size=tuple(n if d == "N" else d for d in xshape))
+        out = fn(X=X, W=W)
+        assert out["out"] == pytest.approx(np.sum(np.tanh(X @ W) ** 2), rel=1e-12)
+        e = np.zeros_like(W)
+        e[1, 2] = 1e-6
+        fd = (np.sum(np.tanh(X @ (W + e)) ** 2) - np.sum(np.tanh(X @ (W - e)) ** 2)) / 2e-6
+        assert out["dW"][1, 2] == pytest.approx(fd, rel=1e-6, abs=1e-8)
