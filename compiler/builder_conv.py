@@ -10,7 +10,9 @@
 conv2d, the pools and global_avg_pool are primitives (compiler/ops/conv.py); conv1d is conv2d
 over [N, C, 1, L]; layer_norm and batch_norm are built from existing primitives with the
 two-pass variance (mean, then the mean of the squared deviations, never E[x²] − E[x]²), so
-their gradients are exact at large means (a mean of 1e6 and a std of 1 in f64).
+their gradients are exact at large means (a mean of 1e6 and a std of 1 in f64), shifted by an
+element of the row and scaled by its mean absolute deviation (`_normalized`), so that values
+and gradients are right at every finite x (the plain mean((x − μ)²) overflows past 1e154).
 
 batch_norm's running statistics (non-trainable state, PyTorch's convention): in a training
 trace the layer normalizes with the batch mean and (biased) variance; when the trace carries
@@ -23,11 +25,15 @@ outputs `<name>_running_mean_next` = (1 − momentum)·running_mean + momentum·
 """
 from __future__ import annotations
 
+import builtins
+import math
 import threading
 from contextlib import contextmanager
 
-from .builder import Var, mean, reshape, sqrt
+from .builder import Var, abs, max, maximum, reshape, sqrt, sum  # noqa: A004
+from .builder_special import stop_gradient
 from .ir import ShapeError, TensorType, UnsupportedError
+from .ops.reduce import count as row_count
 
 _CARRY = threading.local()      # .on: batch_norm in a training trace carries running statistics
 
@@ -135,12 +141,59 @@ def global_avg_pool(x) -> Var:
     return _var("global_avg_pool", x).b.emit("global_avg_pool", [x])
 
 
+_P = 0.125      # the prescale of _normalized: p·(x − μ) is finite at every finite x
+
+
+def _row_element(x, axes):
+    """One element of each row over `axes` (keepdims), held constant: x[0] along a concrete
+    axis, the maximum along an axis sized at run time (which takes no slice)."""
+    first = x[tuple(slice(0, 1) if a in axes and isinstance(x.shape[a], int) else slice(None)
+                    for a in range(x.ndim))]
+    named = tuple(a for a in axes if not isinstance(x.shape[a], int))
+    return stop_gradient(max(first, named, keepdims=True) if named else first)
+
+
 def _normalized(x, axes, eps):
-    """(x − μ)/√(σ² + eps) with the two-pass variance over `axes`; also μ and σ²."""
-    mu = mean(x, axes, keepdims=True)
-    d = x - mu
-    var = mean(d * d, axes, keepdims=True)
-    return d / sqrt(var + eps), mu, var
+    """(x − μ)/√(σ² + eps) over `axes`, μ and σ² (biased, two-pass, never E[x²] − E[x]²),
+    right at every finite x: the plain mean((x − μ)²) is inf once |x − μ| passes √MAX (1e154
+    in f64, 1e19 in f32), and z was then 0 with a finite, wrong gradient.  With p = 1/8:
+        x₀ = an element of the row, held constant      (a constant row gives d = 0 exactly)
+        y = x·p − x₀·p,  m = Σ y·(1/n)                 (= p·(μ − x₀); partial sums ≤ MAX/4)
+        d = y − m                                       (= p·(x − μ), |d| ≤ MAX/4)
+        s = max(Σ|d|·(1/n), p·min(1, √eps))            (p·mean |x − μ|, floored; held constant)
+        u = d/s,  q = p/s                               (u = q·(x − μ))
+        z = u/√(mean(u²) + eps·q²)
+    which is the formula exactly for every x₀ and s > 0 (σ² = mean(u²)/q²), so holding them
+    constant leaves every derivative exact.  Above the floor mean |u| = 1, so 1 ≤ mean(u²) ≤ n
+    and eps·q² can only round away where it is below mean(u²)'s rounding; at the floor eps·q²
+    is eps (eps ≥ 1) or 1: a constant row gives z = 0 with the gradient (G − mean G)/√eps (with
+    eps = 0 it gives nan, 0/0).  1/s ≥ 4/MAX is normal; σ² is inf only where it is over MAX.
+    Only subnormal x (below 8× the smallest normal) lose bits in x·p."""
+    inv_n = 1 / row_count(x, axes)
+    p = _P
+    x0 = _row_element(x, axes)
+    y = x * p - x0 * p
+    m = sum(y * inv_n, axes, keepdims=True)
+    d = y - m
+    s = stop_gradient(maximum(sum(abs(d) * inv_n, axes, keepdims=True),
+                              p * builtins.min(1.0, math.sqrt(eps))))
+    r = 1 / s
+    q = r * p
+    u = d * r
+    ms = sum(u * u, axes, keepdims=True) * inv_n
+    z = u * (1 / sqrt(ms + eps * q * q))
+    scale = s * (1 / p)
+    return z, x0 + m * (1 / p), ms * scale * scale
+
+
+def _eps(op, eps, x):
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        e = math.nan
+    if not (e >= 0 and math.isfinite(e)):
+        raise ShapeError(f"{op}: eps must be a finite number ≥ 0, got {eps!r}{_at(x)}")
+    return e
 
 
 def _affine_check(op, x, gamma, beta, shape):
@@ -161,7 +214,7 @@ def layer_norm(x, gamma, beta, eps=1e-5) -> Var:
         raise ShapeError(f"layer_norm: gamma {gamma.shape} must have 1 to {x.ndim} axes "
                          f"(x's trailing ones){_at(x)}")
     _affine_check(op, x, gamma, beta, x.shape[x.ndim - k:])
-    z, _, _ = _normalized(x, tuple(range(x.ndim - k, x.ndim)), float(eps))
+    z, _, _ = _normalized(x, tuple(range(x.ndim - k, x.ndim)), _eps(op, eps, x))
     return z * gamma + beta
 
 
@@ -178,6 +231,7 @@ def batch_norm(x, gamma, beta, eps=1e-5, momentum=0.1, name=None) -> Var:
     _affine_check(op, x, gamma, beta, (c,))
     if not 0 <= float(momentum) <= 1:
         raise ShapeError(f"batch_norm: momentum must be in [0, 1], got {momentum!r}{_at(x)}")
+    eps = _eps(op, eps, x)
     b = x.b
     axes = (0,) + tuple(range(2, x.ndim))
     bshape = (1, c) + (1,) * (x.ndim - 2)
@@ -187,8 +241,10 @@ def batch_norm(x, gamma, beta, eps=1e-5, momentum=0.1, name=None) -> Var:
     if not b.training:
         rm = b.add_input(f"{base}_running_mean", TensorType(x.dtype, (c,)))
         rv = b.add_input(f"{base}_running_var", TensorType(x.dtype, (c,)))
-        return (x - reshape(rm, bshape)) / sqrt(reshape(rv, bshape) + float(eps)) * g4 + b4
-    z, mu, var = _normalized(x, axes, float(eps))
+        p = _P      # (x·p − rm·p)/σ·(1/p): x − rm may be over MAX where z is not
+        return ((x * p - reshape(rm, bshape) * p) / sqrt(reshape(rv, bshape) + eps)
+                * (1 / p) * g4 + b4)
+    z, mu, var = _normalized(x, axes, eps)
     if carry:
         count = 1
         for a in axes:
