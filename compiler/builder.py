@@ -46,9 +46,7 @@ class Builder:
         return Var(self, v)
 
     def emit(self, op: str, inputs, name: str | None = None, **attrs) -> "Var":
-        # the op table's family modules call this module's functions as they declare the
-        # records (linalg's bilinear matmul rule), so the table is read here, at a node's build
-        from .ops import OPS, known_ops
+        OPS, known_ops = _op_table()
         loc = self.where()
         if op not in OPS:
             raise UnsupportedError(f"unsupported op {op!r}; gradc supports: {known_ops()}")
@@ -92,6 +90,20 @@ class Builder:
         """Give a temporary a real name (the DSL names values after the model's variables)."""
         self.namer.release(var.value.name)
         var.value.name = self.namer.fresh(name)
+
+
+_TABLE: tuple = ()
+
+
+def _op_table() -> tuple:
+    """(OPS, known_ops), imported at the first node built: the op table's family modules call
+    this module's functions as they declare the records (linalg's bilinear matmul rule)."""
+    global _TABLE
+    if not _TABLE:
+        # not at module level: compiler.ops imports this module while declaring its records
+        from .ops import OPS, known_ops
+        _TABLE = (OPS, known_ops)
+    return _TABLE
 
 
 def _is_number(x) -> bool:

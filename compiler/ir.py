@@ -72,7 +72,10 @@ class TensorType:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ShapeError(f"unknown dtype {self.dtype!r}; gradc knows {', '.join(DTYPES)}")
-        object.__setattr__(self, "shape", tuple(_dim(d, self.shape) for d in self.shape))
+        shape = self.shape
+        if type(shape) is tuple and all(type(d) is int and d >= 0 for d in shape):
+            return            # already what the conversion below gives (most shape rules)
+        object.__setattr__(self, "shape", tuple(_dim(d, shape) for d in shape))
 
     @property
     def ndim(self) -> int:
@@ -100,7 +103,11 @@ class TensorType:
         return self.dtype in FLOAT_DTYPES
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+        text = self.__dict__.get("_text")     # (frozen: the text never changes; not a field)
+        if text is None:
+            text = f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+            object.__setattr__(self, "_text", text)
+        return text
 
 
 @dataclass(eq=False)
@@ -111,7 +118,8 @@ class Value:
 
     @property
     def temp(self) -> bool:
-        return bool(TEMP_NAME.match(self.name))
+        name = self.name
+        return name[:1] == "t" and bool(TEMP_NAME.match(name))    # (most names fail at "t")
 
     @property
     def shape(self) -> tuple:
@@ -193,7 +201,11 @@ class Graph:
         use: dict = {}
         for n in self.nodes:
             for v in n.inputs:
-                use.setdefault(v.name, []).append(n)
+                readers = use.get(v.name)
+                if readers is None:
+                    use[v.name] = [n]
+                else:
+                    readers.append(n)
         return use
 
     def __eq__(self, other) -> bool:
@@ -279,6 +291,8 @@ def _text(what: str, text) -> None:
     emitted files are UTF-8; a lone surrogate is not a character)."""
     if not isinstance(text, str):
         raise ShapeError(f"verify: {what} {text!r} is not a string")
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

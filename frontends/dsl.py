@@ -39,7 +39,7 @@ from compiler.builder_conv import (avg_pool2d, batch_norm, conv1d, conv2d,  # no
 from compiler.builder_special import stop_gradient  # noqa: F401  (no gradient flows through)
 from compiler import trees   # parameter trees: nested dicts, lists and tuples of specs
 from compiler.debug import broadcast_guard
-from compiler.ir import Graph, TensorType, UnsupportedError, is_dim_name
+from compiler.ir import Graph, Node, TensorType, UnsupportedError, Value, is_dim_name
 
 Tensor = Var   # the type of a traced value
 
@@ -106,7 +106,14 @@ def _locate() -> str | None:
         f = f.f_back
     if f is None:
         return None
-    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+    file = f.f_code.co_filename
+    base = _BASENAMES.get(file)
+    if base is None:
+        base = _BASENAMES[file] = os.path.basename(file)
+    return f"{base}:{f.f_lineno}"
+
+
+_BASENAMES: dict = {}        # a code object's file name -> its base name, as _locate writes it
 
 
 def _const_name(array):
@@ -166,23 +173,47 @@ class _Namer:
 
     def global_trace(self, frame, event, arg):
         old_local = self.previous(frame, event, arg) if self.previous else None
-        if _is_gradc(frame.f_code.co_filename):
+        if frame.f_code in _IR_INITS or _is_gradc(frame.f_code.co_filename):
             return old_local
+        return _FrameNamer(self, old_local)
 
-        def local(frame, event, arg):
-            nonlocal old_local
-            if event in ("line", "return"):
-                self.name_locals(frame)
-            if old_local is not None:
-                old_local = old_local(frame, event, arg)
-            return local
-        return local
-
-    def name_locals(self, frame) -> None:
+    def name_locals(self, frame, settled: dict) -> None:
+        """Name each temporary bound to a local.  `settled`: local -> the object it held when
+        last looked at, which needs no second look while the local holds it (a value with a
+        real name keeps it while tracing; anything else stays what it was): a model with many
+        parameters costs a pass over them per line, not a check of each."""
         for var, val in list(frame.f_locals.items()):
+            if settled.get(var) is val:
+                continue
             if isinstance(val, Var) and val.b is self.builder and val.value.temp \
                     and not var.startswith("_"):
                 self.builder.rename(val, var)
+            settled[var] = val
+
+
+# the IR's dataclass constructors: generated code (file "<string>", so not recognized as
+# gradc's by its file), called with gradc's own objects (names, types, Values), never a Var
+_IR_INITS = frozenset(c.__init__.__code__ for c in (Value, Node, TensorType))
+
+
+class _FrameNamer:
+    """The local trace function of one frame: names its locals at each line and at its return,
+    then hands the event to the trace function that was there before (a debugger's, a
+    coverage tool's).  An object, not a closure returning itself: no reference cycle is left
+    per traced call for the garbage collector to find."""
+    __slots__ = ("namer", "old_local", "settled")
+
+    def __init__(self, namer: _Namer, old_local):
+        self.namer = namer
+        self.old_local = old_local
+        self.settled: dict = {}   # this frame's locals already looked at (see name_locals)
+
+    def __call__(self, frame, event, arg):
+        if event in ("line", "return"):
+            self.namer.name_locals(frame, self.settled)
+        if self.old_local is not None:
+            self.old_local = self.old_local(frame, event, arg)
+        return self
 
 
 def trace(fn, *, name: str | None = None, training: bool = True, strict_broadcast: bool = False,
