@@ -16,6 +16,7 @@ from collections import Counter
 
 from . import trees
 from .builder import Builder, Var
+from .gc_pause import paused
 from .ir import GradcError, Graph, Namer, Node, UnsupportedError, Value
 from .ops import OPS
 from .ops.reduce import unbroadcast   # broadcast_to's gate rule (re-exported as compiler's)
@@ -108,7 +109,8 @@ def grad(graph: Graph, wrt=None, of=None) -> Graph:
                 if callable(graph) else "")
         raise GradcError(f"grad takes a compiler.Graph, got {type(graph).__name__}{hint}")
     flat, groups = trees.resolve_wrt(graph, wrt)     # a tree or a path (params.l1): its leaves
-    new = guard_selected_zeros(*reverse_mode(graph, flat, of))
+    with paused():         # nodes freed by reference counting (compiler/gc_pause.py)
+        new = guard_selected_zeros(*reverse_mode(graph, flat, of))
     return trees.attach_gradients(graph, new, flat, groups)   # dparams as a tree
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..gc_pause import paused
 from ..ir import GradcError, Graph, verify
 from .cse import cse, cse_idle
 from .dce import dce, dce_idle
@@ -69,6 +70,11 @@ def optimize(graph: Graph, passes=None, trace: bool = False, check: bool = False
     the pair (graph, [(pass name, graph after that pass), ...]).  `check=True` runs the
     verifier after every pass."""
     steps = _resolve(DEFAULT_PIPELINE if passes is None else passes)
+    with paused():        # the copies are freed by reference counting (compiler/gc_pause.py)
+        return _rounds(graph, steps, trace, check)
+
+
+def _rounds(graph: Graph, steps: list, trace: bool, check: bool):
     history = []
     g = graph
     borrowed = False     # g is still `graph`, where a pass it skipped would have copied it
