@@ -77,6 +77,19 @@ class TensorType:
             return            # already what the conversion below gives (most shape rules)
         object.__setattr__(self, "shape", tuple(_dim(d, shape) for d in shape))
 
+    def __hash__(self) -> int:
+        # the hash dataclass would generate, kept (types are dict keys in every pass)
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.dtype, self.shape))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        # the fields only: a string's hash differs between processes (PYTHONHASHSEED), so the
+        # kept hash (and text) must not travel in a pickle or a copy
+        return {"dtype": self.dtype, "shape": self.shape}
+
     @property
     def ndim(self) -> int:
         return len(self.shape)
@@ -325,9 +338,12 @@ def verify(graph: Graph) -> Graph:
         _text("value name", n.out.name)
         if n.out.name in defined:
             raise ShapeError(f"verify: value {n.out.name!r} defined twice (SSA)")
-        for what in ("loc", "rule", "of"):
-            if getattr(n, what) is not None:
-                _text(f"{n.out.name}'s {what}", getattr(n, what))
+        if n.loc is not None:
+            _text(f"{n.out.name}'s loc", n.loc)
+        if n.rule is not None:
+            _text(f"{n.out.name}'s rule", n.rule)
+        if n.of is not None:
+            _text(f"{n.out.name}'s of", n.of)
         check_attrs(n.op, n.attrs, OPS[n.op].attrs)
         unknown = [d for d in n.out.shape if isinstance(d, str) and d not in dims]
         if unknown:       # a size the call cannot tell: no input has that dimension

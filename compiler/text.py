@@ -44,7 +44,7 @@ def format_attrs(attrs: dict) -> str:
 
 
 def format_node(n: Node) -> str:
-    line = f"{n.out.name}: {n.out.type} = {n.op}({', '.join(v.name for v in n.inputs)})"
+    line = f"{n.out.name}: {n.out.type} = {n.op}({', '.join([v.name for v in n.inputs])})"
     if n.attrs:
         line += " " + format_attrs(n.attrs)
     if n.loc:

@@ -23,6 +23,8 @@ import keyword
 import os
 import re
 import sys
+from itertools import chain, compress
+from operator import is_not
 
 from compiler.builder import dropout  # noqa: F401  (inverted dropout; see compiler/train.py)
 from compiler.builder import (Builder, Var, abs, broadcast_to, cast, elu, equal, exp,  # noqa: A004
@@ -177,18 +179,25 @@ class _Namer:
             return old_local
         return _FrameNamer(self, old_local)
 
-    def name_locals(self, frame, settled: dict) -> None:
-        """Name each temporary bound to a local.  `settled`: local -> the object it held when
-        last looked at, which needs no second look while the local holds it (a value with a
-        real name keeps it while tracing; anything else stays what it was): a model with many
-        parameters costs a pass over them per line, not a check of each."""
-        for var, val in list(frame.f_locals.items()):
-            if settled.get(var) is val:
-                continue
-            if isinstance(val, Var) and val.b is self.builder and val.value.temp \
-                    and not var.startswith("_"):
-                self.builder.rename(val, var)
-            settled[var] = val
+    def name_locals(self, frame, seen: "_FrameNamer") -> None:
+        """Name each temporary bound to a local.  A local that holds the object it held when
+        `seen` last looked needs no second look (a value with a real name keeps it while
+        tracing; anything else stays what it was): of a model with many parameters, each line
+        looks at the locals it rebinds, found by a comparison in C, not at every parameter."""
+        f_locals = frame.f_locals
+        names, vals = list(f_locals), list(f_locals.values())
+        k = len(seen.names)
+        if names[:k] == seen.names:     # the same locals as before, maybe new ones after them
+            look = chain(compress(range(k), map(is_not, vals, seen.vals)), range(k, len(vals)))
+        else:                           # (one was deleted: look at all)
+            look = range(len(vals))
+        builder = self.builder
+        for i in look:
+            val = vals[i]
+            if isinstance(val, Var) and val.b is builder and val.value.temp \
+                    and not names[i].startswith("_"):
+                builder.rename(val, names[i])
+        seen.names, seen.vals = names, vals
 
 
 # the IR's dataclass constructors: generated code (file "<string>", so not recognized as
@@ -201,16 +210,17 @@ class _FrameNamer:
     then hands the event to the trace function that was there before (a debugger's, a
     coverage tool's).  An object, not a closure returning itself: no reference cycle is left
     per traced call for the garbage collector to find."""
-    __slots__ = ("namer", "old_local", "settled")
+    __slots__ = ("namer", "old_local", "names", "vals")
 
     def __init__(self, namer: _Namer, old_local):
         self.namer = namer
         self.old_local = old_local
-        self.settled: dict = {}   # this frame's locals already looked at (see name_locals)
+        self.names: list = []     # the frame's locals at the last look, and their objects
+        self.vals: list = []      # (see name_locals)
 
     def __call__(self, frame, event, arg):
         if event in ("line", "return"):
-            self.namer.name_locals(frame, self.settled)
+            self.namer.name_locals(frame, self)
         if self.old_local is not None:
             self.old_local = self.old_local(frame, event, arg)
         return self

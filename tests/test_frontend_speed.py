@@ -55,3 +55,60 @@ def test_naming_looks_at_a_binding_once_not_every_local_at_every_line(monkeypatc
     assert len(asked) < 10 * PARAMS
     # the names are the model's: `h`, `h_1`, ... for the tanh outputs
     assert [n.out.name for n in g.nodes if n.op == "tanh"][:3] == ["h", "h_1", "h_2"]
+
+
+def test_the_collector_is_paused_inside_grad_and_optimize_and_back_after(monkeypatch):
+    import compiler
+    from compiler import gc_pause
+    seen = []
+    real = compiler.passes.PASSES["dce"]
+    monkeypatch.setitem(compiler.passes.PASSES, "dce", lambda g: seen.append(gc.isenabled())
+                        or real(g))
+    fn, specs = _wide()
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        compiler.optimize(compiler.grad(dsl.trace(fn, **specs), of="out"), passes=["dce"])
+        assert seen == [False] and gc.isenabled()
+        gc.disable()                     # the program's choice is kept
+        with gc_pause.paused():
+            with gc_pause.paused():      # nested (grad calls optimize)
+                assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_the_collector_resumes_when_the_last_thread_leaves():
+    import threading
+    from compiler import gc_pause
+    was = gc.isenabled()
+    gc.enable()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with gc_pause.paused():
+            inside.set()
+            leave.wait(10)
+    t = threading.Thread(target=other)
+    try:
+        t.start()
+        inside.wait(10)
+        with gc_pause.paused():
+            pass
+        assert not gc.isenabled()        # the other thread is still inside
+        leave.set()
+        t.join(10)
+        assert gc.isenabled()
+    finally:
+        leave.set()
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_type_keeps_its_hash_and_text_but_pickles_its_fields_only():
+    import pickle
+    t = ir.TensorType("f64", (2, "N"))
+    assert hash(t) == hash(("f64", (2, "N"))) and str(t) == "f64[2,N]"
+    data = pickle.dumps(t)               # (a str's hash differs between processes)
+    assert b"_hash" not in data and b"_text" not in data
+    assert pickle.loads(data) == t and {t: 1}[pickle.loads(data)] == 1

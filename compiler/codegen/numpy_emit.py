@@ -47,10 +47,6 @@ LABEL_HELPERS = (LabelError, label_error, checked_labels)
 _LABEL_NAMES = frozenset(h.__name__ for h in LABEL_HELPERS)
 
 
-def _group(n: Node) -> tuple:
-    return (n.loc, n.rule, n.of)
-
-
 MAX_INLINE_DEPTH = 16   # an expression nests at most this many inlined nodes: a longer chain of
                         # single-use temporaries is cut into statements (a 20k-node chain stays
                         # within Python's parser and recursion limits, and readable)
@@ -65,18 +61,26 @@ def plan_inlining(graph: Graph) -> set:
     depth: dict = {}        # inlined value -> how many inlined nodes its expression nests
     for n in graph.nodes:
         form = OPS[n.op].numpy
-        if not isinstance(form, Expr) or n.out.name in outputs:
+        name = n.out.name
+        if not isinstance(form, Expr) or name in outputs:
             continue
         if form.cheap and n.out.shape == ():
-            inline.add(n.out.name)
+            inline.add(name)
             continue
-        uses = users.get(n.out.name, [])
-        if (n.out.temp and len(uses) == 1 and _group(uses[0]) == _group(n)
-                and isinstance(OPS[uses[0].op].numpy, Expr)):
-            d = 1 + max((depth.get(v.name, 0) for v in n.inputs), default=0)
+        uses = users.get(name)
+        if uses is None or len(uses) != 1 or not n.out.temp:
+            continue
+        u = uses[0]
+        if u.loc == n.loc and u.rule == n.rule and u.of == n.of \
+                and isinstance(OPS[u.op].numpy, Expr):    # same provenance: one comment
+            d = 1               # 1 + the deepest inlined input
+            for v in n.inputs:
+                e = depth.get(v.name, 0)
+                if e >= d:
+                    d = e + 1
             if d <= MAX_INLINE_DEPTH:
-                inline.add(n.out.name)
-                depth[n.out.name] = d
+                inline.add(name)
+                depth[name] = d
     return inline
 
 
@@ -225,14 +229,20 @@ def emit_numpy(graph: Graph, name: str | None = None, donate: dict | None = None
             if h not in helpers:
                 helpers.append(h)
 
+    rendered: dict = {}     # an inlined value's expression, made once (`of` comments and
+                            # its consumer read it; the helpers it needs are added the first time)
+
     def render(vname: str) -> tuple:
         if vname not in inline:
             return ident.get(vname, vname), ATOM
-        n = producers[vname]
-        form = OPS[n.op].numpy
-        args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
-        need(form, args, n)
-        return form.render(args, n.attrs, n), form.precedence(n.attrs)
+        got = rendered.get(vname)
+        if got is None:
+            n = producers[vname]
+            form = OPS[n.op].numpy
+            args = guard_labels(n, [render(v.name) for v in n.inputs], guards, helpers)
+            need(form, args, n)
+            got = rendered[vname] = (form.render(args, n.attrs, n), form.precedence(n.attrs))
+        return got
 
     known = set(producers) | {v.name for v in graph.inputs}
 

@@ -10,6 +10,8 @@ from ..ir import FLOAT_DTYPES, ShapeError, TensorType
 # ---- shape rules ---------------------------------------------------------------------------
 def broadcast_shapes(op: str, *shapes) -> tuple:
     """NumPy broadcasting; the error names the op and every shape."""
+    if len(shapes) == 2 and shapes[0] == shapes[1]:
+        return tuple(shapes[0])         # (the common case: what the loop below gives)
     ndim = max((len(s) for s in shapes), default=0)
     out = []
     for k in range(ndim):

@@ -18,7 +18,7 @@ def cse(graph: Graph) -> Graph:
     seen: dict = {}
     for n in graph.nodes:
         rw.current = n
-        ins = tuple(rw.new(v) for v in n.inputs)
+        ins = [rw.new(v) for v in n.inputs]
         # repr keeps -0.0 apart from 0.0 (equal as floats, different constants)
         key = (n.op, tuple([id(v) for v in ins]), _attrs_key(n.attrs), n.out.type)
         if key in seen:

@@ -40,10 +40,13 @@ from ..ops import OPS
 from ..shapes import nominal_size
 
 
+_ITEMSIZE = {d: np.dtype(nd).itemsize for d, nd in NUMPY_DTYPE.items()}
+
+
 def nbytes(t) -> int:
     """Bytes of a value of type `t`; a dimension name counts as shapes.NOMINAL (an estimate:
     the buffers of a symbolic plan are allocated at the call's sizes)."""
-    return nominal_size(t) * np.dtype(NUMPY_DTYPE[t.dtype]).itemsize
+    return nominal_size(t) * _ITEMSIZE[t.dtype]
 
 
 @dataclass
@@ -106,8 +109,9 @@ def plan_memory(graph: Graph, min_elements: int = MIN_ELEMENTS) -> MemoryPlan:
         name = n.out.name
         fresh = not OPS[n.op].view and n.out.shape != ()
         if fresh and not OPS[n.op].literal:
-            plan.unplanned_per_call += nbytes(n.out.type)
-            live += nbytes(n.out.type)
+            size = nbytes(n.out.type)
+            plan.unplanned_per_call += size
+            live += size
             plan.unplanned_peak = max(plan.unplanned_peak, live)
         dying = [v.name for v in dict.fromkeys(n.inputs) if v.name in plan.assign
                  and root.get(v.name) == v.name and last.get(v.name) == k]
