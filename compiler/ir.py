@@ -338,18 +338,17 @@ def verify(graph: Graph) -> Graph:
         _text("value name", n.out.name)
         if n.out.name in defined:
             raise ShapeError(f"verify: value {n.out.name!r} defined twice (SSA)")
-        if n.loc is not None:
-            _text(f"{n.out.name}'s loc", n.loc)
-        if n.rule is not None:
-            _text(f"{n.out.name}'s rule", n.rule)
-        if n.of is not None:
-            _text(f"{n.out.name}'s of", n.of)
-        check_attrs(n.op, n.attrs, OPS[n.op].attrs)
+        # (the message is made only for text that is not plain ASCII: see _text)
+        for what, text in (("loc", n.loc), ("rule", n.rule), ("of", n.of)):
+            if text is not None and not (isinstance(text, str) and text.isascii()):
+                _text(f"{n.out.name}'s {what}", text)
+        rec = OPS[n.op]
+        check_attrs(n.op, n.attrs, rec.attrs)
         unknown = [d for d in n.out.shape if isinstance(d, str) and d not in dims]
         if unknown:       # a size the call cannot tell: no input has that dimension
             raise ShapeError(f"verify: {n.out.name} = {n.op}(...) has dimension {unknown[0]!r}, "
                              "which no input of the graph has")
-        expect = OPS[n.op].shape([v.type for v in n.inputs], **n.attrs)
+        expect = rec.shape([v.type for v in n.inputs], **n.attrs)
         if expect != n.out.type:
             raise ShapeError(f"verify: {n.out.name} = {n.op}(...) has type {n.out.type} but the "
                              f"{n.op} rule gives {expect}")

@@ -16,11 +16,14 @@ def cse(graph: Graph) -> Graph:
     """The graph with each repeated computation done once."""
     rw = Rewriter(graph)
     seen: dict = {}
+    env = rw.env             # (rw.new(v) is env[v.name])
     for n in graph.nodes:
         rw.current = n
-        ins = [rw.new(v) for v in n.inputs]
-        # repr keeps -0.0 apart from 0.0 (equal as floats, different constants)
-        key = (n.op, tuple([id(v) for v in ins]), _attrs_key(n.attrs), n.out.type)
+        ins = [env[v.name] for v in n.inputs]
+        # repr keeps -0.0 apart from 0.0 (equal as floats, different constants); the type
+        # as its (dtype, shape), which is what its equality compares
+        t = n.out.type
+        key = (n.op, tuple(map(id, ins)), _attrs_key(n.attrs), t.dtype, t.shape)
         if key in seen:
             rw.replace(n, seen[key])
         else:
@@ -37,7 +40,8 @@ def cse_idle(graph: Graph) -> bool:
     copy, the new inputs are one value per name: comparing names is comparing them.)"""
     seen = set()
     for n in graph.nodes:
-        key = (n.op, tuple([v.name for v in n.inputs]), _attrs_key(n.attrs), n.out.type)
+        t = n.out.type
+        key = (n.op, tuple([v.name for v in n.inputs]), _attrs_key(n.attrs), t.dtype, t.shape)
         if key in seen:
             return False
         seen.add(key)

@@ -24,7 +24,7 @@ BIG = 1 << 12     # elements; above this a folded constant is a broadcast view o
 def uniform_of(rw: Rewriter, v):
     """The scalar every element of `v` equals, when `v` is a constant or a broadcast view of
     one; else None."""
-    n = rw.node_of(v)
+    n = rw.producer.get(v.name)          # (rw.node_of(v), without the call)
     if n is None:
         return None
     if OPS[n.op].literal:
@@ -68,9 +68,12 @@ def _folded(rw, n):
     """The uniform value old node `n` folds to, or None when it is kept as it is."""
     if not n.inputs:          # a constant already
         return None
-    values = [uniform_of(rw, rw.new(v)) for v in n.inputs]
-    if any(c is None for c in values):
-        return None
+    values = []
+    for v in n.inputs:                  # (most nodes stop at their first operand)
+        c = uniform_of(rw, rw.new(v))
+        if c is None:
+            return None
+        values.append(c)
     if n.op == "broadcast_to" and OPS[rw.node_of(rw.new(n.inputs[0])).op].literal \
             and not rw.new(n.inputs[0]).shape and larger_than(n.out.type, BIG):
         return None           # already the canonical form of a large constant
