@@ -5,6 +5,7 @@ reference; a broadcast with another kind of reader, or returned, is still stored
 import numpy as np
 
 import compiler
+from compiler.codegen import llvm_dims
 from compiler.codegen.llvm_emit import emit_llvm_plan
 from frontends import dsl
 from frontends.dsl import f32, f64
@@ -51,3 +52,24 @@ def test_other_readers_keep_the_broadcast_and_values_agree(rng):
     np.testing.assert_allclose(got["s"], (vb + m) @ vb.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["p"], vb * m * 2, rtol=1e-6)
     np.testing.assert_array_equal(got["r"], np.broadcast_to(v[:, None], (3, 5)))
+
+
+def test_broadcasts_are_read_through_at_run_time_sizes(rng):
+    """With a symbolic batch (one native function for every N) the bias and max-pool gate
+    broadcasts are read through as well (they were stored at every N before): stride 0 along
+    an axis of size N or of a fixed size, values equal to the NumPy backend at N = 1, 2, 5."""
+    def model(x, c, b):
+        return dsl.sum(dsl.tanh(dsl.max_pool2d(x, 2) * c + b))
+    g = dsl.trace(model, x=f64["N", 3, 4, 6], c=f64["N", 3, 2, 3], b=f64[3, 2, 3])
+    dg = compiler.grad(g, wrt=["x", "b"])
+    sized = llvm_dims.sized_graph(dg)
+    untouched = emit_llvm_plan(sized, "f", True, llvm_dims.dim_names(dg))[1]
+    assert len(set(_broadcasts(dg)) & untouched) >= 3
+    fl, fn = compiler.compile(dg, backend="llvm"), compiler.compile(dg, backend="numpy")
+    for n in (1, 2, 5):
+        args = dict(x=rng.standard_normal((n, 3, 4, 6)), c=rng.standard_normal((n, 3, 2, 3)),
+                    b=rng.standard_normal((3, 2, 3)))
+        got, ref = fl(**args), fn(**args)
+        for k in ref:
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-13, atol=1e-13, err_msg=k)
+    assert fl.specializations == 1

@@ -258,7 +258,7 @@ class ModuleEmitter:
             fn = getattr(self.lowerings[n.op], "folds", None)
             for v in (fn(self, n) if fn else ()):
                 folded.setdefault(v.name, set()).add(id(n))
-        through = read_through(self, folded) if self.fuse and not self.dims else {}
+        through = read_through(self, folded) if self.fuse else {}
         outputs = {v.name for v in self.graph.outputs.values()}
         users = self.graph.users()
         skip = {name for name, by in folded.items() if name not in outputs
