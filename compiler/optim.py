@@ -298,7 +298,10 @@ def append_update(graph: Graph, params, optimizer: Optimizer, loss: str = "out")
     if missing:
         raise GradcError(f"append_update: graph {graph.name!r} lacks outputs {missing}; build it "
                          "with compiler.grad(graph, wrt=params)")
-    ps = {p: Var(b, graph.input(p)) for p in params}
+    first: dict = {}        # name -> the first input of that name, as graph.input finds it
+    for v in graph.inputs:
+        first.setdefault(v.name, v)
+    ps = {p: Var(b, first[p] if p in first else graph.input(p)) for p in params}
     gs = {p: Var(b, old["d" + p]) for p in params}
     base_lr = b.add_input("base_lr", TensorType("f64", ()))
     t = b.add_input("t", TensorType("i64", ()))
