@@ -108,3 +108,21 @@ def test_trace_shows_each_pass_its_own_graph():
     g = compiler.grad(EXAMPLES["two_layer"].build("f64"))
     _, history = optimize(g, trace=True)
     assert len({id(h) for _, h in history}) == len(history)
+
+
+def test_a_rule_reaching_past_what_a_reader_has_counts_as_a_change(monkeypatch):
+    import sys
+    from compiler.passes.simplify import simplify_idle
+    simplify_module = sys.modules["compiler.passes.simplify"]
+
+    def asks_the_namer(rw, n, *ins):
+        rw.namer.temp()              # (a Rewriter has one; the idle check's Reader does not)
+        return None
+    g = EXAMPLES["neuron"].build("f64")
+    assert simplify_idle(g)
+    ops = {n.op for n in g.nodes}
+    for op in ops:
+        monkeypatch.setitem(simplify_module.RULES, op,
+                            simplify_module.RULES.get(op, []) + [asks_the_namer])
+    assert not simplify_idle(g)          # the pass runs, as it did before the idle checks
+    assert str(optimize(g)) == str(_every_pass(g))

@@ -23,28 +23,13 @@ from ..ops import OPS
 
 
 class Rewrites(Exception):
-    """Raised by `Reader.emit`: the rule asking would rewrite the node."""
+    """Raised by a `Reader`: the rule asking would rewrite the node (it builds one, or asks
+    for something of the new graph a plain reading does not have)."""
 
 
-class Reader:
-    """A graph read as a rule reads the new graph, before anything is rewritten: `new` is the
-    identity.  A pass's `idle(graph)` check (compiler/passes/__init__.py) runs its rules on
-    it, without copying the graph: a rule that answers a value, or that builds a node (`emit`
-    raises `Rewrites`), would change the graph."""
-
-    def __init__(self, graph: Graph):
-        self.producer = graph.producers()
-        self.current: Node | None = None
-
-    def emit(self, op: str, inputs, like: Node | None = None, name: str | None = None,
-             **attrs) -> Value:
-        raise Rewrites(op)
-
-    def const(self, value, dtype: str, shape=()) -> Value:
-        raise Rewrites("const")
-
-    def new(self, old_value: Value) -> Value:
-        return old_value
+class _Reading:
+    """What a rule reads of the graph being built: the node defining a value, its constant."""
+    producer: dict
 
     def node_of(self, v: Value) -> Node | None:
         """The node defining `v` (None for a graph input)."""
@@ -56,7 +41,32 @@ class Reader:
         return n.attrs["value"] if n is not None and OPS[n.op].literal else None
 
 
-class Rewriter(Reader):
+class Reader(_Reading):
+    """A graph read as a rule reads the new graph, before anything is rewritten: `new` is the
+    identity.  A pass's `idle(graph)` check (compiler/passes/__init__.py) runs its rules on
+    it, without copying the graph: a rule that answers a value, or that builds a node (`emit`,
+    `const`) or reaches for anything else of a Rewriter (`namer`, ...: `Rewrites` is raised),
+    would change the graph."""
+
+    def __init__(self, graph: Graph):
+        self.producer = graph.producers()
+        self.current: Node | None = None
+
+    def new(self, old_value: Value) -> Value:
+        return old_value
+
+    def emit(self, op: str, inputs, like: Node | None = None, name: str | None = None,
+             **attrs) -> Value:
+        raise Rewrites(op)
+
+    def const(self, value, dtype: str, shape=()) -> Value:
+        raise Rewrites("const")
+
+    def __getattr__(self, name: str):
+        raise Rewrites(name)
+
+
+class Rewriter(_Reading):
     """Builds `self.graph`, a new graph with `old`'s name and inputs, node by node."""
 
     def __init__(self, old: Graph):
