@@ -113,16 +113,27 @@ def _sum_out(x, term: str, keep) -> tuple:
     return x.sum(axis=axes), "".join(c for c in term if c in keep)
 
 
-def _arrange(x, term: str, lead: str, rows: str, cols: str):
+def _mergeable(size: dict, letters: str) -> bool:
+    """Whether the axes of `letters` can be one axis: a shape names no product N·T, so a
+    dimension name merges only with axes of size 1."""
+    return all(type(size[c]) is int for c in letters) or sum(size[c] != 1 for c in letters) <= 1
+
+
+def _arrange(x, term: str, lead: str, rows: str, cols: str, split: bool = False):
     """x with its axes in order lead+rows+cols, shaped [prod(lead)…, prod(rows), prod(cols)]
-    (no lead axis when `lead` is empty).  When x's axes already read lead+cols+rows, it is
-    reshaped first and then its last two axes swapped, the transpose a matmul folds into a
-    BLAS flag."""
+    (no lead axis when `lead` is empty); with `split`, one axis per lead letter, of size 1
+    where x lacks the letter (the product broadcasts it).  When x's axes already read
+    lead+cols+rows, it is reshaped first and then its last two axes swapped, the transpose a
+    matmul folds into a BLAS flag."""
     size = dict(zip(term, x.shape))
 
     def dims(letters):
         return _prod(size[c] for c in letters)
-    head = (dims(lead),) if lead else ()
+    if split:
+        head = tuple(size.get(c, 1) for c in lead)
+        lead = "".join(c for c in lead if c in term)
+    else:
+        head = (dims(lead),) if lead else ()
     if term == lead + cols + rows and rows and cols:
         y = x.reshape(head + (dims(cols), dims(rows)))
         r = y.ndim
@@ -158,8 +169,21 @@ def einsum(spec: str, *operands):
     kept_a = "".join(c for c in ta if c not in tb)
     kept_b = "".join(c for c in tb if c not in ta)
     size = {**dict(zip(ta, a.shape)), **dict(zip(tb, b.shape))}
-    left = _arrange(a, ta, batch, kept_a, contract)
-    right = _arrange(b, tb, batch, contract, kept_b)
+    split = not all(_mergeable(size, g) for g in (batch, kept_a, kept_b))
+    if not _mergeable(size, contract):
+        raise UnsupportedError(
+            f"einsum {spec!r}: the contracted indices {contract!r} have sizes "
+            f"{tuple(size[c] for c in contract)}; a dimension name cannot be merged with "
+            f"another axis (no shape has N·T elements on one axis): contract the named index "
+            f"in an einsum of its own{_at(a)}")
+    if split:      # a named kept index is a batch axis of its own, of size 1 in the other operand
+        named_a = "".join(c for c in kept_a if type(size[c]) is not int)
+        named_b = "".join(c for c in kept_b if type(size[c]) is not int)
+        batch, kept_a, kept_b = (batch + named_a + named_b,
+                                 "".join(c for c in kept_a if c not in named_a),
+                                 "".join(c for c in kept_b if c not in named_b))
+    left = _arrange(a, ta, batch, kept_a, contract, split)
+    right = _arrange(b, tb, batch, contract, kept_b, split)
     # nothing to contract: an outer product per batch element, [M, 1]·[1, N] broadcast
     y = left * right if not contract else left @ right
     order = batch + kept_a + kept_b

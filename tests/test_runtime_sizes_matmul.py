@@ -56,6 +56,29 @@ def pooled(X, Y):                # contracted over N: Σₙ X[b, n, d]·Y[b, n, 
     return dsl.sum(dsl.tanh(dsl.einsum("bnd,bne->bde", X, Y)))
 
 
+def multi_head(Q, K):           # the batch named, merged with the heads before: ('NN', 3, 4)
+    return dsl.sum(dsl.tanh(dsl.einsum("bhqd,bhkd->bhqk", Q, K)))
+
+
+def projection(X, W):            # a named row index kept beside another: ('NNN', 4) before
+    return dsl.sum(dsl.tanh(dsl.einsum("nqd,de->nqe", X, W)))
+
+
+def projection_b(W, X):          # ... on the right operand's side
+    return dsl.sum(dsl.tanh(dsl.einsum("ed,nqd->eqn", W, X)))
+
+
+# np.einsum on the same arrays: the forward values (the NumPy backend runs the same graph)
+EINSUM = {
+    "attention": lambda Q, K, V, W: np.sum(np.einsum(
+        "nqk,nkd->nqd", np.tanh(np.einsum("nqd,nkd->nqk", Q, K)), V) * W),
+    "heads": lambda Q, K, W: np.sum(np.tanh(np.einsum("hqd,hkd->hqk", Q, K)) * W),
+    "pooled": lambda X, Y: np.sum(np.tanh(np.einsum("bnd,bne->bde", X, Y))),
+    "multi_head": lambda Q, K: np.sum(np.tanh(np.einsum("bhqd,bhkd->bhqk", Q, K))),
+    "projection": lambda X, W: np.sum(np.tanh(np.einsum("nqd,de->nqe", X, W))),
+    "projection_b": lambda W, X: np.sum(np.tanh(np.einsum("ed,nqd->eqn", W, X))),
+}
+
 MODELS = {
     "batch": (bmm_batch, {"A": ("N", 3, 4), "B": ("N", 4, 2), "W": ("N", 3, 2)}),
     "broadcast": (bmm_broadcast, {"A": ("N", 3, 4), "B": (1, 4, 2), "W": ("N", 3, 2)}),
@@ -65,6 +88,9 @@ MODELS = {
                               "W": ("N", 3, 4)}),
     "heads": (heads, {"Q": (2, "N", 8), "K": (2, 20, 8), "W": (2, "N", 20)}),
     "pooled": (pooled, {"X": (2, "N", 3), "Y": (2, "N", 4)}),
+    "multi_head": (multi_head, {"Q": ("N", 2, 3, 4), "K": ("N", 2, 5, 4)}),
+    "projection": (projection, {"X": ("N", 3, 4), "W": (4, 5)}),
+    "projection_b": (projection_b, {"W": (5, 4), "X": ("N", 3, 4)}),
 }
 
 
@@ -109,6 +135,8 @@ def test_one_native_function_for_every_n(case):
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-12,
                                        err_msg=f"{k} at N={n}")
+        if case in EINSUM:
+            assert got["out"] == pytest.approx(EINSUM[case](**args), rel=1e-12)
         for name in specs:
             at, fd = _central_differences(fl, args, name)
             np.testing.assert_allclose([got["d" + name][i] for i in at], fd, rtol=1e-6,
@@ -134,6 +162,19 @@ def test_rows_branch_on_both_sides_of_small_product():
             np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-13,
                                        err_msg=f"{k} at N={n}")
     assert fl.specializations == 1
+
+
+def test_named_contraction_merged_with_another_index_is_refused():
+    """Contracting N together with another index would need an axis of N·T elements, which
+    no shape names: a clear UnsupportedError, not a bogus shape ('NNN') or a TypeError."""
+    with pytest.raises(compiler.UnsupportedError, match="contract the named index"):
+        dsl.trace(lambda X, Y: dsl.sum(dsl.einsum("ntd,nte->de", X, Y)),
+                  X=f64["N", 3, 4], Y=f64["N", 3, 5])
+    # contracting N alone is one axis: fine (and so is the numpy oracle)
+    g = dsl.trace(lambda X, Y: dsl.sum(dsl.einsum("nd,ne->de", X, Y)), X=f64["N", 4],
+                  Y=f64["N", 5])
+    X, Y = np.ones((6, 4)), np.ones((6, 5))
+    assert compiler.compile(g, backend="llvm")(X=X, Y=Y)["out"] == 6 * 4 * 5
 
 
 # ---- the small-gemm branch of matmul, run with a counting gemm -----------------------------
