@@ -163,13 +163,18 @@ def host_identity() -> str | None:
                       *(f"{k}={v}" for k, v in sorted(fields.items()))])
 
 
+def target_memo_key() -> str | None:
+    """The cache key under which this host's target key is remembered (None: no identity)."""
+    ident = host_identity()
+    return cache.key("; gradc target key of this host\n", ident) if ident else None
+
+
 def target_key() -> str:
     """What object code depends on besides the IR: llvmlite/LLVM versions, CPU name, features.
     Asked of LLVM once per host identity; later processes read it from the cache."""
     if _target:
         return _target[0]
-    ident = host_identity()
-    k = cache.key("; gradc target key of this host\n", ident) if ident else None
+    k = target_memo_key()
     hit = cache.get(k) if k else None
     if hit is not None and not hit[1]:
         found = hit[0].decode("utf-8", "replace")
