@@ -306,3 +306,27 @@ def test_decided_sizes_emit_no_branch():
     assert llvm_shape._inline(500, 100, 2, "N", "N") is False
     assert llvm_shape.size_test((N, 784, 100), llvm_shape.SMALL_GEMM) is False
     assert llvm_shape.size_test((N, 4, 5), llvm_shape.SMALL_GEMM) is None
+
+
+def test_a_run_time_gemm_integer_past_blas_int_runs_the_loops_not_a_truncated_gemm():
+    """SciPy's OpenBLAS takes 32-bit integers: a run-time N of 2**31 or more cut to 32 bits
+    would be a gemm of the wrong size (a silent wrong number).  Every gemm a run-time size
+    reaches is guarded by N ≤ 2**31 - 1 (else the inline loops, with 64-bit indices), also
+    where the product is too large ever to be inline (N·784·100); fixed sizes test nothing.
+    (Running it would need arrays of 2**31 rows: the guard is checked in the IR.)"""
+    def wide(X, W):
+        return dsl.sum(dsl.tanh(X @ W))
+
+    def stack(A, B):
+        return dsl.sum(dsl.einsum("nij,njk->nik", A, B) ** 2)
+    cases = [(compiler.grad(dsl.trace(dense, **_dense_specs(16, False))), "N"),
+             (compiler.grad(dsl.trace(wide, X=f64["N", 784], W=f64[784, 100])), "N"),
+             (compiler.grad(dsl.trace(stack, A=f64[3, "M", 40], B=f64[3, 40, 50])), "M")]
+    for g, name in cases:
+        text, _ = llvm_emit.emit_llvm_plan(llvm_dims.sized_graph(g), "e", True,
+                                           llvm_dims.dim_names(g))
+        guards = text.count(f'icmp sle i64 %"{name}", {2 ** 31 - 1}')
+        calls = text.count('call void @"gradc_dgemm"')
+        assert calls and guards >= calls, (name, guards, calls)
+    fixed = compiler.grad(dsl.trace(wide, X=f64[64, 784], W=f64[784, 100]))
+    assert str(2 ** 31 - 1) not in llvm_emit.emit_llvm_plan(fixed, "e")[0]

@@ -20,8 +20,8 @@ from __future__ import annotations
 from llvmlite import ir
 
 from .llvm_dims import Dim
-from .llvm_shape import (BLAS_INT, Lowering, _gemm_decl, branch, check_blas_ints, gemm_cell,
-                         size_test)
+from .llvm_shape import (BLAS_INT, Lowering, _gemm_decl, blas_or_loops, branch, check_blas_ints,
+                         gemm_cell, size_test)
 from .llvm_types import I8, View, const_i64, contiguous_strides
 
 SMALL_PRODUCT = 1 << 11     # m·n·k up to this: inline loops per matrix instead of gemm
@@ -64,7 +64,8 @@ def lower_batch_matmul(em, node):
              View(bsrc, 0, _batch_strides(bsrc, batch))]
     lda, ldb, ldc = (_ld(d) for d in (asrc.shape[-1], bsrc.shape[-1], n))
     check_blas_ints(out.name, node.loc, m=n, n=m, k=k, lda=ldb, ldb=lda, ldc=ldc)
-    branch(em, size_test((m, n, k), SMALL_PRODUCT, em),
+    branch(em, blas_or_loops(size_test((m, n, k), SMALL_PRODUCT, em),
+                             (m, n, k, lda, ldb, ldc), em),
            lambda: em.nest(batch, views, lambda idx: _small(em, out, (asrc, aflag),
                                                             (bsrc, bflag), m, n, k, idx)),
            lambda: _gemms(em, out, (asrc, aflag, lda), (bsrc, bflag, ldb), m, n, k, ldc, views))

@@ -215,17 +215,32 @@ def _inline(m, n, k, aflag, bflag, em=None):
     return _join([size_test((m, n, k), SMALL_GEMM, em), order], "and", em)
 
 
+def _not(test, em):
+    return (not test) if test is True or test is False else (None if test is None
+                                                             else em.b.not_(test))
+
+
+def blas_or_loops(small, ints, em):
+    """The inline-loop test `small`, or else where a run-time gemm integer (m, n, k, a leading
+    dimension) exceeds the BLAS's INTEGER when the kernel runs: the loops then (i64 indices),
+    never a gemm given a truncated size.  Fixed integers are refused when emitted
+    (`check_blas_ints`)."""
+    fits = _join([_compare(v, "<=", BLAS_INT_MAX, em) for v in ints if isinstance(v, Dim)],
+                 "and", em)
+    return _join([small, _not(fits, em)], "or", em)
+
+
 @_runtime_sized
 def lower_matmul(em, node):
     """C = op(A)·op(B) (op = transpose where the node's transpose_a/transpose_b is set)."""
     out = node.out
-    m, n, k, (asrc, aflag, _), (bsrc, bflag, _) = _product(em, node)
+    m, n, k, (asrc, aflag, lda), (bsrc, bflag, ldb) = _product(em, node)
     if m == 0 or n == 0:
         return
     if k == 0:
         em.fill(out, ir.Constant(em.ll(out.dtype), 0.0))
         return
-    branch(em, _inline(m, n, k, aflag, bflag, em),
+    branch(em, blas_or_loops(_inline(m, n, k, aflag, bflag, em), (m, n, k, lda, ldb), em),
            lambda: _small_matmul(em, out, (asrc, aflag), (bsrc, bflag), m, n, k),
            lambda: _gemm(em, node, out, 0.0))
 
@@ -335,8 +350,8 @@ class Matmul(Lowering):
         return all(d > 0 for d in (m, n, k)) and _inline(m, n, k, aflag, bflag) is not True
 
     def accumulate_into(self, em, node, dest):
-        m, n, k, (asrc, aflag, _), (bsrc, bflag, _) = _product(em, node)
-        branch(em, _inline(m, n, k, aflag, bflag, em),
+        m, n, k, (asrc, aflag, lda), (bsrc, bflag, ldb) = _product(em, node)
+        branch(em, blas_or_loops(_inline(m, n, k, aflag, bflag, em), (m, n, k, lda, ldb), em),
                lambda: _small_matmul(em, dest, (asrc, aflag), (bsrc, bflag), m, n, k, add=True),
                lambda: _gemm(em, node, dest, 1.0))
 
