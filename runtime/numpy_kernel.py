@@ -48,7 +48,8 @@ class NumpyKernel:
         self.source = source
         self.ir = str(graph)
         self.bound_source = None     # see bind
-        self._fn = self._load(source, fname)
+        self._fn_loaded = None       # the module's function, compiled on first use (`_fn`):
+        self._fn_lock = threading.Lock()   # a train step runs only its bound variant (bind)
         # a planned symbolic graph: the plain code too, run where the call's sizes make the
         # plan's buffers small (artifact.planned_at), as a concrete compile would choose
         self._plain = None if artifact.plain is None else self._load(artifact.plain, fname,
@@ -62,6 +63,16 @@ class NumpyKernel:
         self._copy_kw = not any(v.name == "copy" for v in graph.inputs)  # else an input's name
         self._symbolic = any(v.type.symbolic for v in graph.inputs)   # f64[N,3]: shapes.py
         self._labels = [(k, depth) for k, _, depth, _ in label_checks(graph)]
+
+    @property
+    def _fn(self):
+        fn = self._fn_loaded
+        if fn is None:
+            with self._fn_lock:
+                if self._fn_loaded is None:
+                    self._fn_loaded = self._load(self.source, self._artifact.fname)
+                fn = self._fn_loaded
+        return fn
 
     def _exact_arguments(self, kwargs: dict):
         """The arguments in order when each already is an ndarray of exactly the declared
@@ -181,12 +192,11 @@ class NumpyKernel:
                 return None           # (a fixed argument of a symbolic shape too: not bound)
             base[k] = a
         free = [(name,) + specs[name] for name in specs if name not in fixed]
-        labels, fn, plan, tls, token = self._labels, self._fn, self.plan, self._tls, next(_TOKENS)
+        labels, plan, tls, token = self._labels, self.plan, self._tls, next(_TOKENS)
         symbolic = self._symbolic
         overlaps = arena.overlaps
         donate = {k: v for k, v in (donate or {}).items() if v in fixed}
-        if donate:
-            fn = self._donating(donate)
+        fn = self._donating(donate) if donate else self._fn
         plain = self._plain
         if plain is not None and donate:      # the plain code, computing into the same arrays
             plain = self._load(self._artifact.emit_bound(donate, planned=False),
