@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import sympy as sp
 
 from compiler.builder import Builder
@@ -547,3 +548,23 @@ def differentiable_samples() -> list:
         if wrt and "loss" in g.outputs:
             out.append(pytest.param(op, g, wrt, id=f"{op}-{case.label}"))
     return out
+
+
+def check_central_differences(forward, args, grads, h=1e-5, entries=None):
+    """The gradients `grads` ("d" + input name) against central differences of the scalar
+    `forward(**args)` in every float64 input, at `entries(size)` of each (every entry where
+    None); the absolute tolerance covers the rounding of f (about 1e-16·|f|/h)."""
+    tol = 1e-9 * max(1.0, abs(forward(**args)))
+    for k, a in args.items():
+        if a.dtype != np.float64:
+            continue
+        flat = a.reshape(-1)
+        for i in (range(flat.size) if entries is None else entries(flat.size)):
+            old = flat[i]
+            flat[i] = old + h
+            up = forward(**args)
+            flat[i] = old - h
+            down = forward(**args)
+            flat[i] = old
+            got = grads["d" + k].reshape(-1)[i]
+            assert got == pytest.approx((up - down) / (2 * h), rel=1e-6, abs=tol), (k, i)

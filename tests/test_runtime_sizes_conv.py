@@ -15,6 +15,7 @@ from compiler.codegen import llvm_conv, llvm_emit
 from compiler.ops import OPS
 from frontends import dsl
 from frontends.dsl import f32, f64, i64
+from graphs import check_central_differences
 
 SIZES = (1, 3, 8)
 # the ops lowered in llvm_conv.py, read off the op table
@@ -65,24 +66,13 @@ def arrays(name, n, rng, dtype=np.float64):
             for k, s in shapes.items()}
 
 
-def fd_check(forward, args, grads, rng, picks=24, h=1e-5):
-    """Central differences of `forward(**args)` at `picks` random entries of every input, and
-    at the first and last entries (the last image: the end of the run-time batch loop); the
-    absolute tolerance covers the rounding of f (about 1e-16·|f|/h)."""
-    tol = 1e-9 * max(1.0, abs(forward(**args)))
-    for k, a in args.items():
-        flat = a.reshape(-1)
-        idx = set(rng.choice(flat.size, min(picks, flat.size), replace=False).tolist())
-        for i in sorted(idx | {0, flat.size - 1}):
-            old = flat[i]
-            flat[i] = old + h
-            up = forward(**args)
-            flat[i] = old - h
-            down = forward(**args)
-            flat[i] = old
-            want = (up - down) / (2 * h)
-            got = grads["d" + k].reshape(-1)[i]
-            assert got == pytest.approx(want, rel=1e-6, abs=tol), (k, i)
+def fd_check(forward, args, grads, rng, picks=24):
+    """Central differences (tests/graphs.py) at `picks` random entries of every input, and at
+    the first and last entries (the last image: the end of the run-time batch loop)."""
+    def entries(size):
+        idx = set(rng.choice(size, min(picks, size), replace=False).tolist())
+        return sorted(idx | {0, size - 1})
+    check_central_differences(forward, args, grads, entries=entries)
 
 
 def test_every_conv_lowering_takes_run_time_sizes_and_is_covered():

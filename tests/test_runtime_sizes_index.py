@@ -19,6 +19,7 @@ from compiler.ops.labels import LabelError
 from compiler.passes import optimize
 from frontends import dsl
 from frontends.dsl import f64, i64
+from graphs import check_central_differences
 
 SIZES = (1, 5, 17)
 V, E = 7, 4                  # an embedding table: V rows of E
@@ -95,23 +96,10 @@ def arrays(name, n, rng):
     return out
 
 
-def fd_check(forward, args, grads, h=1e-5):
-    """Central differences of `forward(**args)` (the LLVM function at the same run-time N) at
+def fd_check(forward, args, grads):
+    """Central differences (tests/graphs.py) of the LLVM function at the same run-time N, at
     every entry of every float input."""
-    tol = 1e-9 * max(1.0, abs(forward(**args)))
-    for k, a in args.items():
-        if a.dtype != np.float64:
-            continue
-        flat = a.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + h
-            up = forward(**args)
-            flat[i] = old - h
-            down = forward(**args)
-            flat[i] = old
-            got = grads["d" + k].reshape(-1)[i]
-            assert got == pytest.approx((up - down) / (2 * h), rel=1e-6, abs=tol), (k, i)
+    check_central_differences(forward, args, grads)
 
 
 def agree(got, want, n):
