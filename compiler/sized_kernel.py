@@ -56,6 +56,7 @@ class SizedKernel:
         self._build = build
         self._kernels: OrderedDict = OrderedDict()   # sorted (name, size) pairs -> kernel,
         self._lock = threading.Lock()                # least recently used first
+        self._known = self._known_function()
         self._last = None
         self._max = MAX_SIZES
         self.max_sizes = MAX_SIZES if max_sizes is None else max_sizes
@@ -144,19 +145,38 @@ class SizedKernel:
         dims = bind_dims(self.graph.inputs, checked)
         return self.kernel_for(dims)(**kwargs)
 
-    def _known(self, kwargs):
-        """The kernel kept for the sizes of ndarray arguments of the declared ranks (arguments
-        that agree on every name), else None (the full checks then run)."""
-        dims: dict = {}
-        for name, rank, named in self._named:
-            a = kwargs.get(name)
-            if type(a) is not np.ndarray or a.ndim != rank:
-                return None
+    def _known_function(self):
+        """`known(kwargs)`: the kernel kept for the sizes of ndarray arguments of the declared
+        ranks (arguments that agree on every name), now the most recently used, else None
+        (the full checks then run).  Straight-line Python made for this graph (the hot path
+        of every call); input and dimension names are data in its namespace, never code."""
+        code, first = ["def known(kw):"], {}
+        for j, (_, rank, _) in enumerate(self._named):
+            code += [f"    a{j} = kw.get(NAMES[{j}])",
+                     f"    if type(a{j}) is not ndarray or a{j}.ndim != {int(rank)}:",
+                     "        return None"]
+        for j, (_, _, named) in enumerate(self._named):
             for ax, d in named:
-                n = a.shape[ax]
-                if dims.setdefault(d, n) != n:
-                    return None
-        return self._hit(tuple(sorted(dims.items())))
+                if d in first:
+                    fj, fax = first[d]
+                    code += [f"    if a{j}.shape[{int(ax)}] != a{fj}.shape[{int(fax)}]:",
+                             "        return None"]
+                else:
+                    first[d] = (j, ax)
+        dims = sorted(first)
+        code += ["    key = (" + "".join(f"(DIMS[{i}], a{first[d][0]}.shape[{int(first[d][1])}]), "
+                                       for i, d in enumerate(dims)) + ")",
+                 "    k = kernels.get(key)",
+                 "    if k is not None:",
+                 "        try:",
+                 "            kernels.move_to_end(key)",
+                 "        except KeyError:   # dropped by another thread just now: still ours",
+                 "            pass",
+                 "    return k"]
+        env = {"ndarray": np.ndarray, "NAMES": tuple(n for n, _, _ in self._named),
+               "DIMS": tuple(dims), "kernels": self._kernels}
+        exec(compile("\n".join(code), f"<gradc sizes of {self.graph.name!r}>", "exec"), env)
+        return env["known"]
 
     def bind(self, fixed: dict, donate=None):
         return None          # the caller calls the function as usual (compiler/train.py)
