@@ -75,6 +75,7 @@ class _Compiled:
         self.dropout = dropout          # [(graph input name, p, shape)] in input order
         self.loss_key = loss_key
         self.shapes: dict = {}          # training variants: batch input name -> shape
+        self._fitting: set = set()      # (name, array shape) seen to fit a symbolic shape
 
     def sizes(self, batch: dict) -> dict:
         """The sizes of the dimension names in this call (for dropout masks of shape [N, H])."""
@@ -87,10 +88,18 @@ class _Compiled:
         """Whether `batch` is arrays of exactly this variant's input shapes (no re-tracing)."""
         if len(batch) != len(self.shapes):
             return False
+        seen = self._fitting
         for k, shape in self.shapes.items():
             a = batch.get(k)
-            if type(a) is not np.ndarray or (a.shape != shape and not fits(a.shape, shape)):
-                return False          # (a dimension name takes any size: one variant)
+            if type(a) is not np.ndarray:
+                return False
+            s = a.shape
+            if s != shape and (k, s) not in seen:   # a dimension name takes any size: one
+                if not fits(s, shape):               # variant (the shapes that fit, kept:
+                    return False                     # this is every call's test)
+                if len(seen) >= 256:
+                    seen.clear()
+                seen.add((k, s))
         return True
 
 
