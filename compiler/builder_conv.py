@@ -183,7 +183,8 @@ def _normalized(x, axes, eps):
     ms = sum(u * u, axes, keepdims=True) * inv_n
     z = u * (1 / sqrt(ms + eps * q * q))
     scale = s * (1 / p)
-    return z, x0 + m * (1 / p), ms * scale * scale
+    # μ = (p·x₀ + m)/p, finite wherever μ is (x₀ + m/p overflows: μ − x₀ can exceed MAX)
+    return z, (x0 * p + m) * (1 / p), ms * scale * scale
 
 
 def _eps(op, eps, x):
