@@ -66,10 +66,12 @@ def _c():
 
 
 def process_symbol(name: str) -> int:
-    """The address of `name` in the process's global symbols (libc, libm, ...), else 0."""
+    """The address of `name` in the process's global symbols (libc, libm, ...), else 0.
+    By dlsym only (`CDLL[name]`): getattr would also find the CDLL's own attributes
+    (`_handle`, `_func_flags_`: a bogus address to link against)."""
     try:
-        return ctypes.cast(getattr(_c(), name), ctypes.c_void_p).value or 0
-    except AttributeError:
+        return ctypes.cast(_c()[name], ctypes.c_void_p).value or 0
+    except (AttributeError, ValueError):     # not defined; a name with a NUL byte
         return 0
 
 

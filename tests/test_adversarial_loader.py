@@ -4,6 +4,8 @@ each test here failed on the code before its fix, or is a cheap guard of a case 
 covers.  Oracles: MCJIT bit for bit, the numpy backend, mpmath, central differences."""
 from __future__ import annotations
 
+import ctypes
+
 import mpmath as mp
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import compiler
 from compiler.builder_conv import running_stats
 from frontends import dsl
 from frontends.dsl import f64
+from runtime import loader
 
 BACKENDS = ("numpy", "llvm")
 MAX = float(np.finfo(np.float64).max)
@@ -35,3 +38,16 @@ def test_batch_mean_is_finite_when_the_row_spans_the_range(backend):
     want = float(mp.fsum(mp.mpf(float(v)) for v in x[:, 0]) / 4 * mp.mpf(0.5))
     assert out["bn_running_mean_next"][0] == pytest.approx(want, rel=1e-15)
     assert out["bn_running_var_next"][0] == np.inf          # σ² is over MAX: inf is right
+
+
+# ---- the loader -------------------------------------------------------------------------------
+@pytest.mark.skipif(not loader.supported_host(), reason="x86-64 Linux only")
+@pytest.mark.parametrize("name", ["_handle", "_func_flags_", "_name", "_FuncPtr", "__init__",
+                                  "__class__", "_func_restype_"])
+def test_an_external_named_like_a_ctypes_attribute_is_not_a_process_symbol(name):
+    """process_symbol read getattr(CDLL(None), name): `_handle` resolved to the dlopen handle,
+    `_func_flags_` to address 1 (a call there is a SIGSEGV), `_FuncPtr` raised ArgumentError
+    (not Unsupported, so no MCJIT fallback).  Only dlsym answers."""
+    assert loader.process_symbol(name) == 0
+    assert loader.process_symbol("memset") == ctypes.cast(ctypes.CDLL(None).memset,
+                                                          ctypes.c_void_p).value
