@@ -30,6 +30,8 @@ def where_or_zero(cond, x, out=None):
     integer view (a kept element keeps every bit, NaN and inf included; a dropped one becomes
     +0.0).  No branch per element, so a random mask (a relu's) costs what a multiply does, 4×
     less than np.where's select; `out` (x's dtype and shape) receives the result."""
+    if out is not None and x.dtype != out.dtype:   # x is a broadcast Python float (f64) in
+        x = x.astype(out.dtype)                    # an f32 graph (a sum gate's 1.0)
     bits = np.int64 if x.itemsize == 8 else np.int32      # f64 or f32
     got = np.bitwise_and(x.view(bits), -cond.view(np.int8),
                          out=None if out is None else out.view(bits))
