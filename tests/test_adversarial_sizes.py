@@ -317,3 +317,15 @@ def test_f32_relu_gradient_of_a_large_array(backend, shape):
     out = compiler.compile(g, backend=backend)(x=x)
     assert out["dx"].dtype == np.float32
     np.testing.assert_array_equal(out["dx"], (x > 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("loss", [lambda s, y: dsl.softmax_cross_entropy(s, y),
+                                  lambda s, y: dsl.svm_loss(s, y),
+                                  lambda s, y: dsl.sum(dsl.pick(s, y))],
+                         ids=["cross_entropy", "svm", "pick"])
+def test_a_named_class_axis_is_a_shape_error(loss):
+    """Labels are checked against a fixed number of classes: a named class axis (scores
+    f64[4, N]) was accepted by the trace and then failed in compile and grad with a bare
+    ValueError (int('N') in the label checks, the cross entropy's onehot)."""
+    with pytest.raises(compiler.ShapeError, match="class"):
+        dsl.trace(loss, s=f64[4, "N"], y=i64[4])

@@ -56,6 +56,10 @@ def _axis_type(op):
 def _labels_check(op, scores, labels):
     if scores.ndim != 2 or scores.dtype not in ("f32", "f64"):
         raise ShapeError(f"{op}: scores must be a float [N, C] matrix, got {scores}")
+    if not isinstance(scores.shape[1], int):
+        raise ShapeError(f"{op}: the number of classes (axis 1 of scores {scores.shape}) is "
+                         "known only at run time; labels are checked against a fixed number of "
+                         "classes")
     if labels.dtype != "i64" or labels.shape != scores.shape[:1]:
         raise ShapeError(f"{op}: labels must be i64[{scores.shape[0]}] (one class index per row "
                          f"of scores {scores.shape}), got {labels}")
