@@ -329,3 +329,17 @@ def test_a_named_class_axis_is_a_shape_error(loss):
     ValueError (int('N') in the label checks, the cross entropy's onehot)."""
     with pytest.raises(compiler.ShapeError, match="class"):
         dsl.trace(loss, s=f64[4, "N"], y=i64[4])
+
+
+@pytest.mark.parametrize("op", [dsl.softmax, dsl.log_softmax], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("spec", [f64["N", 3], f64[0, 3]], ids=["named", "fixed"])
+def test_softmax_over_an_empty_axis_agrees_on_every_backend(op, spec):
+    """A softmax over the batch axis at N = 0 is an empty array (its sum 0, an empty
+    gradient), as LLVM said; the NumPy backend and the interpreter raised NumPy's bare
+    'zero-size array to reduction operation maximum'."""
+    g = compiler.grad(dsl.trace(lambda x: dsl.sum(op(x, axis=0) * x), x=spec))
+    x = np.zeros((0, 3))
+    outs = [compiler.compile(g, backend=b)(x=x) for b in ("numpy", "llvm")]
+    outs.append(compiler.interpret(g, x=x))
+    for out in outs:
+        assert out["out"] == 0.0 and out["dx"].shape == (0, 3)

@@ -11,12 +11,12 @@ import numpy as np
 
 
 def softmax(x, axis=-1):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e = np.exp(x - x.max(axis=axis, keepdims=True, initial=-np.inf))   # an empty axis: empty
     return e / e.sum(axis=axis, keepdims=True)
 
 
 def log_softmax(x, axis=-1):
-    z = x - x.max(axis=axis, keepdims=True)
+    z = x - x.max(axis=axis, keepdims=True, initial=-np.inf)
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
