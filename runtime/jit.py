@@ -40,6 +40,18 @@ _state: dict = {}
 _loaded = weakref.WeakValueDictionary()     # symbol -> its Code, while anything holds it
 
 
+def _reset_lock_in_child() -> None:
+    """A child forked while another thread held `_lock` (it is held for a whole compile,
+    seconds) inherited it held by a thread that does not exist there: its first compile or
+    load waited forever.  The child gets a free lock (the compile worker's pipes are the
+    parent's: llvm_opt.Worker starts the child its own)."""
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
+
 
 def _init() -> dict:
     with _lock:

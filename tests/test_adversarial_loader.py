@@ -5,6 +5,10 @@ covers.  Oracles: MCJIT bit for bit, the numpy backend, mpmath, central differen
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
+import threading
+import time
 
 import mpmath as mp
 import numpy as np
@@ -14,7 +18,7 @@ import compiler
 from compiler.builder_conv import running_stats
 from frontends import dsl
 from frontends.dsl import f64
-from runtime import loader
+from runtime import jit, loader
 
 BACKENDS = ("numpy", "llvm")
 MAX = float(np.finfo(np.float64).max)
@@ -51,3 +55,51 @@ def test_an_external_named_like_a_ctypes_attribute_is_not_a_process_symbol(name)
     assert loader.process_symbol(name) == 0
     assert loader.process_symbol("memset") == ctypes.cast(ctypes.CDLL(None).memset,
                                                           ctypes.c_void_p).value
+
+
+def _wait(pid: int, seconds: float):
+    """The child's exit status, or None after `seconds` (the child is then killed)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_compiles_can_compile(tmp_path, monkeypatch):
+    """jit._lock is held for the whole of a compile (seconds): a child forked meanwhile
+    inherited it held by a thread that does not exist there, and its first compile or load
+    waited forever.  Here a thread holds the lock across the fork."""
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), x=f64[3, 4], w=f64[4, 2]))
+    want = compiler.compile(g, backend="llvm")(x=np.ones((3, 4)), w=np.ones((4, 2)))["dw"]
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with jit._lock:
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:                                   # the child: report by exit status
+            code = 1
+            try:
+                fn = compiler.compile(g, backend="llvm")
+                got = fn(x=np.ones((3, 4)), w=np.ones((4, 2)))["dw"]
+                code = 0 if np.array_equal(got, want) else 2
+            finally:
+                os._exit(code)
+        status = _wait(pid, 60)
+    finally:
+        release.set()
+        t.join()
+    assert status is not None, "the forked child hung on jit._lock"
+    assert os.waitstatus_to_exitcode(status) == 0
