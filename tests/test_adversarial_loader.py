@@ -5,8 +5,12 @@ covers.  Oracles: MCJIT bit for bit, the numpy backend, mpmath, central differen
 from __future__ import annotations
 
 import ctypes
+import gc
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,8 +22,9 @@ import compiler
 from compiler.builder_conv import running_stats
 from frontends import dsl
 from frontends.dsl import f64
-from runtime import jit, loader
+from runtime import cache, jit, loader
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("numpy", "llvm")
 MAX = float(np.finfo(np.float64).max)
 
@@ -103,3 +108,112 @@ def test_a_child_forked_while_another_thread_compiles_can_compile(tmp_path, monk
         t.join()
     assert status is not None, "the forked child hung on jit._lock"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_tampered_target_key_memo_is_refused_and_llvm_asked(tmp_path, monkeypatch):
+    """The target key remembered under the host's identity is a cache entry like any other:
+    a byte changed in it (say, another CPU's features written in) fails its keyed hash, and
+    the key is LLVM's own again; only this user's secret writes one that is believed."""
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(jit, "_target", [])
+    if jit.target_memo_key() is None:
+        pytest.skip("no host identity (no /proc/cpuinfo)")
+    real = jit.target_key()
+    path = cache.path_for(jit.target_memo_key())
+    data = bytearray(open(path, "rb").read())
+    at = data.index(b"; llvm ")
+    data[at + 2:at + 6] = b"LLVM"                       # a forged payload, the old digest
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    monkeypatch.setattr(jit, "_target", [])
+    with pytest.warns(cache.CacheWarning, match="keyed hash does not match"):
+        assert jit.target_key() == real
+    monkeypatch.setattr(jit, "_target", [])
+    assert cache.get(jit.target_memo_key()) == (real.encode(), [])   # rewritten, trusted
+
+
+def _maps_count() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+MLP = dict(x=f64[16, 20], w=f64[20, 12])      # a BLAS call (an external) and libm (tanh)
+
+
+def _mlp_fn():
+    g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), **MLP))
+    return compiler.compile(g, backend="llvm")
+
+
+def _mlp_args():
+    rng = np.random.default_rng(4)
+    return dict(x=rng.standard_normal((16, 20)), w=rng.standard_normal((20, 12)))
+
+
+@pytest.mark.skipif(not loader.supported_host(), reason="x86-64 Linux only")
+def test_loading_and_dropping_an_object_many_times_leaves_no_mapping(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    fn = _mlp_fn()
+    obj, ext = cache.get(fn.key)
+    symbol, want = fn.symbol, fn(**_mlp_args())["dw"]
+    del fn
+    gc.collect()
+    before = _maps_count()
+    for _ in range(400):
+        code = jit.load(obj, symbol, ext)
+        assert code.native
+        code.function(symbol, ctypes.c_int64, ctypes.c_void_p)
+        del code
+    gc.collect()
+    assert jit.loaded(symbol) is None and _maps_count() <= before + 5   # 400 leaked: 800+
+    assert np.array_equal(_mlp_fn()(**_mlp_args())["dw"], want)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_calls_the_natively_loaded_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    fn = _mlp_fn()
+    want = fn(**_mlp_args())["dw"]
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if np.array_equal(fn(**_mlp_args())["dw"], want) else 2
+        finally:
+            os._exit(code)
+    status = _wait(pid, 60)
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0
+
+
+WARM_CHILD = """
+import json, sys
+import numpy as np
+import compiler
+from frontends import dsl
+from frontends.dsl import f64
+g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), x=f64[16, 20], w=f64[20, 12]))
+fn = compiler.compile(g, backend="llvm")
+rng = np.random.default_rng(4)
+args = dict(x=rng.standard_normal((16, 20)), w=rng.standard_normal((20, 12)))
+before = fn(**args)["dw"].tolist()
+asm, src = fn.asm, fn.source
+print(json.dumps({"cached": fn.cached, "native": fn._code.native, "before": before,
+                  "after": fn(**args)["dw"].tolist(), "asm": "ret" in asm,
+                  "source": "define" in src}))
+"""
+
+
+@pytest.mark.skipif(not loader.supported_host(), reason="x86-64 Linux only")
+def test_asm_and_source_of_a_warm_loaded_kernel(tmp_path):
+    """A warm process links the object without LLVM; asking for fn.asm / fn.source then
+    loads LLVM and emits, and the kernel still computes the same."""
+    env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path), PYTHONPATH=ROOT)
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", WARM_CHILD], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert warm["cached"] and warm["native"] and warm["asm"] and warm["source"]
+    assert cold["before"] == cold["after"] == warm["before"] == warm["after"]
