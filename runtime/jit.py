@@ -13,7 +13,7 @@ protect; no LLVM), so a warm cache hit in a new process never imports llvmlite.b
 target key is remembered in the cache under the host's identity (`host_identity`: the CPU's
 identification and feature flags from /proc/cpuinfo, the llvmlite build), written by the first
 process that asked LLVM.  An object the loader does not handle (`loader.Unsupported`), and
-every object elsewhere or with GRADC_NATIVE_LOADER=0, goes to MCJIT as before.
+every object elsewhere or with GRADC_NATIVE_LOADER=0 (or no, off), goes to MCJIT as before.
 
 Lifetime: each object gets an engine of its own (~1 ms to create) so that its memory can be
 given back: when the last reference to its `Code` goes (the kernels built on it, and the ctypes
@@ -234,7 +234,8 @@ def compile_object(ir_text: str) -> tuple:
 
 
 def _native() -> bool:
-    return loader.supported_host() and os.environ.get("GRADC_NATIVE_LOADER", "1") != "0"
+    return loader.supported_host() and os.environ.get(
+        "GRADC_NATIVE_LOADER", "1").strip() not in ("0", "no", "off")
 
 
 def _resolve(name: str) -> int:

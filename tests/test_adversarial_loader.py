@@ -217,3 +217,13 @@ def test_asm_and_source_of_a_warm_loaded_kernel(tmp_path):
     cold, warm = runs
     assert warm["cached"] and warm["native"] and warm["asm"] and warm["source"]
     assert cold["before"] == cold["after"] == warm["before"] == warm["after"]
+
+
+@pytest.mark.parametrize("value", ["0", " 0", "0\n", "no", "off"])
+def test_native_loader_off_switch_reads_like_the_worker_switch(value, monkeypatch):
+    """GRADC_NATIVE_LOADER=off (or ' 0', as GRADC_JIT_WORKER takes them) linked natively
+    anyway: only the exact string '0' switched the loader off."""
+    monkeypatch.setenv("GRADC_NATIVE_LOADER", value)
+    assert not jit._native()
+    monkeypatch.setenv("GRADC_NATIVE_LOADER", "1")
+    assert jit._native() is loader.supported_host()
