@@ -343,3 +343,68 @@ def test_softmax_over_an_empty_axis_agrees_on_every_backend(op, spec):
     outs.append(compiler.interpret(g, x=x))
     for out in outs:
         assert out["out"] == 0.0 and out["dx"].shape == (0, 3)
+
+
+def _against_concrete(fn, specs, sizes, rtol=1e-9):
+    dg = compiler.grad(dsl.trace(fn, **specs))
+    llvm = compiler.compile(dg, backend="llvm")
+    for dims in sizes:
+        args = _arrays(specs, dims, np.random.default_rng(sum(dims.values())))
+        want = compiler.compile(specialize(dg, **dims), backend="numpy")(**args)
+        _agree(llvm(**args), want, rtol, dims)
+    return llvm
+
+
+@pytest.mark.parametrize("specs", [
+    dict(z=f64["T", 2], x=f64["N", 4], w=f64[4, 3]),         # T's slot before N's
+    dict(z=f64["b", 2], x=f64["a", 4], w=f64[4, 3]),
+], ids=["T_first", "b_first"])
+def test_dimension_slots_follow_the_inputs_not_the_alphabet(specs):
+    (t, _), (n, _) = (s.shape for s in list(specs.values())[:2])
+
+    def f(z, x, w):
+        return (dsl.sum(dsl.tanh(x @ w)) * dsl.mean(z) + dsl.sum(dsl.softmax(z, axis=0) * z)
+                + dsl.sum(x) * dsl.sum(z * z))
+    llvm = _against_concrete(f, specs, [{n: a, t: b} for a, b in ((1, 7), (7, 1), (64, 2))])
+    assert llvm.specializations == 1
+
+
+@pytest.mark.parametrize("a, b", [(4, 3), (40, 30), (2, 200)])
+def test_accumulated_products_on_both_sides_of_the_inline_gemm_choice(a, b):
+    """W's gradient adds two products contracting over N and over T (gemm's beta or the
+    inline loops' accumulation, chosen when the kernel runs)."""
+    def f(x, z, W):
+        return dsl.sum(dsl.tanh(x @ W)) + dsl.sum(dsl.sin(z @ W)) + dsl.sum(dsl.tanh(z @ W) * 0.5)
+    sizes = [dict(N=n, T=t) for n, t in ((1, 300), (300, 1), (9, 1000))]
+    assert _against_concrete(f, dict(x=f64["N", a], z=f64["T", a], W=f64[a, b]),
+                             sizes).specializations == 1
+
+
+@pytest.mark.parametrize("index", [lambda x: x[:, ::-1], lambda x: x[:, 5:1:-2],
+                                   lambda x: x[:, 3:3], lambda x: x[..., -1],
+                                   lambda x: x[:, None, 2:4]],
+                         ids=["reversed", "back_step", "empty", "last", "new_axis"])
+def test_slices_of_a_fixed_axis_beside_n(index):
+    def f(x):
+        return dsl.sum(dsl.tanh(index(x)) * index(x)) + dsl.sum(x * x)
+    assert _against_concrete(f, dict(x=f64["N", 7]), [dict(N=n) for n in (1, 3, 64)]
+                             ).specializations == 1
+
+
+def test_misaligned_byteswapped_and_broadcast_arguments(loss_fns):
+    """Arrays the native code must not read as they are: an f64 array at an odd address, a
+    big-endian one, a 0-stride broadcast, a half-precision one."""
+    good = _good(64)
+    want = loss_fns["numpy"](**good)
+
+    def misaligned(a):
+        v = np.zeros(a.nbytes + 1, np.uint8)[1:].view(a.dtype).reshape(a.shape)
+        v[...] = a
+        return v
+    x, y = good["x"], good["y"]
+    for fn in loss_fns.values():
+        for args in (dict(x=misaligned(x)), dict(y=misaligned(y)), dict(x=x.astype(">f8")),
+                     dict(y=y.astype(">i8"))):
+            _agree(fn(**dict(good, **args)), want, 1e-12, list(args))
+        row = dict(good, x=np.broadcast_to(x[:1], x.shape))
+        _agree(fn(**row), loss_fns["numpy"](**dict(row, x=np.array(row["x"]))), 1e-12, "0-stride")
