@@ -142,6 +142,7 @@ def global_avg_pool(x) -> Var:
 
 
 _P = 0.125      # the prescale of _normalized: p·(x − μ) is finite at every finite x
+_LARGEST = {"f32": 3.4028234663852886e38}     # eps past it is inf in the graph: z = 0
 
 
 def _row_element(x, axes):
@@ -192,8 +193,9 @@ def _eps(op, eps, x):
         e = float(eps)
     except (TypeError, ValueError):
         e = math.nan
-    if not (e >= 0 and math.isfinite(e)):
-        raise ShapeError(f"{op}: eps must be a finite number ≥ 0, got {eps!r}{_at(x)}")
+    if not (e >= 0 and e <= _LARGEST.get(x.dtype, math.inf) and math.isfinite(e)):
+        raise ShapeError(f"{op}: eps must be a finite number ≥ 0 (in {x.dtype}), got "
+                         f"{eps!r}{_at(x)}")
     return e
 
 

@@ -21,7 +21,8 @@ import pytest
 import compiler
 from compiler.builder_conv import running_stats
 from frontends import dsl
-from frontends.dsl import f64
+from compiler.ir import ShapeError
+from frontends.dsl import f32, f64
 from runtime import cache, jit, loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,7 +191,8 @@ import json, sys
 import numpy as np
 import compiler
 from frontends import dsl
-from frontends.dsl import f64
+from compiler.ir import ShapeError
+from frontends.dsl import f32, f64
 g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), x=f64[16, 20], w=f64[20, 12]))
 fn = compiler.compile(g, backend="llvm")
 rng = np.random.default_rng(4)
@@ -227,3 +229,14 @@ def test_native_loader_off_switch_reads_like_the_worker_switch(value, monkeypatc
     assert not jit._native()
     monkeypatch.setenv("GRADC_NATIVE_LOADER", "1")
     assert jit._native() is loader.supported_host()
+
+
+@pytest.mark.parametrize("norm", ["layer_norm", "batch_norm"])
+def test_eps_beyond_the_float_range_of_x_is_refused(norm):
+    """eps = 1e39 is finite as a Python float, but inf in f32: z came out 0 where
+    (x − μ)/√(σ² + 1e39) is about 1e-20 (a silent wrong number)."""
+    fn = getattr(dsl, norm)
+    with pytest.raises(ShapeError, match="eps must be a finite number"):
+        dsl.trace(lambda x, g, b: fn(x, g, b, eps=1e39), x=f32[2, 3], g=f32[3], b=f32[3])
+    dsl.trace(lambda x, g, b: fn(x, g, b, eps=1e38), x=f32[2, 3], g=f32[3], b=f32[3])
+    dsl.trace(lambda x, g, b: fn(x, g, b, eps=1e39), x=f64[2, 3], g=f64[3], b=f64[3])
