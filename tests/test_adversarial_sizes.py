@@ -408,3 +408,36 @@ def test_misaligned_byteswapped_and_broadcast_arguments(loss_fns):
             _agree(fn(**dict(good, **args)), want, 1e-12, list(args))
         row = dict(good, x=np.broadcast_to(x[:1], x.shape))
         _agree(fn(**row), loss_fns["numpy"](**dict(row, x=np.array(row["x"]))), 1e-12, "0-stride")
+
+
+_C = np.array([0.5, -1.0, 2.0])      # a captured constant (const_array) broadcast over N
+
+
+def _elementwise(x, y):
+    a = dsl.elu(x, 0.7) + dsl.leaky_relu(y, 0.1) + dsl.softplus(x) + dsl.swish(y)
+    b = dsl.log(dsl.abs(x) + 1.0) + dsl.log1p(y * y) + dsl.abs(y) * x
+    m = (x >= y) * 1.0 + (x < y) * 2.0 + (x <= 0.1) * 3.0 + (x != y) * 0.5
+    return dsl.sum(a * b + m * x) + dsl.sum((x * _C) ** 2)
+
+
+def test_elementwise_ops_and_a_constant_the_other_tests_skip():
+    assert _against_concrete(_elementwise, dict(x=f64["N", 3], y=f64["N", 3]),
+                             [dict(N=n) for n in (1, 7, 1000)], rtol=1e-8).specializations == 1
+
+
+@pytest.mark.parametrize("backend", ["llvm", "numpy"])
+def test_dropout_mask_of_n_rows(backend):
+    """dropout's keep mask is an input bool[N, 5]: out and dx follow it (plain NumPy), and a
+    mask of the wrong N or dtype is refused."""
+    g = compiler.grad(dsl.trace(lambda x, c: dsl.sum(dsl.dropout(x, 0.3) * c),
+                                x=f64["N", 5], c=f64[5]), wrt=["x"])
+    fn, rng = compiler.compile(g, backend=backend), np.random.default_rng(0)
+    for n in (1, 7, 1000):
+        x, c, keep = rng.normal(size=(n, 5)), rng.normal(size=5), rng.random((n, 5)) < 0.7
+        out = fn(x=x, c=c, dropout_keep=keep)
+        assert out["out"] == pytest.approx(np.sum(np.where(keep, x / 0.7, 0) * c), rel=1e-12)
+        np.testing.assert_allclose(out["dx"], np.where(keep, c / 0.7, 0), rtol=1e-12)
+    with pytest.raises(DimError, match="dropout_keep"):
+        fn(x=x, c=c, dropout_keep=keep[:3])
+    with pytest.raises(TypeError, match="dropout_keep"):
+        fn(x=x, c=c, dropout_keep=keep * 2.0)
