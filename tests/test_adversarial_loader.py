@@ -20,9 +20,11 @@ import pytest
 
 import compiler
 from compiler.builder_conv import running_stats
-from frontends import dsl
 from compiler.ir import ShapeError
+from compiler.ops import OPS
+from frontends import dsl
 from frontends.dsl import f32, f64
+from graphs import OP_SAMPLES, op_graph, op_inputs
 from runtime import cache, jit, loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,6 +194,7 @@ import numpy as np
 import compiler
 from frontends import dsl
 from compiler.ir import ShapeError
+from compiler.ops import OPS
 from frontends.dsl import f32, f64
 g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), x=f64[16, 20], w=f64[20, 12]))
 fn = compiler.compile(g, backend="llvm")
@@ -240,3 +243,33 @@ def test_eps_beyond_the_float_range_of_x_is_refused(norm):
         dsl.trace(lambda x, g, b: fn(x, g, b, eps=1e39), x=f32[2, 3], g=f32[3], b=f32[3])
     dsl.trace(lambda x, g, b: fn(x, g, b, eps=1e38), x=f32[2, 3], g=f32[3], b=f32[3])
     dsl.trace(lambda x, g, b: fn(x, g, b, eps=1e39), x=f64[2, 3], g=f64[3], b=f64[3])
+
+
+def _op_graph_for_loading(op):
+    case = OP_SAMPLES[op].cases[-1]
+    g = op_graph(op, case, "f64")
+    wrt = [v.name for v in g.inputs if v.type.is_float and v.name != "c"]
+    if wrt and "loss" in g.outputs and any(r is not None for r in OPS[op].gate):
+        g = compiler.grad(g, wrt=wrt, of="loss")
+    return g, op_inputs(op, case, op_graph(op, case, "f64"), np.random.default_rng(8), "f64")
+
+
+@pytest.mark.skipif(not loader.supported_host(), reason="x86-64 Linux only")
+@pytest.mark.parametrize("op", sorted(OP_SAMPLES))
+def test_every_op_loaded_natively_computes_what_mcjit_computes(op, tmp_path, monkeypatch):
+    """One sample per op of the table (its gradient where it has one): gradc's loader links
+    it (no MCJIT fallback) and the results equal MCJIT's link of the same object bit for bit."""
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    g, ins = _op_graph_for_loading(op)
+    monkeypatch.setenv("GRADC_NATIVE_LOADER", "1")
+    fn = compiler.compile(g, backend="llvm")
+    assert fn._code.native
+    got = {k: np.array(v) for k, v in fn(**ins).items()}
+    del fn
+    gc.collect()
+    monkeypatch.setenv("GRADC_NATIVE_LOADER", "0")
+    fn = compiler.compile(g, backend="llvm")
+    assert fn.cached and not fn._code.native
+    want = fn(**ins)
+    for k in want:
+        assert np.array_equal(got[k], want[k], equal_nan=True), k
