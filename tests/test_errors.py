@@ -200,7 +200,7 @@ def _no_native(fn, monkeypatch):
     if fn.backend == "llvm":
         monkeypatch.setattr(fn, "_cfunc", boom)
     else:
-        monkeypatch.setattr(fn, "_fn", boom)
+        monkeypatch.setattr(fn, "_fn_loaded", boom)    # (its module, compiled on first use)
 
 
 @pytest.mark.parametrize("change,kind,parts", [
