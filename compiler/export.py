@@ -28,6 +28,7 @@ import re
 from .codegen.numpy_emit import _local_names, emit_numpy
 from .codegen.quote import docstring_body
 from .ir import NUMPY_DTYPE, Graph, verify
+from .ops.labels import label_checks
 from .custom import inline_custom
 from .passes import optimize
 from .shapes import graph_dims
@@ -128,6 +129,7 @@ def export_module(graph: Graph, name: str | None = None, *, passes=None,
         "        else:",
         "            out[k] = np.zeros(shape, dtype=dtype)",
         "    return out",
+    ] + _checked_entry(entry, graph, ident) + [
         "", "",
         'if __name__ == "__main__":',
         f"    result = {entry}(**example_inputs())",
@@ -137,6 +139,59 @@ def export_module(graph: Graph, name: str | None = None, *, passes=None,
         "              f\"{np.array2string(value.ravel()[:6], precision=4)}\")",
     ]
     return source.rstrip("\n") + "\n" + "\n".join(tail) + "\n"
+
+
+def _checked_entry(entry: str, graph: Graph, ident: dict) -> list:
+    """Lines wrapping the module's function `entry` in the argument checks compiled functions
+    make (runtime/checks.py), so a wrong array is an error, not a wrong number: every input
+    present, of its dtype (or one NumPy casts to it safely) and shape (a dimension name takes
+    any size, the same for every input naming it), integer labels in [0, classes).  Names
+    appear only as data (repr) or as the emitter's identifiers."""
+    labels = {ident[c.value.name]: c.classes for c in label_checks(graph) if c.source is None
+              and c.value.name in ident}
+    return [
+        "# label inputs -> the number of classes their values must lie below",
+        f"_GRADC_LABELS = {labels!r}",
+        "", "",
+        "def _gradc_checked_arguments(args, kwargs):",
+        '    """The inputs by name, each an array of its declared dtype and shape (TypeError,',
+        '    ValueError naming the input otherwise), labels in range."""',
+        "    names = list(INPUTS)",
+        "    if len(args) > len(names):",
+        "        raise TypeError(f'takes {len(names)} inputs, got {len(args)} positionally')",
+        "    given = dict(zip(names, args))",
+        "    for k in kwargs:",
+        "        if k in given or k not in INPUTS:",
+        "            raise TypeError(f'unexpected or repeated input {k!r}; inputs: {names}')",
+        "    given.update(kwargs)",
+        "    missing = [k for k in names if k not in given]",
+        "    if missing:",
+        "        raise TypeError(f'missing inputs {missing}')",
+        "    sizes, out = {}, {}",
+        "    for k, (dtype, shape) in INPUTS.items():",
+        "        a = np.asarray(given[k])",
+        "        if a.dtype != np.dtype(dtype) and not np.can_cast(a.dtype, dtype, 'safe'):",
+        "            raise TypeError(f'input {k!r}: {a.dtype} does not convert safely to {dtype}')",
+        "        ok = a.ndim == len(shape)",
+        "        for n, d in zip(a.shape, shape):",
+        "            ok = ok and (sizes.setdefault(d, n) == n if isinstance(d, str) else n == d)",
+        "        if not ok:",
+        "            raise ValueError(f'input {k!r}: shape {a.shape}, expected {shape} '",
+        "                             f'(sizes so far: {sizes})')",
+        "        a = a.astype(dtype, copy=False)",
+        "        c = _GRADC_LABELS.get(k)",
+        "        if c is not None and a.size and (a.min() < 0 or a.max() >= c):",
+        "            bad = a[(a < 0) | (a >= c)].ravel()[0]",
+        "            raise ValueError(f'input {k!r}: label {bad} outside [0, {c})')",
+        "        out[k] = a",
+        "    return out",
+        "", "",
+        f"_{entry}_unchecked = {entry}",
+        "", "",
+        f"def {entry}(*args, **kwargs):",
+        f'    """{entry} with its arguments checked first (see _gradc_checked_arguments)."""',
+        f"    return _{entry}_unchecked(**_gradc_checked_arguments(args, kwargs))",
+    ]
 
 
 def write_module(path, graph: Graph, name: str | None = None, **kw) -> str:

@@ -5,6 +5,7 @@ directory outside the repository) that must not import gradc; their numbers are 
 the compiled function (compiler.compile, whose NumPy kernel is written by a different emitter
 path when memory planning applies), the lecture's hand-derived numbers, and
 compiler.train_step run for the same number of updates."""
+import importlib.util
 import json
 import os
 import re
@@ -177,3 +178,38 @@ def test_export_without_passes_keeps_every_gate_line():
     text = export_module(compiler.grad(dsl.trace(add_mul)), passes=[])
     assert "dq = 1.0 * z  # mul gate: dA = G·B [of f]  (lecture.py:26)" in text
     assert "dz = 1.0 * q  # mul gate: dB = G·A [of f]  (lecture.py:26)" in text
+
+
+def test_exported_function_checks_its_arguments_like_a_compiled_one(tmp_path):
+    """A label of -1 used to wrap around to the last class and a mismatched batch to broadcast
+    (wrong numbers, no error): the exported function now refuses what compile()'s function
+    refuses, naming the input, and computes the same numbers on what it accepts."""
+
+    def loss(X, y, W):
+        return dsl.softmax_cross_entropy(X @ W, y)
+    g = compiler.grad(dsl.trace(loss, X=f64["N", 3], y=i64["N"], W=f64[3, 4]))
+    path = tmp_path / "ce_grad.py"
+    write_module(str(path), g)
+    spec = importlib.util.spec_from_file_location("ce_grad", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    X, W = rng.normal(size=(5, 3)), rng.normal(size=(3, 4))
+    y = np.array([0, 3, 1, 2, 0])
+    entry = mod.loss
+    want = compiler.compile(g, backend="numpy")(X=X, y=y, W=W)
+    got = entry(X, y, W=W)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-15, atol=0)
+    assert entry(X=X.tolist(), y=y.astype(np.int32), W=W)["out"] == pytest.approx(want["out"])
+    cases = [(dict(X=X, y=np.array([0, -1, 1, 2, 0]), W=W), ValueError, "label -1"),
+             (dict(X=X, y=np.array([0, 4, 1, 2, 0]), W=W), ValueError, r"label 4 outside \[0, 4\)"),
+             (dict(X=X, y=y[:4], W=W), ValueError, "'y'.*shape"),
+             (dict(X=X, y=y, W=W[:2]), ValueError, "'W'"),
+             (dict(X=X, y=y.astype(np.float64), W=W), TypeError, "'y'"),
+             (dict(X=X.astype(np.complex128), y=y, W=W), TypeError, "'X'"),
+             (dict(X=X, y=y), TypeError, "missing"),
+             (dict(X=X, y=y, W=W, Z=W), TypeError, "unexpected")]
+    for kw, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            entry(**kw)
