@@ -496,8 +496,12 @@ def _var(op: str, x) -> Var:
 
 
 def onehot(labels: Var, depth: int, dtype="f64") -> Var:
-    return _var("onehot", labels).b.emit("onehot", [labels], depth=int(depth),
-                                         dtype=getattr(dtype, "dtype", dtype))
+    v = _var("onehot", labels)
+    if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, numbers.Integral) \
+            or depth < 1:
+        raise ShapeError(f"onehot: depth must be a positive int (the number of classes, fixed "
+                         f"when tracing), got {depth!r}{_at(v)}")
+    return v.b.emit("onehot", [labels], depth=int(depth), dtype=getattr(dtype, "dtype", dtype))
 
 
 def pick(x: Var, labels: Var) -> Var:

@@ -308,3 +308,11 @@ def test_errors_md_is_generated_from_the_current_messages():
     with open(make_errors.OUT, encoding="utf-8") as f:
         assert f.read() == make_errors.generate(), \
             "docs/errors.md is stale: run python docs/make_errors.py"
+
+
+@pytest.mark.parametrize("depth", ["N", 0, -2, True, 2.5])
+def test_onehot_depth_must_be_a_positive_int(depth):
+    """A dimension name (the class count is fixed when tracing), 0, a bool or a float (2.5
+    was truncated to 2 classes, silently) is a ShapeError naming the model line."""
+    with pytest.raises(compiler.ShapeError, match=r"onehot: depth must be a positive int.*test_errors"):
+        dsl.trace(lambda y: dsl.sum(dsl.onehot(y, depth)), y=i64["N"])
