@@ -26,7 +26,9 @@ lock, each set of sizes once while it is kept, and each kernel is itself thread-
 """
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -35,6 +37,18 @@ from .ir import GradcError
 from .shapes import bind_dims
 
 MAX_SIZES = 8     # sets of sizes whose kernels a function keeps (the most recently used)
+_ALL: "weakref.WeakSet" = weakref.WeakSet()     # every SizedKernel, for the fork hook
+
+
+def _fresh_locks_in_child() -> None:
+    """A forked child's SizedKernels get new locks: `_lock` is held across a build, and a
+    child forked while another thread built a size would wait for it forever."""
+    for k in list(_ALL):
+        k._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class SizedKernel:
@@ -56,6 +70,7 @@ class SizedKernel:
         self._build = build
         self._kernels: OrderedDict = OrderedDict()   # sorted (name, size) pairs -> kernel,
         self._lock = threading.Lock()                # least recently used first
+        _ALL.add(self)
         self._known = self._known_function()
         self._last = None
         self._max = MAX_SIZES

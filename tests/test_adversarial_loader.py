@@ -113,6 +113,43 @@ def test_a_child_forked_while_another_thread_compiles_can_compile(tmp_path, monk
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_builds_a_size_can_call(tmp_path, monkeypatch):
+    """A symbolic function's lock is held while a new set of sizes is built: a child forked
+    meanwhile called it at a new size and waited forever (compiler/sized_kernel.py now gives
+    a child fresh locks).  Here a thread holds that lock across the fork."""
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), x=f64["N", 4],
+                                w=f64[4, 2]))
+    fn = compiler.compile(g, backend="llvm")
+    fn(x=np.ones((3, 4)), w=np.ones((4, 2)))
+    want = 5 * np.ones((4, 2)) * (1 - np.tanh(4.0) ** 2)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with fn._lock:
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                got = fn(x=np.ones((5, 4)), w=np.ones((4, 2)))["dw"]
+                code = 0 if np.allclose(got, want, rtol=1e-12) else 2
+            finally:
+                os._exit(code)
+        status = _wait(pid, 60)
+    finally:
+        release.set()
+        t.join()
+    assert status is not None, "the forked child hung on the function's lock"
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_a_tampered_target_key_memo_is_refused_and_llvm_asked(tmp_path, monkeypatch):
     """The target key remembered under the host's identity is a cache entry like any other:
     a byte changed in it (say, another CPU's features written in) fails its keyed hash, and
