@@ -78,18 +78,13 @@ def _wait(pid: int, seconds: float):
     return None
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_child_forked_while_another_thread_compiles_can_compile(tmp_path, monkeypatch):
-    """jit._lock is held for the whole of a compile (seconds): a child forked meanwhile
-    inherited it held by a thread that does not exist there, and its first compile or load
-    waited forever.  Here a thread holds the lock across the fork."""
-    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
-    g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), x=f64[3, 4], w=f64[4, 2]))
-    want = compiler.compile(g, backend="llvm")(x=np.ones((3, 4)), w=np.ones((4, 2)))["dw"]
+def _fork_while_held(lock, child) -> int | None:
+    """Fork while another thread holds `lock`; the child runs `child()` (True: exit 0) and
+    exits.  The child's exit code, or None when it hung (killed after 60 s)."""
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with jit._lock:
+        with lock:
             held.set()
             release.wait(30)
     t = threading.Thread(target=hold)
@@ -100,17 +95,31 @@ def test_a_child_forked_while_another_thread_compiles_can_compile(tmp_path, monk
         if pid == 0:                                   # the child: report by exit status
             code = 1
             try:
-                fn = compiler.compile(g, backend="llvm")
-                got = fn(x=np.ones((3, 4)), w=np.ones((4, 2)))["dw"]
-                code = 0 if np.array_equal(got, want) else 2
+                code = 0 if child() else 2
             finally:
                 os._exit(code)
         status = _wait(pid, 60)
     finally:
         release.set()
         t.join()
-    assert status is not None, "the forked child hung on jit._lock"
-    assert os.waitstatus_to_exitcode(status) == 0
+    return None if status is None else os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_compiles_can_compile(tmp_path, monkeypatch):
+    """jit._lock is held for the whole of a compile (seconds): a child forked meanwhile
+    inherited it held by a thread that does not exist there, and its first compile or load
+    waited forever.  Here a thread holds the lock across the fork."""
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    g = compiler.grad(dsl.trace(lambda x, w: dsl.sum(dsl.tanh(x @ w)), x=f64[3, 4], w=f64[4, 2]))
+    want = compiler.compile(g, backend="llvm")(x=np.ones((3, 4)), w=np.ones((4, 2)))["dw"]
+
+    def child():
+        fn = compiler.compile(g, backend="llvm")
+        return np.array_equal(fn(x=np.ones((3, 4)), w=np.ones((4, 2)))["dw"], want)
+    code = _fork_while_held(jit._lock, child)
+    assert code is not None, "the forked child hung on jit._lock"
+    assert code == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -124,30 +133,12 @@ def test_a_child_forked_while_another_thread_builds_a_size_can_call(tmp_path, mo
     fn = compiler.compile(g, backend="llvm")
     fn(x=np.ones((3, 4)), w=np.ones((4, 2)))
     want = 5 * np.ones((4, 2)) * (1 - np.tanh(4.0) ** 2)
-    held, release = threading.Event(), threading.Event()
 
-    def hold():
-        with fn._lock:
-            held.set()
-            release.wait(30)
-    t = threading.Thread(target=hold)
-    t.start()
-    held.wait(10)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                got = fn(x=np.ones((5, 4)), w=np.ones((4, 2)))["dw"]
-                code = 0 if np.allclose(got, want, rtol=1e-12) else 2
-            finally:
-                os._exit(code)
-        status = _wait(pid, 60)
-    finally:
-        release.set()
-        t.join()
-    assert status is not None, "the forked child hung on the function's lock"
-    assert os.waitstatus_to_exitcode(status) == 0
+    def child():
+        return np.allclose(fn(x=np.ones((5, 4)), w=np.ones((4, 2)))["dw"], want, rtol=1e-12)
+    code = _fork_while_held(fn._lock, child)
+    assert code is not None, "the forked child hung on the function's lock"
+    assert code == 0
 
 
 def test_a_tampered_target_key_memo_is_refused_and_llvm_asked(tmp_path, monkeypatch):
