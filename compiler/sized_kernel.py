@@ -153,12 +153,20 @@ class SizedKernel:
     def __call__(self, **kwargs) -> dict:
         k = self._known(kwargs)
         if k is not None:            # sizes seen before, read off the arrays: that kernel
-            return k(**kwargs)       # (which checks its arguments as always)
-        args = {k: v for k, v in kwargs.items() if k != "copy" or
-                any(v.name == "copy" for v in self.graph.inputs)}
-        checked = self._check(self.graph, args, check_finite=self.check_finite)
+            try:                     # (which checks its arguments as always)
+                return k(**kwargs)
+            except (TypeError, ValueError):
+                self._arguments(kwargs)   # a bad argument: said with the symbolic types
+                raise                     # (f64[N,3], not the kept kernel's f64[7,3])
+        checked = self._arguments(kwargs)
         dims = bind_dims(self.graph.inputs, checked)
         return self.kernel_for(dims)(**kwargs)
+
+    def _arguments(self, kwargs: dict) -> list:
+        """The arguments checked against the symbolic graph (the error names N)."""
+        args = {k: v for k, v in kwargs.items() if k != "copy" or
+                any(v.name == "copy" for v in self.graph.inputs)}
+        return self._check(self.graph, args, check_finite=self.check_finite)
 
     def _known_function(self):
         """`known(kwargs)`: the kernel kept for the sizes of ndarray arguments of the declared

@@ -323,3 +323,19 @@ def test_a_named_stack_times_a_matrix_is_a_batched_product(xshape, backend):
         e[1, 2] = 1e-6
         fd = (np.sum(np.tanh(X @ (W + e)) ** 2) - np.sum(np.tanh(X @ (W - e)) ** 2)) / 2e-6
         assert out["dW"][1, 2] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+
+
+def test_errors_after_a_size_is_kept_name_the_symbolic_types():
+    """Once a size's kernel is kept, a bad argument at that size is said as the numpy backend
+    says it (i64[N]), not with the kept kernel's fixed type (i64[7])."""
+    g = compiler.grad(dsl.trace(lambda X, y, W: dsl.softmax_cross_entropy(X @ W, y),
+                                X=f64["N", 3], y=i64["N"], W=f64[3, 4]))
+    X, y, W = np.ones((7, 3)), np.zeros(7, np.int64), np.ones((3, 4))
+    said = {}
+    for backend in ("numpy", "llvm"):
+        fn = compiler.compile(g, backend=backend)
+        fn(X=X, y=y, W=W)
+        with pytest.raises(TypeError) as e:
+            fn(X=X, y=y.astype(np.float64), W=W)
+        said[backend] = str(e.value)
+    assert "i64[N]" in said["llvm"] and said["llvm"] == said["numpy"]
